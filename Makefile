@@ -1,0 +1,25 @@
+# The two commands of the README: `make run` and `make test`. Both install what they need first (idempotent).
+SHELL := /bin/bash
+LIBTORCH ?= $(CURDIR)/.venv/lib/python3.11/site-packages/torch
+export LIBTORCH
+export OMP_NUM_THREADS := 1
+export TEMPONET_TANSU ?= $(CURDIR)/.tools/tansu
+CARGO ?= cargo
+RUN_OUT ?= out/run
+
+.PHONY: setup build run test bench clean-venv
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release -p temponet-pipelines
+
+run: build
+	@bash scripts/run-default.sh $(RUN_OUT)
+
+test: setup
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+bench: setup
+	$(CARGO) bench --workspace

@@ -1,0 +1,30 @@
+//! One file per `temponet` subcommand. Each takes its parsed arguments and returns `anyhow::Result`.
+
+pub mod convert;
+pub mod inspect;
+
+use std::path::PathBuf;
+
+/// Options shared by every command that reads flow files.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InputOpts {
+    /// What to do with a row that does not parse: `fail` (stop with its error) or `skip` (write it to the reject
+    /// file, count it, go on).
+    #[arg(long, default_value = "fail")]
+    pub on_error: temponet::format::OnError,
+    /// Where `--on-error skip` writes rejected rows (JSON lines with file, line, field, reason and the raw row).
+    #[arg(long, default_value = "temponet-rejects.jsonl")]
+    pub rejects: PathBuf,
+}
+
+impl InputOpts {
+    /// Reads the files with this policy, then reports what was rejected and where it went.
+    pub fn read(&self, paths: &[PathBuf], each: impl FnMut(temponet::FlowRecord)) -> anyhow::Result<temponet::format::ReadStats> {
+        let mut sink = temponet::format::RejectSink::new(&self.rejects);
+        let stats = temponet::format::read_files(paths, self.on_error, Some(&mut sink), each)?;
+        if stats.rejected() > 0 {
+            eprintln!("rejected {} rows (written to {})", stats.rejected(), sink.path().display());
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,4 @@
+//! Assembled temponet dataflows and the implementations behind the `temponet` command line.
+//! `main.rs` only parses arguments and calls into [`commands`].
+
+pub mod commands;

@@ -1,0 +1,10 @@
+//! temponet core library: the flow record, every flow file format, and (in later modules) the generative models,
+//! the simulator and the fidelity metrics. It knows nothing of timely or Kafka: the `operators` crate wraps it.
+//!
+//! A record's path: [`format`] (files) -> [`record::FlowRecord`] -> operators -> model -> metrics -> sink.
+
+pub mod format;
+pub mod inspect;
+pub mod record;
+
+pub use record::{FlowRecord, HostPair, TcpFlags};
