@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(port("dp", "443").unwrap(), 443);
         assert_eq!(port("dp", "").unwrap(), 0);
         assert_eq!(port("dp", "70000").unwrap_err().message, "port 70000 out of range 0..=65535");
-        assert_eq!(ip_u32("srcip", "1730436467").unwrap().to_string(), "103.36.15.115");
+        assert_eq!(ip_u32("srcip", "1730436467").unwrap().to_string(), "103.36.93.115");
         assert!(ip("sa", "300.1.1.1").is_err());
         assert_eq!(count("byt", "1.5 M").unwrap(), 1_500_000);
         assert!(count("pkt", "-3").is_err());
