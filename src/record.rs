@@ -229,7 +229,8 @@ pub struct FlowRecord {
     #[serde(rename = "pkts")]
     pub packets: u64,
     pub bytes: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always written (`null` when absent): bincode is not self-describing, so a skipped field would shift the rest.
+    #[serde(default)]
     pub label: Option<String>,
 }
 

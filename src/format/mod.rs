@@ -22,7 +22,7 @@ pub mod values;
 pub mod writer;
 pub mod zeek;
 
-pub use reader::{FlowReader, OnError, ReadStats, RejectSink, read_files};
+pub use reader::{FileStats, FlowReader, OnError, ReadStats, RejectSink, read_all, read_files};
 pub use writer::{FlowWriter, OutputFormat};
 
 use std::fmt;

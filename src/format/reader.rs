@@ -13,6 +13,8 @@ use crate::record::FlowRecord;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 enum CsvKind {
     Nfdump(NfdumpColumns),
@@ -27,8 +29,47 @@ enum LineKind {
     Jsonl,
 }
 
+/// Wraps the CSV input to note where every newline is, because the csv crate's own line numbers skip blank lines
+/// inconsistently; the reader turns a record's byte offset into its true physical line.
+struct NewlineTracker<R> {
+    inner: R,
+    offset: u64,
+    newlines: Arc<Mutex<VecDeque<u64>>>,
+}
+
+impl<R: Read> Read for NewlineTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut q = self.newlines.lock().expect("never poisoned: no panics while held");
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                q.push_back(self.offset + i as u64);
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Physical line of a byte offset, consuming the newline positions before it (offsets only grow).
+struct LineCounter {
+    newlines: Arc<Mutex<VecDeque<u64>>>,
+    passed: u64,
+}
+
+impl LineCounter {
+    fn line_of(&mut self, byte: u64) -> u64 {
+        let mut q = self.newlines.lock().expect("never poisoned: no panics while held");
+        while q.front().is_some_and(|&nl| nl < byte) {
+            q.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
 enum Rows {
-    Csv { rdr: csv::Reader<Box<dyn Read + Send>>, rec: csv::StringRecord, kind: CsvKind },
+    Csv { rdr: csv::Reader<Box<dyn Read + Send>>, rec: csv::StringRecord, kind: CsvKind, lines: LineCounter },
     Lines { lines: io::Lines<Box<dyn BufRead + Send>>, line_no: u64, kind: LineKind },
 }
 
@@ -87,7 +128,10 @@ impl FlowReader {
                 Rows::Lines { lines, line_no: 0, kind }
             }
             _ => {
-                let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(body);
+                let newlines = Arc::new(Mutex::new(VecDeque::new()));
+                let tracked: Box<dyn Read + Send> = Box::new(NewlineTracker { inner: body, offset: 0, newlines: newlines.clone() });
+                let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(tracked);
+                let lines = LineCounter { newlines, passed: 0 };
                 let headerless = format == Format::Nfdump && !first.split(',').any(|c| matches!(c.trim(), "te" | "ts" | "sa"));
                 let kind = if headerless {
                     CsvKind::Nfdump(NfdumpColumns::headerless())
@@ -103,7 +147,7 @@ impl FlowReader {
                         _ => unreachable!(),
                     }
                 };
-                Rows::Csv { rdr, rec: csv::StringRecord::new(), kind }
+                Rows::Csv { rdr, rec: csv::StringRecord::new(), kind, lines }
             }
         };
         Ok(FlowReader { file, format, rows, done: false })
@@ -129,7 +173,7 @@ impl Iterator for FlowReader {
         let error = |line: u64, e: FieldError, raw: String| ParseError { file: file.clone(), line, field: e.field, message: e.message, raw };
         loop {
             match rows {
-                Rows::Csv { rdr, rec, kind } => {
+                Rows::Csv { rdr, rec, kind, lines } => {
                     match rdr.read_record(rec) {
                         Ok(false) => {
                             *done = true;
@@ -137,13 +181,16 @@ impl Iterator for FlowReader {
                         }
                         Ok(true) => {}
                         Err(e) => {
-                            let line = e.position().map_or(0, |p| p.line());
+                            let line = lines.line_of(rdr.position().byte().saturating_sub(1));
                             // A CSV syntax error (bad UTF-8, unbalanced quote) stops the file: the parser cannot resync.
                             *done = !matches!(e.kind(), csv::ErrorKind::Utf8 { .. });
                             return Some(Err(error(line, FieldError::row(format!("CSV: {e}")), String::new())));
                         }
                     }
-                    let line = rec.position().map_or(0, |p| p.line());
+                    // The reader stops just past the record (at the `\n` of a CRLF, after a lone `\n`): the line of
+                    // the byte before is the record's last line; quoted newlines inside fields move the start up.
+                    let embedded = rec.iter().map(|f| f.bytes().filter(|b| *b == b'\n').count() as u64).sum::<u64>();
+                    let line = lines.line_of(rdr.position().byte().saturating_sub(1)) - embedded;
                     let fields: Vec<&str> = rec.iter().collect();
                     if fields.iter().all(|f| f.trim().is_empty()) {
                         continue;
