@@ -39,6 +39,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         }
     })?;
     if let Some(e) = write_err {
+        // A reader that went away (`| head`) is not a failure of ours.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(());
+        }
         return Err(e).with_context(|| format!("writing {}", out.display()));
     }
     let written = w.written();
