@@ -36,13 +36,23 @@ fn write(records: &[FlowRecord], f: OutputFormat) -> Vec<u8> {
 }
 
 fn read(bytes: Vec<u8>) -> Vec<Result<FlowRecord, temponet::format::ParseError>> {
-    FlowReader::from_reader("prop", Cursor::new(bytes)).unwrap().collect()
+    FlowReader::from_reader("prop", Cursor::new(bytes))
+        .unwrap()
+        .collect()
 }
 
 /// A valid header + first row for each family, and the line the damaged second row will be on.
 const FAMILIES: &[(&str, &str, u64)] = &[
-    ("", "\r\n2016-07-27 13:43:21,48.380,187.96.221.207,42.219.153.7,53,53,UDP,.A....,0,0,2,209,background\r\n", 3),
-    ("srcip,dstip,srcport,dstport,proto,ts,td,pkt,byt,type\n", "1730436467,719036359,0,0,ICMP,1458298072364000.0,305.6,62,1736,background\n", 3),
+    (
+        "",
+        "\r\n2016-07-27 13:43:21,48.380,187.96.221.207,42.219.153.7,53,53,UDP,.A....,0,0,2,209,background\r\n",
+        3,
+    ),
+    (
+        "srcip,dstip,srcport,dstport,proto,ts,td,pkt,byt,type\n",
+        "1730436467,719036359,0,0,ICMP,1458298072364000.0,305.6,62,1736,background\n",
+        3,
+    ),
     (
         "ts,uid,id.orig_h,id.orig_p,id.resp_h,id.resp_p,proto,service,duration,orig_bytes,resp_bytes,conn_state,local_orig,local_resp,missed_bytes,history,orig_pkts,orig_ip_bytes,resp_pkts,resp_ip_bytes,tunnel_parents,label,detailed-label\n",
         "1545403816.962094,C,192.168.1.195,41040,185.244.25.235,80,tcp,,3.139211,0,0,S0,,,0,S,3,180,0,0,,Benign,-\n",
@@ -63,7 +73,11 @@ const FAMILIES: &[(&str, &str, u64)] = &[
         "f,172.16.0.1,55191,192.168.10.50,4005,6,2017-07-07 17:51:49.618008,49,1,1,0,0,1,Portscan\n",
         3,
     ),
-    ("", "{\"ts\":1,\"dur\":0,\"src\":\"10.0.0.1\",\"dst\":\"10.0.0.2\",\"sport\":1,\"dport\":80,\"proto\":6,\"pkts\":1,\"bytes\":40}\n", 2),
+    (
+        "",
+        "{\"ts\":1,\"dur\":0,\"src\":\"10.0.0.1\",\"dst\":\"10.0.0.2\",\"sport\":1,\"dport\":80,\"proto\":6,\"pkts\":1,\"bytes\":40}\n",
+        2,
+    ),
 ];
 
 proptest! {

@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use temponet_pipelines::commands;
 
 #[derive(Parser)]
-#[command(name = "temponet", version, about = "Learn how network traffic behaves in time and generate realistic synthetic flows")]
+#[command(
+    name = "temponet",
+    version,
+    about = "Learn how network traffic behaves in time and generate realistic synthetic flows"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,9 @@ enum Command {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -24,7 +24,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     let out = args.paths.pop().expect("clap requires two paths");
     let format = match args.to.or_else(|| OutputFormat::from_extension(&out)) {
         Some(f) => f,
-        None => anyhow::bail!("say the output format with --to jsonl|csv|zeek ({} has no known extension)", out.display()),
+        None => anyhow::bail!(
+            "say the output format with --to jsonl|csv|zeek ({} has no known extension)",
+            out.display()
+        ),
     };
     let sink: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
@@ -48,7 +51,12 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     let written = w.written();
     w.finish()?;
     if out.as_os_str() != "-" {
-        eprintln!("wrote {written} flows to {} ({} read, {} rejected)", out.display(), stats.rows(), stats.rejected());
+        eprintln!(
+            "wrote {written} flows to {} ({} read, {} rejected)",
+            out.display(),
+            stats.rows(),
+            stats.rejected()
+        );
     }
     Ok(())
 }

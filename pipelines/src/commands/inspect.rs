@@ -25,7 +25,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     for f in &stats.files {
-        println!("file            {} ({}, {} rows{})", f.file, f.format, f.rows, if f.rejected > 0 { format!(", {} rejected", f.rejected) } else { String::new() });
+        println!(
+            "file            {} ({}, {} rows{})",
+            f.file,
+            f.format,
+            f.rows,
+            if f.rejected > 0 {
+                format!(", {} rejected", f.rejected)
+            } else {
+                String::new()
+            }
+        );
     }
     print!("{summary}");
     if stats.rejected() > 0 {
