@@ -56,8 +56,12 @@ pub fn min_bytes_packets(r: &FlowRecord, _: &RuleContext) -> Option<bool> {
 }
 
 /// DKC 3 (STAN): bytes per packet within IP limits: `40 * pkt <= byt <= 65535 * pkt` for TCP and
-/// `28 * pkt <= byt <= 65535 * pkt` for UDP. Applies to TCP and UDP flows.
+/// `28 * pkt <= byt <= 65535 * pkt` for UDP. Applies to TCP and UDP flows with at least one packet (a flow
+/// with none fails rule 2; counting it here too, where `0 <= 0 <= 0` holds, would hide it).
 pub fn bytes_per_packet(r: &FlowRecord, _: &RuleContext) -> Option<bool> {
+    if r.packets == 0 {
+        return None;
+    }
     let min = match r.proto {
         proto::TCP => 40u128,
         proto::UDP => 28u128,

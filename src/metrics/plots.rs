@@ -6,7 +6,7 @@
 //! - [`port_bars`]: share of flows on the real set's 10 most frequent (protocol, destination port) services,
 //!   grouped bars per set.
 //! - [`flows_per_second`]: flows per second against seconds since each set's first flow (averaged into at
-//!   most 1500 points when the span is longer).
+//!   most 1500 points when the span is longer), on a log scale (empty stretches drawn at 0.001).
 
 use super::{MetricsError, inter_arrivals, log10_time};
 use super::temporal::per_second_counts;
@@ -174,6 +174,7 @@ pub fn flows_per_second(path: &Path, sets: &[Series]) -> Result<(), MetricsError
     register_font();
     let e = perr(path);
     const POINTS: usize = 1500;
+    const Y_FLOOR: f64 = 1e-3;
     let series: Vec<(String, Vec<(f64, f64)>)> = sets
         .iter()
         .map(|(name, f)| {
@@ -185,8 +186,7 @@ pub fn flows_per_second(path: &Path, sets: &[Series]) -> Result<(), MetricsError
         .collect();
     let xmax = series.iter().flat_map(|s| s.1.last().map(|p| p.0)).fold(1.0f64, f64::max);
     let ymax = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.1;
-    let b = series.iter().map(|s| s.1.len()).max().unwrap_or(0);
-    let unit = if sets.iter().any(|(_, f)| per_second_counts(f).len() > POINTS) && b > 0 { " (averaged per bucket)" } else { "" };
+    let unit = if sets.iter().any(|(_, f)| per_second_counts(f).len() > POINTS) { " (mean per bucket of seconds)" } else { "" };
     let root = BitMapBackend::new(path, (1000, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(format!("{x:?}")))?;
     let mut chart = ChartBuilder::on(&root)
@@ -194,19 +194,19 @@ pub fn flows_per_second(path: &Path, sets: &[Series]) -> Result<(), MetricsError
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(55)
-        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .build_cartesian_2d(0f64..xmax, (Y_FLOOR..ymax).log_scale())
         .map_err(|x| e(format!("{x:?}")))?;
     chart
         .configure_mesh()
         .x_desc("seconds since the set's first flow")
-        .y_desc("flows per second")
+        .y_desc("flows per second (log; 0 drawn at 0.001)")
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|x| e(format!("{x:?}")))?;
     for (i, (name, pts)) in series.into_iter().enumerate() {
         let c = color(i);
         chart
-            .draw_series(LineSeries::new(pts, c.stroke_width(1)))
+            .draw_series(LineSeries::new(pts.into_iter().map(|(x, y)| (x, y.max(Y_FLOOR))), c.stroke_width(1)))
             .map_err(|x| e(format!("{x:?}")))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));

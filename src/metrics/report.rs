@@ -164,7 +164,11 @@ impl ComparisonReport {
         );
         row("privacy DCR median (real: holdout)".into(), real_hold.map_or("-".into(), |p| num(p.dcr_holdout_median)), &pv(|p| p.dcr_synthetic_median));
         row("privacy DCR ratio synthetic/holdout".into(), dash(), &pv(|p| p.dcr_ratio));
-        row("privacy share closer than holdout p5".into(), dash(), &pv(|p| p.share_closer_than_holdout_p5));
+        row(
+            "privacy share within holdout DCR p5 (real: holdout)".into(),
+            real_hold.map_or("-".into(), |p| num(p.holdout_share_within_p5)),
+            &pv(|p| p.share_within_holdout_p5),
+        );
         row("privacy membership-inference AUC".into(), dash(), &pv(|p| p.membership_auc));
         rows
     }
@@ -205,8 +209,8 @@ impl ComparisonReport {
             set_row(&mut s, "synthetic", &m.synthetic);
         }
         s.push_str("\n## Summary\n\nDistances: lower is better (0 = identical). DKC: closer to the real column is better. \
-                    Utility ratios near 1 are good (for MSE above 1 is worse). Privacy: DCR ratio below 1, a large share closer \
-                    than the holdout's 5th percentile, or an AUC well above 0.5 mean the synthetic set copies its training data.\n\n");
+                    Utility ratios near 1 are good (for MSE above 1 is worse). Privacy: DCR ratio below 1, a share within the holdout's 5th-percentile \
+                    DCR above the holdout's own, or an AUC well above 0.5 mean the synthetic set copies its training data.\n\n");
         s.push_str(&self.summary_table());
         if !self.plots.is_empty() {
             s.push_str("\n## Plots\n\n");

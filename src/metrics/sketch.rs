@@ -64,6 +64,14 @@ mod hist_v2 {
     }
 }
 
+/// Records a value, growing the histogram as needed (`saturating_record` alone would clamp to the current
+/// range instead of growing it); only a value beyond what any histogram can hold is clamped.
+fn record(h: &mut Histogram<u64>, v: u64) {
+    if h.record(v).is_err() {
+        h.saturating_record(v);
+    }
+}
+
 fn new_hist() -> Histogram<u64> {
     let mut h = Histogram::new(SIGFIG).expect("3 significant digits is a valid histogram");
     h.auto(true);
@@ -232,7 +240,7 @@ impl FlowSketch {
             if gap < 0 {
                 self.out_of_order += 1;
             }
-            self.inter_arrival_us.saturating_record(gap.max(0) as u64);
+            record(&mut self.inter_arrival_us, gap.max(0) as u64);
         }
         self.last_start = Some(self.last_start.map_or(r.start_us, |p| p.max(r.start_us)));
         let h = r.pair().stable_hash();
@@ -240,7 +248,7 @@ impl FlowSketch {
         let full = self.pair_last.len() >= cap;
         match self.pair_last.get_mut(&h) {
             Some(prev) => {
-                self.pair_inter_arrival_us.saturating_record((r.start_us - *prev).max(0) as u64);
+                record(&mut self.pair_inter_arrival_us, (r.start_us - *prev).max(0) as u64);
                 *prev = (*prev).max(r.start_us);
             }
             None if !full => {
@@ -248,9 +256,9 @@ impl FlowSketch {
             }
             None => self.pairs_untracked += 1,
         }
-        self.duration_us.saturating_record(r.duration_us);
-        self.bytes.saturating_record(r.bytes);
-        self.packets.saturating_record(r.packets);
+        record(&mut self.duration_us, r.duration_us);
+        record(&mut self.bytes, r.bytes);
+        record(&mut self.packets, r.packets);
         for (c, f) in self.categorical.iter_mut().zip(Categorical::ALL) {
             c.add(f.key(r), 1);
         }

@@ -104,8 +104,15 @@ fn ml_err(task: &str) -> impl Fn(smartcore::error::Failed) -> MetricsError + '_ 
     move |e| MetricsError::Ml { task: task.into(), message: e.to_string() }
 }
 
-/// Fits a random forest classifier on (x, y) and predicts `test`.
+/// Fits a random forest classifier on (x, y) and predicts `test`. A training set with a single class (say a
+/// synthetic set that is all TCP) cannot be fitted by smartcore: the only model it supports predicts that
+/// class everywhere, which is what is returned.
 pub fn forest_classify(x: &[Vec<f64>], y: &[u32], test: &[Vec<f64>], task: &str) -> Result<Vec<u32>, MetricsError> {
+    if let Some(&first) = y.first()
+        && y.iter().all(|&c| c == first)
+    {
+        return Ok(vec![first; test.len()]);
+    }
     let params = RandomForestClassifierParameters {
         criterion: SplitCriterion::Gini,
         max_depth: Some(MAX_DEPTH),
