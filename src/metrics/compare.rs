@@ -12,7 +12,9 @@
 //! - `EvalOptions::attacks`: labelled flows (e.g. CIC-IDS2017) for the intrusion-detection utility task.
 
 use super::report::{ComparisonReport, EvalReport, SetInfo};
-use super::{MetricsError, coverage, distances, dkc, hosts, plots, privacy, split_by_time, temporal, utility};
+use super::{
+    MetricsError, coverage, distances, dkc, hosts, plots, privacy, split_by_time, temporal, utility,
+};
 use crate::record::FlowRecord;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -34,27 +36,48 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { top_pairs: 10, attacks: Vec::new(), plot_dir: None, utility: true, privacy: true }
+        EvalOptions {
+            top_pairs: 10,
+            attacks: Vec::new(),
+            plot_dir: None,
+            utility: true,
+            privacy: true,
+        }
     }
 }
 
 /// Minimum flows of the real and each synthetic set (inter-arrival needs two).
 pub const MIN_FLOWS: usize = 2;
 
-fn check_inputs(real_test: &[FlowRecord], train: &[FlowRecord], synthetic: &[(&str, &[FlowRecord])], opts: &EvalOptions) -> Result<(), MetricsError> {
+fn check_inputs(
+    real_test: &[FlowRecord],
+    train: &[FlowRecord],
+    synthetic: &[(&str, &[FlowRecord])],
+    opts: &EvalOptions,
+) -> Result<(), MetricsError> {
     if real_test.len() < MIN_FLOWS {
-        return Err(MetricsError::TooFew { what: format!("real test (it has {})", real_test.len()), min: MIN_FLOWS });
+        return Err(MetricsError::TooFew {
+            what: format!("real test (it has {})", real_test.len()),
+            min: MIN_FLOWS,
+        });
     }
     if synthetic.is_empty() {
-        return Err(MetricsError::Mismatch("no synthetic set to evaluate".into()));
+        return Err(MetricsError::Mismatch(
+            "no synthetic set to evaluate".into(),
+        ));
     }
     let mut names = HashSet::new();
     for (name, s) in synthetic {
         if s.len() < MIN_FLOWS {
-            return Err(MetricsError::TooFew { what: format!("synthetic `{name}` (it has {})", s.len()), min: MIN_FLOWS });
+            return Err(MetricsError::TooFew {
+                what: format!("synthetic `{name}` (it has {})", s.len()),
+                min: MIN_FLOWS,
+            });
         }
         if !names.insert(*name) {
-            return Err(MetricsError::Mismatch(format!("two synthetic sets are named `{name}`")));
+            return Err(MetricsError::Mismatch(format!(
+                "two synthetic sets are named `{name}`"
+            )));
         }
     }
     if !train.is_empty() {
@@ -68,7 +91,11 @@ fn check_inputs(real_test: &[FlowRecord], train: &[FlowRecord], synthetic: &[(&s
         }
     }
     if !opts.attacks.is_empty() {
-        let n = opts.attacks.iter().filter(|r| !utility::is_benign_label(r.label.as_deref())).count();
+        let n = opts
+            .attacks
+            .iter()
+            .filter(|r| !utility::is_benign_label(r.label.as_deref()))
+            .count();
         if n < 2 {
             return Err(MetricsError::Mismatch(format!(
                 "the attack set holds {} flows, {n} of them labelled as an attack (not benign/background): at least 2 are needed",
@@ -80,22 +107,45 @@ fn check_inputs(real_test: &[FlowRecord], train: &[FlowRecord], synthetic: &[(&s
 }
 
 /// Every metric of one synthetic set (`name`) against `real_test` (see the module docs for the roles).
-pub fn evaluate(real_test: &[FlowRecord], train: &[FlowRecord], name: &str, synthetic: &[FlowRecord], opts: &EvalOptions) -> Result<EvalReport, MetricsError> {
+pub fn evaluate(
+    real_test: &[FlowRecord],
+    train: &[FlowRecord],
+    name: &str,
+    synthetic: &[FlowRecord],
+    opts: &EvalOptions,
+) -> Result<EvalReport, MetricsError> {
     check_inputs(real_test, train, &[(name, synthetic)], opts)?;
     Ok(evaluate_checked(real_test, train, name, synthetic, opts))
 }
 
-fn evaluate_checked(real_test: &[FlowRecord], train: &[FlowRecord], name: &str, synthetic: &[FlowRecord], opts: &EvalOptions) -> EvalReport {
-    tracing::info!(model = name, "distances, DKC, coverage, temporal and host structure");
+fn evaluate_checked(
+    real_test: &[FlowRecord],
+    train: &[FlowRecord],
+    name: &str,
+    synthetic: &[FlowRecord],
+    opts: &EvalOptions,
+) -> EvalReport {
+    tracing::info!(
+        model = name,
+        "distances, DKC, coverage, temporal and host structure"
+    );
     let (utility, utility_note) = if !opts.utility {
         (None, "not computed (disabled)".to_string())
     } else {
         tracing::info!(model = name, "utility (random forests)");
         let (tr, te, how) = if train.is_empty() {
             let (a, b) = split_by_time(real_test, 0.5);
-            (a, b, "no training set given: TRTR trained on the first half of the real set (time order), both tested on the second half")
+            (
+                a,
+                b,
+                "no training set given: TRTR trained on the first half of the real set (time order), both tested on the second half",
+            )
         } else {
-            (train.to_vec(), real_test.to_vec(), "TRTR trained on the real training set, both tested on the real test set")
+            (
+                train.to_vec(),
+                real_test.to_vec(),
+                "TRTR trained on the real training set, both tested on the real test set",
+            )
         };
         match utility::utility(&tr, synthetic, &te, &opts.attacks) {
             Ok(u) => (Some(u), how.to_string()),
@@ -105,7 +155,10 @@ fn evaluate_checked(real_test: &[FlowRecord], train: &[FlowRecord], name: &str, 
     let (privacy, privacy_note) = if !opts.privacy {
         (None, "not computed (disabled)".to_string())
     } else if train.is_empty() {
-        (None, "not computed: needs the training set (--train)".to_string())
+        (
+            None,
+            "not computed: needs the training set (--train)".to_string(),
+        )
     } else {
         tracing::info!(model = name, "privacy");
         match privacy::privacy(train, real_test, synthetic) {
@@ -130,12 +183,23 @@ fn evaluate_checked(real_test: &[FlowRecord], train: &[FlowRecord], name: &str, 
 
 /// Evaluates every `(model name, synthetic flows)` against `real_test` and gathers them in one report, with
 /// plots in `opts.plot_dir` when set. `train` may be empty (see the module docs).
-pub fn compare(real_test: &[FlowRecord], train: &[FlowRecord], synthetic: &[(&str, &[FlowRecord])], opts: &EvalOptions) -> Result<ComparisonReport, MetricsError> {
+pub fn compare(
+    real_test: &[FlowRecord],
+    train: &[FlowRecord],
+    synthetic: &[(&str, &[FlowRecord])],
+    opts: &EvalOptions,
+) -> Result<ComparisonReport, MetricsError> {
     check_inputs(real_test, train, synthetic, opts)?;
-    let models = synthetic.iter().map(|(n, s)| evaluate_checked(real_test, train, n, s, opts)).collect();
+    let models = synthetic
+        .iter()
+        .map(|(n, s)| evaluate_checked(real_test, train, n, s, opts))
+        .collect();
     let plots = match &opts.plot_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|source| MetricsError::Io { file: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| MetricsError::Io {
+                file: dir.display().to_string(),
+                source,
+            })?;
             let mut sets: Vec<plots::Series> = vec![("real", real_test)];
             sets.extend(synthetic.iter().copied());
             plots::write_all(dir, &sets)?

@@ -45,15 +45,30 @@ pub fn from_sets<P: Eq + Hash, H: Eq + Hash>(
     synthetic_flows: u64,
     synthetic_novel_flows: u64,
 ) -> Coverage {
-    let ratio = |a: usize, b: usize| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
+    let ratio = |a: usize, b: usize| {
+        if b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / b as f64
+        }
+    };
     Coverage {
         real_patterns: real_patterns.len(),
         synthetic_patterns: synthetic_patterns.len(),
-        pattern_coverage: ratio(real_patterns.intersection(synthetic_patterns).count(), real_patterns.len()),
+        pattern_coverage: ratio(
+            real_patterns.intersection(synthetic_patterns).count(),
+            real_patterns.len(),
+        ),
         real_host_pairs: real_pairs.len(),
         synthetic_host_pairs: synthetic_pairs.len(),
-        host_pair_coverage: ratio(real_pairs.intersection(synthetic_pairs).count(), real_pairs.len()),
-        novel_pattern_share: ratio(synthetic_patterns.difference(real_patterns).count(), synthetic_patterns.len()),
+        host_pair_coverage: ratio(
+            real_pairs.intersection(synthetic_pairs).count(),
+            real_pairs.len(),
+        ),
+        novel_pattern_share: ratio(
+            synthetic_patterns.difference(real_patterns).count(),
+            synthetic_patterns.len(),
+        ),
         novel_flow_share: ratio(synthetic_novel_flows as usize, synthetic_flows as usize),
     }
 }
@@ -64,6 +79,9 @@ pub fn coverage(real: &[FlowRecord], synthetic: &[FlowRecord]) -> Coverage {
     let sp: HashSet<Pattern> = synthetic.iter().map(pattern).collect();
     let rh: HashSet<HostPair> = real.iter().map(|r| r.pair()).collect();
     let sh: HashSet<HostPair> = synthetic.iter().map(|r| r.pair()).collect();
-    let novel = synthetic.iter().filter(|r| !rp.contains(&pattern(r))).count() as u64;
+    let novel = synthetic
+        .iter()
+        .filter(|r| !rp.contains(&pattern(r)))
+        .count() as u64;
     from_sets(&rp, &sp, &rh, &sh, synthetic.len() as u64, novel)
 }

@@ -101,8 +101,17 @@ pub fn jsd<K: Eq + Hash>(p: &HashMap<K, u64>, q: &HashMap<K, u64>) -> f64 {
     }
     let pairs = p
         .iter()
-        .map(|(k, &c)| (c as f64 / tp as f64, q.get(k).copied().unwrap_or(0) as f64 / tq as f64))
-        .chain(q.iter().filter(|(k, _)| !p.contains_key(*k)).map(|(_, &c)| (0.0, c as f64 / tq as f64)));
+        .map(|(k, &c)| {
+            (
+                c as f64 / tp as f64,
+                q.get(k).copied().unwrap_or(0) as f64 / tq as f64,
+            )
+        })
+        .chain(
+            q.iter()
+                .filter(|(k, _)| !p.contains_key(*k))
+                .map(|(_, &c)| (0.0, c as f64 / tq as f64)),
+        );
     jsd_probabilities(pairs)
 }
 
@@ -136,7 +145,12 @@ pub enum Continuous {
 }
 
 impl Continuous {
-    pub const ALL: [Continuous; 4] = [Continuous::InterArrival, Continuous::Duration, Continuous::Bytes, Continuous::Packets];
+    pub const ALL: [Continuous; 4] = [
+        Continuous::InterArrival,
+        Continuous::Duration,
+        Continuous::Bytes,
+        Continuous::Packets,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -164,7 +178,11 @@ impl Continuous {
 
     /// The log10 view of a raw value (floors of the module conventions).
     pub fn log10(self, raw: f64) -> f64 {
-        if self.is_time() { log10_time(raw) } else { log10_count(raw) }
+        if self.is_time() {
+            log10_time(raw)
+        } else {
+            log10_count(raw)
+        }
     }
 }
 
@@ -183,8 +201,14 @@ pub enum Categorical {
 }
 
 impl Categorical {
-    pub const ALL: [Categorical; 6] =
-        [Categorical::SrcAddr, Categorical::DstAddr, Categorical::DstPort, Categorical::SrcPortClass, Categorical::Proto, Categorical::Flags];
+    pub const ALL: [Categorical; 6] = [
+        Categorical::SrcAddr,
+        Categorical::DstAddr,
+        Categorical::DstPort,
+        Categorical::SrcPortClass,
+        Categorical::Proto,
+        Categorical::Flags,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -280,19 +304,39 @@ impl Distances {
 }
 
 /// EMD (log10 and raw) and KS of one continuous field.
-pub fn continuous_distance(field: Continuous, real: &[FlowRecord], synthetic: &[FlowRecord]) -> ContinuousDistance {
+pub fn continuous_distance(
+    field: Continuous,
+    real: &[FlowRecord],
+    synthetic: &[FlowRecord],
+) -> ContinuousDistance {
     let a = field.values(real);
     let b = field.values(synthetic);
     let la: Vec<f64> = a.iter().map(|&x| field.log10(x)).collect();
     let lb: Vec<f64> = b.iter().map(|&x| field.log10(x)).collect();
-    ContinuousDistance { field, emd_log10: emd(&la, &lb), emd_raw: emd(&a, &b), ks: ks(&a, &b), n_real: a.len(), n_synthetic: b.len() }
+    ContinuousDistance {
+        field,
+        emd_log10: emd(&la, &lb),
+        emd_raw: emd(&a, &b),
+        ks: ks(&a, &b),
+        n_real: a.len(),
+        n_synthetic: b.len(),
+    }
 }
 
 /// JSD of one categorical field.
-pub fn categorical_distance(field: Categorical, real: &[FlowRecord], synthetic: &[FlowRecord]) -> CategoricalDistance {
+pub fn categorical_distance(
+    field: Categorical,
+    real: &[FlowRecord],
+    synthetic: &[FlowRecord],
+) -> CategoricalDistance {
     let p = field.counts(real);
     let q = field.counts(synthetic);
-    CategoricalDistance { field, jsd: jsd(&p, &q), distinct_real: p.len(), distinct_synthetic: q.len() }
+    CategoricalDistance {
+        field,
+        jsd: jsd(&p, &q),
+        distinct_real: p.len(),
+        distinct_synthetic: q.len(),
+    }
 }
 
 fn pair_gaps(flows: &[FlowRecord]) -> HashMap<HostPair, Vec<i64>> {
@@ -307,13 +351,18 @@ fn pair_gaps(flows: &[FlowRecord]) -> HashMap<HostPair, Vec<i64>> {
 }
 
 /// Per-pair inter-arrival distances over the `top` busiest real pairs (see [`PairInterArrival`]).
-pub fn pair_inter_arrival(real: &[FlowRecord], synthetic: &[FlowRecord], top: usize) -> PairInterArrival {
+pub fn pair_inter_arrival(
+    real: &[FlowRecord],
+    synthetic: &[FlowRecord],
+    top: usize,
+) -> PairInterArrival {
     let r = pair_gaps(real);
     let s = pair_gaps(synthetic);
     let mut busy: Vec<(&HostPair, &Vec<i64>)> = r.iter().filter(|(_, v)| v.len() >= 3).collect();
     busy.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(b.0)));
     busy.truncate(top);
-    let gaps = |v: &[i64]| -> Vec<f64> { v.windows(2).map(|w| (w[1] - w[0]) as f64 / 1e6).collect() };
+    let gaps =
+        |v: &[i64]| -> Vec<f64> { v.windows(2).map(|w| (w[1] - w[0]) as f64 / 1e6).collect() };
     let (mut el, mut er, mut k) = (Vec::new(), Vec::new(), Vec::new());
     let mut missing = 0;
     for (pair, starts) in &busy {
@@ -344,8 +393,14 @@ pub fn pair_inter_arrival(real: &[FlowRecord], synthetic: &[FlowRecord], top: us
 /// inter-arrival figure.
 pub fn distances(real: &[FlowRecord], synthetic: &[FlowRecord], top_pairs: usize) -> Distances {
     Distances {
-        continuous: Continuous::ALL.iter().map(|&f| continuous_distance(f, real, synthetic)).collect(),
+        continuous: Continuous::ALL
+            .iter()
+            .map(|&f| continuous_distance(f, real, synthetic))
+            .collect(),
         inter_arrival_per_pair: pair_inter_arrival(real, synthetic, top_pairs),
-        categorical: Categorical::ALL.iter().map(|&f| categorical_distance(f, real, synthetic)).collect(),
+        categorical: Categorical::ALL
+            .iter()
+            .map(|&f| categorical_distance(f, real, synthetic))
+            .collect(),
     }
 }

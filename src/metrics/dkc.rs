@@ -22,7 +22,9 @@ pub struct RuleContext {
 impl RuleContext {
     /// Derives the context from the real data.
     pub fn from_real(real: &[FlowRecord]) -> RuleContext {
-        RuleContext { quic_in_real: real.iter().any(is_quic) }
+        RuleContext {
+            quic_in_real: real.iter().any(is_quic),
+        }
     }
 }
 
@@ -74,7 +76,11 @@ pub fn bytes_per_packet(r: &FlowRecord, _: &RuleContext) -> Option<bool> {
 /// DKC 4 (STAN): no TCP flags unless the protocol is TCP. Applies to non-TCP flows (a TCP flow passes
 /// trivially, so it is not counted).
 pub fn flags_only_tcp(r: &FlowRecord, _: &RuleContext) -> Option<bool> {
-    if r.proto == proto::TCP { None } else { Some(r.flags.is_empty()) }
+    if r.proto == proto::TCP {
+        None
+    } else {
+        Some(r.flags.is_empty())
+    }
 }
 
 /// DKC 5 (STAN): a flow to or from port 80 or 443 is TCP — except UDP on 443 when the real data holds QUIC
@@ -90,7 +96,11 @@ pub fn web_ports_tcp(r: &FlowRecord, ctx: &RuleContext) -> Option<bool> {
 /// DKC 6: protocols without ports (ICMP, GRE, ESP, ...; see [`proto::has_ports`]) have both ports 0. Applies to
 /// portless protocols.
 pub fn portless_zero_ports(r: &FlowRecord, _: &RuleContext) -> Option<bool> {
-    if proto::has_ports(r.proto) { None } else { Some(r.src_port == 0 && r.dst_port == 0) }
+    if proto::has_ports(r.proto) {
+        None
+    } else {
+        Some(r.src_port == 0 && r.dst_port == 0)
+    }
 }
 
 /// DKC 7: duration >= 0. `duration_us` is unsigned, so a negative duration shows up as a value with the sign
@@ -103,7 +113,11 @@ pub fn nonnegative_duration(r: &FlowRecord, _: &RuleContext) -> Option<bool> {
 /// DKC 8: a single-packet flow has zero duration and at most 65535 bytes (one IP packet). Applies to flows
 /// with exactly one packet.
 pub fn single_packet(r: &FlowRecord, _: &RuleContext) -> Option<bool> {
-    if r.packets != 1 { None } else { Some(r.duration_us == 0 && r.bytes <= 65_535) }
+    if r.packets != 1 {
+        None
+    } else {
+        Some(r.duration_us == 0 && r.bytes <= 65_535)
+    }
 }
 
 /// Most packets a SYN-only TCP flow may have: the first SYN plus Linux's default 6 retransmissions
@@ -113,7 +127,11 @@ pub const SYN_ONLY_MAX_PACKETS: u64 = 7;
 /// DKC 9: a TCP flow whose only flag is SYN (an unanswered connection attempt) has at most
 /// [`SYN_ONLY_MAX_PACKETS`] packets. Applies to TCP flows whose flags are exactly SYN.
 pub fn syn_only_few_packets(r: &FlowRecord, _: &RuleContext) -> Option<bool> {
-    if r.proto != proto::TCP || r.flags.bits() != TcpFlags::SYN { None } else { Some(r.packets <= SYN_ONLY_MAX_PACKETS) }
+    if r.proto != proto::TCP || r.flags.bits() != TcpFlags::SYN {
+        None
+    } else {
+        Some(r.packets <= SYN_ONLY_MAX_PACKETS)
+    }
 }
 
 /// One rule: its stable name (used in reports and sketches), a one-line description and the check.
@@ -126,15 +144,51 @@ pub struct Rule {
 
 /// Every rule, in report order (STAN's five first).
 pub const RULES: [Rule; 9] = [
-    Rule { name: "valid_addresses", description: "src not multicast/broadcast, dst not 0.x", check: valid_addresses },
-    Rule { name: "min_bytes_packets", description: ">= 1 packet and >= one minimal packet of bytes", check: min_bytes_packets },
-    Rule { name: "bytes_per_packet", description: "40*pkt <= byt <= 65535*pkt (TCP), 28*pkt (UDP)", check: bytes_per_packet },
-    Rule { name: "flags_only_tcp", description: "no TCP flags on non-TCP flows", check: flags_only_tcp },
-    Rule { name: "web_ports_tcp", description: "ports 80/443 are TCP (UDP/443 ok if QUIC in real)", check: web_ports_tcp },
-    Rule { name: "portless_zero_ports", description: "ports 0 for protocols without ports", check: portless_zero_ports },
-    Rule { name: "nonnegative_duration", description: "duration >= 0 and end representable", check: nonnegative_duration },
-    Rule { name: "single_packet", description: "1-packet flows: duration 0, <= 65535 bytes", check: single_packet },
-    Rule { name: "syn_only_few_packets", description: "SYN-only TCP flows have <= 7 packets", check: syn_only_few_packets },
+    Rule {
+        name: "valid_addresses",
+        description: "src not multicast/broadcast, dst not 0.x",
+        check: valid_addresses,
+    },
+    Rule {
+        name: "min_bytes_packets",
+        description: ">= 1 packet and >= one minimal packet of bytes",
+        check: min_bytes_packets,
+    },
+    Rule {
+        name: "bytes_per_packet",
+        description: "40*pkt <= byt <= 65535*pkt (TCP), 28*pkt (UDP)",
+        check: bytes_per_packet,
+    },
+    Rule {
+        name: "flags_only_tcp",
+        description: "no TCP flags on non-TCP flows",
+        check: flags_only_tcp,
+    },
+    Rule {
+        name: "web_ports_tcp",
+        description: "ports 80/443 are TCP (UDP/443 ok if QUIC in real)",
+        check: web_ports_tcp,
+    },
+    Rule {
+        name: "portless_zero_ports",
+        description: "ports 0 for protocols without ports",
+        check: portless_zero_ports,
+    },
+    Rule {
+        name: "nonnegative_duration",
+        description: "duration >= 0 and end representable",
+        check: nonnegative_duration,
+    },
+    Rule {
+        name: "single_packet",
+        description: "1-packet flows: duration 0, <= 65535 bytes",
+        check: single_packet,
+    },
+    Rule {
+        name: "syn_only_few_packets",
+        description: "SYN-only TCP flows have <= 7 packets",
+        check: syn_only_few_packets,
+    },
 ];
 
 /// Applicable and passed counts of one rule on one set: the mergeable state behind a pass %.
@@ -147,7 +201,11 @@ pub struct RuleCount {
 impl RuleCount {
     /// `100 * passed / applicable`, NaN when the rule applied to no flow.
     pub fn pass_percent(&self) -> f64 {
-        if self.applicable == 0 { f64::NAN } else { 100.0 * self.passed as f64 / self.applicable as f64 }
+        if self.applicable == 0 {
+            f64::NAN
+        } else {
+            100.0 * self.passed as f64 / self.applicable as f64
+        }
     }
     pub fn add(&mut self, outcome: Option<bool>) {
         if let Some(ok) = outcome {

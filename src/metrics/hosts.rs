@@ -85,7 +85,13 @@ pub fn top_ports(flows: &[FlowRecord], protocol: u8) -> Vec<PortShare> {
     let mut v: Vec<(u16, u64)> = m.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     v.truncate(TOP_PORTS);
-    v.into_iter().map(|(port, flows)| PortShare { port, flows, percent: 100.0 * flows as f64 / total as f64 }).collect()
+    v.into_iter()
+        .map(|(port, flows)| PortShare {
+            port,
+            flows,
+            percent: 100.0 * flows as f64 / total as f64,
+        })
+        .collect()
 }
 
 fn distribution(mut v: Vec<f64>) -> HostDistribution {
@@ -123,8 +129,14 @@ pub fn hosts(real: &[FlowRecord], synthetic: &[FlowRecord]) -> Hosts {
     let r = stats(real);
     let s = stats(synthetic);
     Hosts {
-        destinations_per_source_emd_log10: emd(&log(destinations_per_source(real)), &log(destinations_per_source(synthetic))),
-        bytes_per_source_emd_log10: emd(&log(bytes_per_source(real)), &log(bytes_per_source(synthetic))),
+        destinations_per_source_emd_log10: emd(
+            &log(destinations_per_source(real)),
+            &log(destinations_per_source(synthetic)),
+        ),
+        bytes_per_source_emd_log10: emd(
+            &log(bytes_per_source(real)),
+            &log(bytes_per_source(synthetic)),
+        ),
         top_tcp_overlap: overlap(&r.top_tcp_ports, &s.top_tcp_ports),
         top_udp_overlap: overlap(&r.top_udp_ports, &s.top_udp_ports),
         real: r,

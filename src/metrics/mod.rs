@@ -78,7 +78,11 @@ pub enum MetricsError {
 /// `"65500-65535"`). Returned as a number (port itself below 1024, `65536 + port / 100` above) so it can be
 /// counted cheaply; [`port_class_label`] gives the text.
 pub fn port_class(port: u16) -> u32 {
-    if port < 1024 { port as u32 } else { 65_536 + port as u32 / 100 }
+    if port < 1024 {
+        port as u32
+    } else {
+        65_536 + port as u32 / 100
+    }
 }
 
 /// Text of a [`port_class`] value.
@@ -112,7 +116,10 @@ pub(crate) fn sorted_starts(flows: &[FlowRecord]) -> Vec<i64> {
 
 /// Inter-arrival times of a flow set in seconds (gaps between consecutive starts in time order).
 pub fn inter_arrivals(flows: &[FlowRecord]) -> Vec<f64> {
-    sorted_starts(flows).windows(2).map(|w| (w[1] - w[0]) as f64 / 1e6).collect()
+    sorted_starts(flows)
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as f64 / 1e6)
+        .collect()
 }
 
 /// The flows sorted by start time (stable: ties keep their input order).
@@ -132,5 +139,9 @@ pub fn split_by_time(flows: &[FlowRecord], fraction: f64) -> (Vec<FlowRecord>, V
 }
 
 pub(crate) fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
 }

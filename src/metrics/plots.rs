@@ -8,8 +8,8 @@
 //! - [`flows_per_second`]: flows per second against seconds since each set's first flow (averaged into at
 //!   most 1500 points when the span is longer), on a log scale (empty stretches drawn at 0.001).
 
-use super::{MetricsError, inter_arrivals, log10_time};
 use super::temporal::per_second_counts;
+use super::{MetricsError, inter_arrivals, log10_time};
 use crate::record::{FlowRecord, proto};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -29,14 +29,24 @@ fn register_font() {
     });
 }
 
-const COLORS: [RGBColor; 6] = [RGBColor(0, 0, 0), RGBColor(214, 39, 40), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(148, 103, 189), RGBColor(255, 127, 14)];
+const COLORS: [RGBColor; 6] = [
+    RGBColor(0, 0, 0),
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+];
 
 fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
 fn perr(path: &Path) -> impl Fn(String) -> MetricsError + '_ {
-    move |message| MetricsError::Plot { file: path.display().to_string(), message }
+    move |message| MetricsError::Plot {
+        file: path.display().to_string(),
+        message,
+    }
 }
 
 /// A set to draw: its legend name and flows. The first set is the real one by convention (drawn in black).
@@ -46,7 +56,10 @@ fn cdf_points(mut v: Vec<f64>) -> Vec<(f64, f64)> {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     let step = (n / 600).max(1);
-    let mut pts: Vec<(f64, f64)> = (0..n).step_by(step).map(|i| (v[i], (i + 1) as f64 / n as f64)).collect();
+    let mut pts: Vec<(f64, f64)> = (0..n)
+        .step_by(step)
+        .map(|i| (v[i], (i + 1) as f64 / n as f64))
+        .collect();
     if let Some(&last) = v.last() {
         pts.push((last, 1.0));
     }
@@ -57,11 +70,24 @@ fn cdf_points(mut v: Vec<f64>) -> Vec<(f64, f64)> {
 pub fn inter_arrival_cdf(path: &Path, sets: &[Series]) -> Result<(), MetricsError> {
     register_font();
     let e = perr(path);
-    let curves: Vec<(String, Vec<(f64, f64)>)> =
-        sets.iter().map(|(n, f)| (n.to_string(), cdf_points(inter_arrivals(f).into_iter().map(log10_time).collect()))).collect();
+    let curves: Vec<(String, Vec<(f64, f64)>)> = sets
+        .iter()
+        .map(|(n, f)| {
+            (
+                n.to_string(),
+                cdf_points(inter_arrivals(f).into_iter().map(log10_time).collect()),
+            )
+        })
+        .collect();
     let xs = curves.iter().flat_map(|c| c.1.iter().map(|p| p.0));
-    let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
-    let (lo, hi) = if lo.is_finite() { (lo.floor(), hi.ceil().max(lo.floor() + 1.0)) } else { (-6.0, 0.0) };
+    let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    let (lo, hi) = if lo.is_finite() {
+        (lo.floor(), hi.ceil().max(lo.floor() + 1.0))
+    } else {
+        (-6.0, 0.0)
+    };
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(format!("{x:?}")))?;
     let mut chart = ChartBuilder::on(&root)
@@ -101,7 +127,9 @@ pub fn inter_arrival_cdf(path: &Path, sets: &[Series]) -> Result<(), MetricsErro
 pub fn port_bars(path: &Path, sets: &[Series]) -> Result<(), MetricsError> {
     register_font();
     let e = perr(path);
-    let Some((_, real)) = sets.first() else { return Err(e("no set to draw".into())) };
+    let Some((_, real)) = sets.first() else {
+        return Err(e("no set to draw".into()));
+    };
     let count = |f: &[FlowRecord]| {
         let mut m: HashMap<(u8, u16), u64> = HashMap::new();
         for r in f {
@@ -113,12 +141,17 @@ pub fn port_bars(path: &Path, sets: &[Series]) -> Result<(), MetricsError> {
     let mut top: Vec<((u8, u16), u64)> = real_counts.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     top.truncate(10);
-    let labels: Vec<String> = top.iter().map(|((p, port), _)| format!("{}/{}", proto::name(*p), port)).collect();
+    let labels: Vec<String> = top
+        .iter()
+        .map(|((p, port), _)| format!("{}/{}", proto::name(*p), port))
+        .collect();
     let shares: Vec<Vec<f64>> = sets
         .iter()
         .map(|(_, f)| {
             let c = count(f);
-            top.iter().map(|(k, _)| 100.0 * *c.get(k).unwrap_or(&0) as f64 / f.len().max(1) as f64).collect()
+            top.iter()
+                .map(|(k, _)| 100.0 * *c.get(k).unwrap_or(&0) as f64 / f.len().max(1) as f64)
+                .collect()
         })
         .collect();
     let ymax = shares.iter().flatten().fold(1.0f64, |a, &b| a.max(b)) * 1.1;
@@ -126,7 +159,10 @@ pub fn port_bars(path: &Path, sets: &[Series]) -> Result<(), MetricsError> {
     let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(format!("{x:?}")))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Share of flows on the real set's top services", ("sans-serif", 24))
+        .caption(
+            "Share of flows on the real set's top services",
+            ("sans-serif", 24),
+        )
         .margin(15)
         .x_label_area_size(60)
         .y_label_area_size(55)
@@ -139,7 +175,11 @@ pub fn port_bars(path: &Path, sets: &[Series]) -> Result<(), MetricsError> {
         .x_labels(n * 2 + 1)
         .x_label_formatter(&move |x| {
             let i = x.floor() as usize;
-            if (x - i as f64 - 0.5).abs() < 0.01 { lab.get(i).cloned().unwrap_or_default() } else { String::new() }
+            if (x - i as f64 - 0.5).abs() < 0.01 {
+                lab.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
         })
         .y_desc("% of the set's flows")
         .x_desc("protocol/destination port")
@@ -180,13 +220,31 @@ pub fn flows_per_second(path: &Path, sets: &[Series]) -> Result<(), MetricsError
         .map(|(name, f)| {
             let x = per_second_counts(f);
             let b = x.len().div_ceil(POINTS).max(1);
-            let pts = x.chunks(b).enumerate().map(|(i, c)| ((i * b) as f64, c.iter().sum::<f64>() / c.len() as f64)).collect();
+            let pts = x
+                .chunks(b)
+                .enumerate()
+                .map(|(i, c)| ((i * b) as f64, c.iter().sum::<f64>() / c.len() as f64))
+                .collect();
             (name.to_string(), pts)
         })
         .collect();
-    let xmax = series.iter().flat_map(|s| s.1.last().map(|p| p.0)).fold(1.0f64, f64::max);
-    let ymax = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.1;
-    let unit = if sets.iter().any(|(_, f)| per_second_counts(f).len() > POINTS) { " (mean per bucket of seconds)" } else { "" };
+    let xmax = series
+        .iter()
+        .flat_map(|s| s.1.last().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let unit = if sets
+        .iter()
+        .any(|(_, f)| per_second_counts(f).len() > POINTS)
+    {
+        " (mean per bucket of seconds)"
+    } else {
+        ""
+    };
     let root = BitMapBackend::new(path, (1000, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(format!("{x:?}")))?;
     let mut chart = ChartBuilder::on(&root)
@@ -206,7 +264,10 @@ pub fn flows_per_second(path: &Path, sets: &[Series]) -> Result<(), MetricsError
     for (i, (name, pts)) in series.into_iter().enumerate() {
         let c = color(i);
         chart
-            .draw_series(LineSeries::new(pts.into_iter().map(|(x, y)| (x, y.max(Y_FLOOR))), c.stroke_width(1)))
+            .draw_series(LineSeries::new(
+                pts.into_iter().map(|(x, y)| (x, y.max(Y_FLOOR))),
+                c.stroke_width(1),
+            ))
             .map_err(|x| e(format!("{x:?}")))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
@@ -224,7 +285,11 @@ pub fn flows_per_second(path: &Path, sets: &[Series]) -> Result<(), MetricsError
 
 /// Writes the three plots into `dir` and returns their file names.
 pub fn write_all(dir: &Path, sets: &[Series]) -> Result<Vec<String>, MetricsError> {
-    let names = ["inter_arrival_cdf.png", "port_bars.png", "flows_per_second.png"];
+    let names = [
+        "inter_arrival_cdf.png",
+        "port_bars.png",
+        "flows_per_second.png",
+    ];
     inter_arrival_cdf(&dir.join(names[0]), sets)?;
     port_bars(&dir.join(names[1]), sets)?;
     flows_per_second(&dir.join(names[2]), sets)?;

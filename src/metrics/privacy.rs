@@ -50,7 +50,9 @@ pub struct Privacy {
 type ExactKey = (IpAddr, IpAddr, u16, u16, u8, u64, u64);
 
 fn exact_key(r: &FlowRecord) -> ExactKey {
-    (r.src, r.dst, r.src_port, r.dst_port, r.proto, r.packets, r.bytes)
+    (
+        r.src, r.dst, r.src_port, r.dst_port, r.proto, r.packets, r.bytes,
+    )
 }
 
 /// Share of `flows` identical to a flow of `train` on 5-tuple + packets + bytes; NaN when `flows` is empty.
@@ -59,7 +61,11 @@ pub fn exact_match_rate(flows: &[FlowRecord], train: &[FlowRecord]) -> f64 {
         return f64::NAN;
     }
     let keys: HashSet<ExactKey> = train.iter().map(exact_key).collect();
-    flows.iter().filter(|r| keys.contains(&exact_key(r))).count() as f64 / flows.len() as f64
+    flows
+        .iter()
+        .filter(|r| keys.contains(&exact_key(r)))
+        .count() as f64
+        / flows.len() as f64
 }
 
 /// A flow prepared for the record distance.
@@ -74,7 +80,11 @@ pub struct Point {
 pub struct Scales([f64; 3]);
 
 fn raw_cont(r: &FlowRecord) -> [f64; 3] {
-    [log10_count(r.bytes as f64), log10_count(r.packets as f64), log10_time(r.duration_us as f64 / 1e6)]
+    [
+        log10_count(r.bytes as f64),
+        log10_count(r.packets as f64),
+        log10_time(r.duration_us as f64 / 1e6),
+    ]
 }
 
 impl Scales {
@@ -84,7 +94,11 @@ impl Scales {
         let n = train.len() as f64;
         for (k, sk) in s.iter_mut().enumerate() {
             let m = train.iter().map(|r| raw_cont(r)[k]).sum::<f64>() / n;
-            let v = train.iter().map(|r| (raw_cont(r)[k] - m).powi(2)).sum::<f64>() / n;
+            let v = train
+                .iter()
+                .map(|r| (raw_cont(r)[k] - m).powi(2))
+                .sum::<f64>()
+                / n;
             if v.is_finite() && v > 0.0 {
                 *sk = v.sqrt();
             }
@@ -94,20 +108,35 @@ impl Scales {
 
     pub fn point(&self, r: &FlowRecord) -> Point {
         let c = raw_cont(r);
-        Point { cont: [c[0] / self.0[0], c[1] / self.0[1], c[2] / self.0[2]], cat: (r.src, r.dst, r.src_port, r.dst_port, r.proto) }
+        Point {
+            cont: [c[0] / self.0[0], c[1] / self.0[1], c[2] / self.0[2]],
+            cat: (r.src, r.dst, r.src_port, r.dst_port, r.proto),
+        }
     }
 }
 
 /// The record distance (see the module docs) between two prepared flows.
 pub fn distance(a: &Point, b: &Point) -> f64 {
     let c: f64 = a.cont.iter().zip(&b.cont).map(|(x, y)| (x - y).abs()).sum();
-    let m = (a.cat.0 != b.cat.0) as u8 + (a.cat.1 != b.cat.1) as u8 + (a.cat.2 != b.cat.2) as u8 + (a.cat.3 != b.cat.3) as u8 + (a.cat.4 != b.cat.4) as u8;
+    let m = (a.cat.0 != b.cat.0) as u8
+        + (a.cat.1 != b.cat.1) as u8
+        + (a.cat.2 != b.cat.2) as u8
+        + (a.cat.3 != b.cat.3) as u8
+        + (a.cat.4 != b.cat.4) as u8;
     c + m as f64
 }
 
 /// Distance from each query to its nearest reference (brute force).
 pub fn nearest_distances(queries: &[Point], reference: &[Point]) -> Vec<f64> {
-    queries.iter().map(|q| reference.iter().map(|r| distance(q, r)).fold(f64::INFINITY, f64::min)).collect()
+    queries
+        .iter()
+        .map(|q| {
+            reference
+                .iter()
+                .map(|r| distance(q, r))
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect()
 }
 
 /// `P(a < b) + ½ P(a = b)` for a drawn from `members` and b from `non_members` (the Mann-Whitney AUC of
@@ -116,7 +145,11 @@ pub fn auc_smaller_is_positive(members: &[f64], non_members: &[f64]) -> f64 {
     if members.is_empty() || non_members.is_empty() {
         return f64::NAN;
     }
-    let mut all: Vec<(f64, bool)> = members.iter().map(|&d| (d, true)).chain(non_members.iter().map(|&d| (d, false))).collect();
+    let mut all: Vec<(f64, bool)> = members
+        .iter()
+        .map(|&d| (d, true))
+        .chain(non_members.iter().map(|&d| (d, false)))
+        .collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     // Count, for every member, the non-members strictly above it plus half the ties.
     let (mut wins, mut i) = (0.0, 0);
@@ -126,7 +159,11 @@ pub fn auc_smaller_is_positive(members: &[f64], non_members: &[f64]) -> f64 {
         let mut j = i;
         let (mut m_eq, mut n_eq) = (0.0, 0.0);
         while j < all.len() && all[j].0 == all[i].0 {
-            if all[j].1 { m_eq += 1.0 } else { n_eq += 1.0 }
+            if all[j].1 {
+                m_eq += 1.0
+            } else {
+                n_eq += 1.0
+            }
             j += 1;
         }
         wins += m_eq * ((nn - non_below - n_eq) + 0.5 * n_eq);
@@ -137,14 +174,27 @@ pub fn auc_smaller_is_positive(members: &[f64], non_members: &[f64]) -> f64 {
 }
 
 /// Every privacy figure. `holdout` is real data the generator never saw (the real test set).
-pub fn privacy(train: &[FlowRecord], holdout: &[FlowRecord], synthetic: &[FlowRecord]) -> Result<Privacy, MetricsError> {
-    for (what, v) in [("training", train), ("holdout", holdout), ("synthetic", synthetic)] {
+pub fn privacy(
+    train: &[FlowRecord],
+    holdout: &[FlowRecord],
+    synthetic: &[FlowRecord],
+) -> Result<Privacy, MetricsError> {
+    for (what, v) in [
+        ("training", train),
+        ("holdout", holdout),
+        ("synthetic", synthetic),
+    ] {
         if v.is_empty() {
-            return Err(MetricsError::TooFew { what: format!("{what} (privacy metrics)"), min: 1 });
+            return Err(MetricsError::TooFew {
+                what: format!("{what} (privacy metrics)"),
+                min: 1,
+            });
         }
     }
     let scales = Scales::from_train(train);
-    let pts = |v: &[FlowRecord], n: usize| -> Vec<Point> { subsample(v, n).iter().map(|r| scales.point(r)).collect() };
+    let pts = |v: &[FlowRecord], n: usize| -> Vec<Point> {
+        subsample(v, n).iter().map(|r| scales.point(r)).collect()
+    };
     let train_ref = pts(train, MAX_REFERENCE);
     let synth_ref = pts(synthetic, MAX_REFERENCE);
     let d_syn = nearest_distances(&pts(synthetic, MAX_QUERIES), &train_ref);
@@ -163,8 +213,10 @@ pub fn privacy(train: &[FlowRecord], holdout: &[FlowRecord], synthetic: &[FlowRe
         dcr_synthetic_median: med_s,
         dcr_holdout_median: med_h,
         dcr_ratio: med_s / med_h,
-        share_within_holdout_p5: d_syn.iter().filter(|&&d| d <= p5).count() as f64 / d_syn.len() as f64,
-        holdout_share_within_p5: d_hold.iter().filter(|&&d| d <= p5).count() as f64 / d_hold.len() as f64,
+        share_within_holdout_p5: d_syn.iter().filter(|&&d| d <= p5).count() as f64
+            / d_syn.len() as f64,
+        holdout_share_within_p5: d_hold.iter().filter(|&&d| d <= p5).count() as f64
+            / d_hold.len() as f64,
         membership_auc: auc_smaller_is_positive(&members, &non_members),
     })
 }

@@ -86,7 +86,11 @@ pub fn num(x: f64) -> String {
 }
 
 fn pct(x: f64) -> String {
-    if x.is_finite() { format!("{x:.1}%") } else { "n/a".into() }
+    if x.is_finite() {
+        format!("{x:.1}%")
+    } else {
+        "n/a".into()
+    }
 }
 
 /// One table row: metric name, the real set's own figure (or `-`), one cell per model.
@@ -100,46 +104,94 @@ impl ComparisonReport {
         let mut row = |name: String, real: String, f: &dyn Fn(&EvalReport) -> String| {
             rows.push((name, real, self.models.iter().map(f).collect()));
         };
-        row("flows".into(), self.real.flows.to_string(), &|m| m.synthetic.flows.to_string());
+        row("flows".into(), self.real.flows.to_string(), &|m| {
+            m.synthetic.flows.to_string()
+        });
         for c in Continuous::ALL {
-            row(format!("EMD log10 {}", c.name()), dash(), &|m| num(m.distances.continuous(c).map_or(f64::NAN, |d| d.emd_log10)));
+            row(format!("EMD log10 {}", c.name()), dash(), &|m| {
+                num(m.distances.continuous(c).map_or(f64::NAN, |d| d.emd_log10))
+            });
         }
-        row("EMD log10 inter-arrival, busiest pairs".into(), dash(), &|m| num(m.distances.inter_arrival_per_pair.emd_log10_mean));
+        row(
+            "EMD log10 inter-arrival, busiest pairs".into(),
+            dash(),
+            &|m| num(m.distances.inter_arrival_per_pair.emd_log10_mean),
+        );
         for c in Continuous::ALL {
             let unit = if c.is_time() { " (s)" } else { "" };
-            row(format!("EMD raw {}{unit}", c.name()), dash(), &|m| num(m.distances.continuous(c).map_or(f64::NAN, |d| d.emd_raw)));
+            row(format!("EMD raw {}{unit}", c.name()), dash(), &|m| {
+                num(m.distances.continuous(c).map_or(f64::NAN, |d| d.emd_raw))
+            });
         }
         for c in Continuous::ALL {
-            row(format!("KS {}", c.name()), dash(), &|m| num(m.distances.continuous(c).map_or(f64::NAN, |d| d.ks)));
+            row(format!("KS {}", c.name()), dash(), &|m| {
+                num(m.distances.continuous(c).map_or(f64::NAN, |d| d.ks))
+            });
         }
         for c in Categorical::ALL {
-            row(format!("JSD {}", c.name()), dash(), &|m| num(m.distances.categorical(c).map_or(f64::NAN, |d| d.jsd)));
+            row(format!("JSD {}", c.name()), dash(), &|m| {
+                num(m.distances.categorical(c).map_or(f64::NAN, |d| d.jsd))
+            });
         }
         let n_rules = self.models.first().map_or(0, |m| m.dkc.len());
         for i in 0..n_rules {
             let r0 = &self.models[0].dkc[i];
-            row(format!("DKC {} pass", r0.rule), pct(r0.real_pass_percent), &|m| pct(m.dkc[i].synthetic_pass_percent));
+            row(
+                format!("DKC {} pass", r0.rule),
+                pct(r0.real_pass_percent),
+                &|m| pct(m.dkc[i].synthetic_pass_percent),
+            );
         }
-        row("coverage: real patterns".into(), dash(), &|m| num(m.coverage.pattern_coverage));
-        row("coverage: real host pairs".into(), dash(), &|m| num(m.coverage.host_pair_coverage));
-        row("novel patterns (share)".into(), dash(), &|m| num(m.coverage.novel_pattern_share));
+        row("coverage: real patterns".into(), dash(), &|m| {
+            num(m.coverage.pattern_coverage)
+        });
+        row("coverage: real host pairs".into(), dash(), &|m| {
+            num(m.coverage.host_pair_coverage)
+        });
+        row("novel patterns (share)".into(), dash(), &|m| {
+            num(m.coverage.novel_pattern_share)
+        });
         let real_t = self.models.first().map(|m| m.temporal.real.clone());
-        let rt = |f: &dyn Fn(&super::temporal::TemporalStats) -> f64| real_t.as_ref().map_or("-".into(), |t| num(f(t)));
-        row("ACF lag 1 (flows/s)".into(), rt(&|t| t.acf[0]), &|m| num(m.temporal.synthetic.acf[0]));
-        row("ACF mean |diff| lags 1-60".into(), dash(), &|m| num(m.temporal.acf_mean_abs_diff));
-        row("Hurst exponent".into(), rt(&|t| t.hurst), &|m| num(m.temporal.synthetic.hurst));
-        row("burstiness (CV inter-arrival)".into(), rt(&|t| t.burstiness_cv), &|m| num(m.temporal.synthetic.burstiness_cv));
-        row("diurnal correlation".into(), dash(), &|m| m.temporal.diurnal_correlation.map_or("n/a".into(), num));
+        let rt = |f: &dyn Fn(&super::temporal::TemporalStats) -> f64| {
+            real_t.as_ref().map_or("-".into(), |t| num(f(t)))
+        };
+        row("ACF lag 1 (flows/s)".into(), rt(&|t| t.acf[0]), &|m| {
+            num(m.temporal.synthetic.acf[0])
+        });
+        row("ACF mean |diff| lags 1-60".into(), dash(), &|m| {
+            num(m.temporal.acf_mean_abs_diff)
+        });
+        row("Hurst exponent".into(), rt(&|t| t.hurst), &|m| {
+            num(m.temporal.synthetic.hurst)
+        });
+        row(
+            "burstiness (CV inter-arrival)".into(),
+            rt(&|t| t.burstiness_cv),
+            &|m| num(m.temporal.synthetic.burstiness_cv),
+        );
+        row("diurnal correlation".into(), dash(), &|m| {
+            m.temporal.diurnal_correlation.map_or("n/a".into(), num)
+        });
         let real_h = self.models.first().map(|m| m.hosts.real.clone());
         row(
             "destinations per source p50".into(),
-            real_h.as_ref().map_or("-".into(), |h| num(h.destinations_per_source.p50)),
+            real_h
+                .as_ref()
+                .map_or("-".into(), |h| num(h.destinations_per_source.p50)),
             &|m| num(m.hosts.synthetic.destinations_per_source.p50),
         );
-        row("EMD log10 destinations per source".into(), dash(), &|m| num(m.hosts.destinations_per_source_emd_log10));
-        row("EMD log10 bytes per source".into(), dash(), &|m| num(m.hosts.bytes_per_source_emd_log10));
-        row("top-10 TCP ports shared".into(), dash(), &|m| num(m.hosts.top_tcp_overlap));
-        row("top-10 UDP ports shared".into(), dash(), &|m| num(m.hosts.top_udp_overlap));
+        row("EMD log10 destinations per source".into(), dash(), &|m| {
+            num(m.hosts.destinations_per_source_emd_log10)
+        });
+        row("EMD log10 bytes per source".into(), dash(), &|m| {
+            num(m.hosts.bytes_per_source_emd_log10)
+        });
+        row("top-10 TCP ports shared".into(), dash(), &|m| {
+            num(m.hosts.top_tcp_overlap)
+        });
+        row("top-10 UDP ports shared".into(), dash(), &|m| {
+            num(m.hosts.top_udp_overlap)
+        });
         type Pick = fn(&Utility) -> Option<&TaskScore>;
         let tasks: [(&str, Pick); 3] = [
             ("protocol macro-F1", |u| Some(&u.protocol_classification)),
@@ -147,29 +199,57 @@ impl ComparisonReport {
             ("IDS F1 (attack)", |u| u.intrusion_detection.as_ref()),
         ];
         for (name, pick) in tasks {
-            let trtr = self.models.iter().find_map(|m| m.utility.as_ref().and_then(pick)).map_or("-".into(), |t| num(t.trtr));
-            row(format!("utility {name} (real: TRTR, model: TSTR)"), trtr, &|m| {
-                m.utility.as_ref().and_then(pick).map_or("n/a".into(), |t| num(t.tstr))
-            });
+            let trtr = self
+                .models
+                .iter()
+                .find_map(|m| m.utility.as_ref().and_then(pick))
+                .map_or("-".into(), |t| num(t.trtr));
+            row(
+                format!("utility {name} (real: TRTR, model: TSTR)"),
+                trtr,
+                &|m| {
+                    m.utility
+                        .as_ref()
+                        .and_then(pick)
+                        .map_or("n/a".into(), |t| num(t.tstr))
+                },
+            );
             row(format!("utility {name} ratio TSTR/TRTR"), dash(), &|m| {
-                m.utility.as_ref().and_then(pick).map_or("n/a".into(), |t| num(t.ratio))
+                m.utility
+                    .as_ref()
+                    .and_then(pick)
+                    .map_or("n/a".into(), |t| num(t.ratio))
             });
         }
-        let pv = |f: fn(&Privacy) -> f64| move |m: &EvalReport| m.privacy.as_ref().map_or("n/a".into(), |p| num(f(p)));
+        let pv = |f: fn(&Privacy) -> f64| {
+            move |m: &EvalReport| m.privacy.as_ref().map_or("n/a".into(), |p| num(f(p)))
+        };
         let real_hold = self.models.iter().find_map(|m| m.privacy.as_ref());
         row(
             "privacy exact-match rate (real: holdout)".into(),
             real_hold.map_or("-".into(), |p| num(p.holdout_exact_match_rate)),
             &pv(|p| p.exact_match_rate),
         );
-        row("privacy DCR median (real: holdout)".into(), real_hold.map_or("-".into(), |p| num(p.dcr_holdout_median)), &pv(|p| p.dcr_synthetic_median));
-        row("privacy DCR ratio synthetic/holdout".into(), dash(), &pv(|p| p.dcr_ratio));
+        row(
+            "privacy DCR median (real: holdout)".into(),
+            real_hold.map_or("-".into(), |p| num(p.dcr_holdout_median)),
+            &pv(|p| p.dcr_synthetic_median),
+        );
+        row(
+            "privacy DCR ratio synthetic/holdout".into(),
+            dash(),
+            &pv(|p| p.dcr_ratio),
+        );
         row(
             "privacy share within holdout DCR p5 (real: holdout)".into(),
             real_hold.map_or("-".into(), |p| num(p.holdout_share_within_p5)),
             &pv(|p| p.share_within_holdout_p5),
         );
-        row("privacy membership-inference AUC".into(), dash(), &pv(|p| p.membership_auc));
+        row(
+            "privacy membership-inference AUC".into(),
+            dash(),
+            &pv(|p| p.membership_auc),
+        );
         rows
     }
 
@@ -194,9 +274,19 @@ impl ComparisonReport {
 
     /// The whole report as Markdown: sets, summary table, plots, per-model detail.
     pub fn to_markdown(&self) -> String {
-        let mut s = String::from("# temponet evaluation\n\n## Sets\n\n| set | flows | span (s) | host pairs | files |\n|---|---|---|---|---|\n");
+        let mut s = String::from(
+            "# temponet evaluation\n\n## Sets\n\n| set | flows | span (s) | host pairs | files |\n|---|---|---|---|---|\n",
+        );
         let set_row = |s: &mut String, role: &str, i: &SetInfo| {
-            let _ = writeln!(s, "| {role}: {} | {} | {} | {} | {} |", i.name, i.flows, num(i.span_seconds), i.host_pairs, i.files.join(", "));
+            let _ = writeln!(
+                s,
+                "| {role}: {} | {} | {} | {} | {} |",
+                i.name,
+                i.flows,
+                num(i.span_seconds),
+                i.host_pairs,
+                i.files.join(", ")
+            );
         };
         set_row(&mut s, "real (test)", &self.real);
         if let Some(t) = &self.train {
@@ -219,7 +309,11 @@ impl ComparisonReport {
             }
         }
         for m in &self.models {
-            let _ = writeln!(s, "\n## {}\n\n### Domain-knowledge checks\n\n| rule | what | real pass (n) | synthetic pass (n) |\n|---|---|---|---|", m.model);
+            let _ = writeln!(
+                s,
+                "\n## {}\n\n### Domain-knowledge checks\n\n| rule | what | real pass (n) | synthetic pass (n) |\n|---|---|---|---|",
+                m.model
+            );
             for r in &m.dkc {
                 let _ = writeln!(
                     s,
@@ -249,7 +343,12 @@ impl ComparisonReport {
                 num(c.novel_flow_share)
             );
             let _ = writeln!(s, "Diurnal profile: {}.\n", m.temporal.diurnal_note);
-            let ports = |v: &[super::hosts::PortShare]| v.iter().map(|p| format!("{} {:.1}%", p.port, p.percent)).collect::<Vec<_>>().join(", ");
+            let ports = |v: &[super::hosts::PortShare]| {
+                v.iter()
+                    .map(|p| format!("{} {:.1}%", p.port, p.percent))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             let _ = writeln!(
                 s,
                 "Top TCP ports: real {}; synthetic {}.\n\nTop UDP ports: real {}; synthetic {}.\n",
@@ -258,7 +357,11 @@ impl ComparisonReport {
                 ports(&m.hosts.real.top_udp_ports),
                 ports(&m.hosts.synthetic.top_udp_ports)
             );
-            let _ = writeln!(s, "Utility: {}\n\nPrivacy: {}", m.utility_note, m.privacy_note);
+            let _ = writeln!(
+                s,
+                "Utility: {}\n\nPrivacy: {}",
+                m.utility_note, m.privacy_note
+            );
         }
         s
     }

@@ -31,7 +31,10 @@
 
 use super::MetricsError;
 use super::coverage::{self, Coverage, pattern};
-use super::distances::{Categorical, CategoricalDistance, Continuous, ContinuousDistance, emd_weighted, jsd_probabilities, ks_weighted};
+use super::distances::{
+    Categorical, CategoricalDistance, Continuous, ContinuousDistance, emd_weighted,
+    jsd_probabilities, ks_weighted,
+};
 use super::dkc::{self, RULES, RuleContext, RuleCount, RuleResult};
 use crate::record::{FlowRecord, proto};
 use hdrhistogram::Histogram;
@@ -46,19 +49,24 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 /// Serde for a histogram as its V2 deflate bytes.
 mod hist_v2 {
     use hdrhistogram::Histogram;
-    use hdrhistogram::serialization::{Deserializer as HDeser, Serializer as _, V2DeflateSerializer};
+    use hdrhistogram::serialization::{
+        Deserializer as HDeser, Serializer as _, V2DeflateSerializer,
+    };
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
         let mut buf = Vec::new();
-        V2DeflateSerializer::new().serialize(h, &mut buf).map_err(|e| serde::ser::Error::custom(format!("{e:?}")))?;
+        V2DeflateSerializer::new()
+            .serialize(h, &mut buf)
+            .map_err(|e| serde::ser::Error::custom(format!("{e:?}")))?;
         s.serialize_bytes(&buf)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
         let buf = Vec::<u8>::deserialize(d)?;
-        let mut h: Histogram<u64> =
-            HDeser::new().deserialize(&mut std::io::Cursor::new(buf)).map_err(|e| serde::de::Error::custom(format!("{e:?}")))?;
+        let mut h: Histogram<u64> = HDeser::new()
+            .deserialize(&mut std::io::Cursor::new(buf))
+            .map_err(|e| serde::de::Error::custom(format!("{e:?}")))?;
         h.auto(true);
         Ok(h)
     }
@@ -88,7 +96,11 @@ pub struct BoundedCounts {
 
 impl BoundedCounts {
     pub fn new(capacity: usize) -> Self {
-        BoundedCounts { capacity: capacity.max(1), total: 0, counts: HashMap::new() }
+        BoundedCounts {
+            capacity: capacity.max(1),
+            total: 0,
+            counts: HashMap::new(),
+        }
     }
 
     pub fn add(&mut self, key: u128, n: u64) {
@@ -149,9 +161,22 @@ pub fn jsd_bounded(p: &BoundedCounts, q: &BoundedCounts) -> f64 {
     let pairs = p
         .counts
         .iter()
-        .map(|(k, &c)| (c as f64 / tp, q.counts.get(k).copied().unwrap_or(0) as f64 / tq))
-        .chain(q.counts.iter().filter(|(k, _)| !p.counts.contains_key(*k)).map(|(_, &c)| (0.0, c as f64 / tq)))
-        .chain(std::iter::once((p.other() as f64 / tp, q.other() as f64 / tq)));
+        .map(|(k, &c)| {
+            (
+                c as f64 / tp,
+                q.counts.get(k).copied().unwrap_or(0) as f64 / tq,
+            )
+        })
+        .chain(
+            q.counts
+                .iter()
+                .filter(|(k, _)| !p.counts.contains_key(*k))
+                .map(|(_, &c)| (0.0, c as f64 / tq)),
+        )
+        .chain(std::iter::once((
+            p.other() as f64 / tp,
+            q.other() as f64 / tq,
+        )));
     jsd_probabilities(pairs)
 }
 
@@ -208,7 +233,10 @@ impl FlowSketch {
             duration_us: new_hist(),
             bytes: new_hist(),
             packets: new_hist(),
-            categorical: Categorical::ALL.iter().map(|_| BoundedCounts::new(capacity)).collect(),
+            categorical: Categorical::ALL
+                .iter()
+                .map(|_| BoundedCounts::new(capacity))
+                .collect(),
             rules: vec![RuleCount::default(); RULES.len()],
             udp_443: 0,
             patterns: BoundedCounts::new(capacity),
@@ -248,7 +276,10 @@ impl FlowSketch {
         let full = self.pair_last.len() >= cap;
         match self.pair_last.get_mut(&h) {
             Some(prev) => {
-                record(&mut self.pair_inter_arrival_us, (r.start_us - *prev).max(0) as u64);
+                record(
+                    &mut self.pair_inter_arrival_us,
+                    (r.start_us - *prev).max(0) as u64,
+                );
                 *prev = (*prev).max(r.start_us);
             }
             None if !full => {
@@ -262,7 +293,9 @@ impl FlowSketch {
         for (c, f) in self.categorical.iter_mut().zip(Categorical::ALL) {
             c.add(f.key(r), 1);
         }
-        let ctx = RuleContext { quic_in_real: false };
+        let ctx = RuleContext {
+            quic_in_real: false,
+        };
         for (c, rule) in self.rules.iter_mut().zip(RULES.iter()) {
             c.add((rule.check)(r, &ctx));
         }
@@ -279,7 +312,10 @@ impl FlowSketch {
 
     /// Folds another sketch (of another worker or window) into this one.
     pub fn merge(&mut self, o: &FlowSketch) -> Result<(), MetricsError> {
-        let hist = |a: &mut Histogram<u64>, b: &Histogram<u64>| a.add(b).map_err(|e| MetricsError::Decode(format!("histogram merge: {e:?}")));
+        let hist = |a: &mut Histogram<u64>, b: &Histogram<u64>| {
+            a.add(b)
+                .map_err(|e| MetricsError::Decode(format!("histogram merge: {e:?}")))
+        };
         hist(&mut self.inter_arrival_us, &o.inter_arrival_us)?;
         hist(&mut self.pair_inter_arrival_us, &o.pair_inter_arrival_us)?;
         hist(&mut self.duration_us, &o.duration_us)?;
@@ -361,11 +397,25 @@ impl FlowSketch {
 
 /// A histogram as weighted samples `(value, count)` in raw units (each bucket at its median equivalent value;
 /// µs turned into seconds for time fields), and the same on log10.
-fn weighted(h: &Histogram<u64>, time: bool) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+/// Weighted samples `(value, weight)`.
+type Weighted = Vec<(f64, f64)>;
+
+fn weighted(h: &Histogram<u64>, time: bool) -> (Weighted, Weighted) {
     let scale = if time { 1e-6 } else { 1.0 };
-    let f = if time { Continuous::Duration } else { Continuous::Bytes };
-    let raw: Vec<(f64, f64)> =
-        h.iter_recorded().map(|v| (h.median_equivalent(v.value_iterated_to()) as f64 * scale, v.count_at_value() as f64)).collect();
+    let f = if time {
+        Continuous::Duration
+    } else {
+        Continuous::Bytes
+    };
+    let raw: Weighted = h
+        .iter_recorded()
+        .map(|v| {
+            (
+                h.median_equivalent(v.value_iterated_to()) as f64 * scale,
+                v.count_at_value() as f64,
+            )
+        })
+        .collect();
     let log = raw.iter().map(|&(x, w)| (f.log10(x), w)).collect();
     (raw, log)
 }
@@ -403,15 +453,31 @@ pub struct SketchFigures {
 impl SketchFigures {
     /// Compares a real and a synthetic sketch.
     pub fn between(real: &FlowSketch, synthetic: &FlowSketch) -> SketchFigures {
-        let ctx = RuleContext { quic_in_real: real.udp_443 > 0 };
+        let ctx = RuleContext {
+            quic_in_real: real.udp_443 > 0,
+        };
         let rp: HashSet<u128> = real.patterns.counts().keys().copied().collect();
         let sp: HashSet<u128> = synthetic.patterns.counts().keys().copied().collect();
-        let novel: u64 = synthetic.patterns.counts().iter().filter(|(k, _)| !rp.contains(k)).map(|(_, c)| *c).sum::<u64>() + synthetic.patterns.other();
+        let novel: u64 = synthetic
+            .patterns
+            .counts()
+            .iter()
+            .filter(|(k, _)| !rp.contains(k))
+            .map(|(_, c)| *c)
+            .sum::<u64>()
+            + synthetic.patterns.other();
         SketchFigures {
             real_flows: real.flows,
             synthetic_flows: synthetic.flows,
-            continuous: Continuous::ALL.iter().map(|&f| hist_distance(f, real.hist(f), synthetic.hist(f))).collect(),
-            pair_inter_arrival: hist_distance(Continuous::InterArrival, &real.pair_inter_arrival_us, &synthetic.pair_inter_arrival_us),
+            continuous: Continuous::ALL
+                .iter()
+                .map(|&f| hist_distance(f, real.hist(f), synthetic.hist(f)))
+                .collect(),
+            pair_inter_arrival: hist_distance(
+                Continuous::InterArrival,
+                &real.pair_inter_arrival_us,
+                &synthetic.pair_inter_arrival_us,
+            ),
             categorical: Categorical::ALL
                 .iter()
                 .zip(real.categorical.iter().zip(&synthetic.categorical))
@@ -422,9 +488,20 @@ impl SketchFigures {
                     distinct_synthetic: q.counts().len(),
                 })
                 .collect(),
-            categorical_exact: real.categorical.iter().chain(&synthetic.categorical).all(BoundedCounts::is_exact),
+            categorical_exact: real
+                .categorical
+                .iter()
+                .chain(&synthetic.categorical)
+                .all(BoundedCounts::is_exact),
             dkc: dkc::results_from_counts(&real.rule_counts(&ctx), &synthetic.rule_counts(&ctx)),
-            coverage: coverage::from_sets(&rp, &sp, &real.pairs, &synthetic.pairs, synthetic.flows, novel),
+            coverage: coverage::from_sets(
+                &rp,
+                &sp,
+                &real.pairs,
+                &synthetic.pairs,
+                synthetic.flows,
+                novel,
+            ),
             pairs_exact: !real.pairs_saturated && !synthetic.pairs_saturated,
         }
     }

@@ -53,7 +53,9 @@ pub struct Temporal {
 /// Per-second flow counts (see the module docs).
 pub fn per_second_counts(flows: &[FlowRecord]) -> Vec<f64> {
     let s = sorted_starts(flows);
-    let (Some(&first), Some(&last)) = (s.first(), s.last()) else { return Vec::new() };
+    let (Some(&first), Some(&last)) = (s.first(), s.last()) else {
+        return Vec::new();
+    };
     let t0 = first.div_euclid(1_000_000);
     let n = ((last.div_euclid(1_000_000) - t0 + 1) as usize).min(MAX_SECONDS);
     let mut x = vec![0.0; n];
@@ -75,7 +77,11 @@ pub fn autocorrelation(x: &[f64], max_lag: usize) -> Vec<f64> {
             if k >= x.len() || denom <= 0.0 {
                 return f64::NAN;
             }
-            x.iter().zip(&x[k..]).map(|(a, b)| (a - m) * (b - m)).sum::<f64>() / denom
+            x.iter()
+                .zip(&x[k..])
+                .map(|(a, b)| (a - m) * (b - m))
+                .sum::<f64>()
+                / denom
         })
         .collect()
 }
@@ -88,7 +94,9 @@ pub fn hurst_aggregated_variance(x: &[f64]) -> f64 {
     let mut m = 1usize;
     while m <= n / 10 {
         let blocks = n / m;
-        let means: Vec<f64> = (0..blocks).map(|b| x[b * m..(b + 1) * m].iter().sum::<f64>() / m as f64).collect();
+        let means: Vec<f64> = (0..blocks)
+            .map(|b| x[b * m..(b + 1) * m].iter().sum::<f64>() / m as f64)
+            .collect();
         let mu = mean(&means);
         let var = means.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / (blocks as f64 - 1.0);
         if var > 0.0 {
@@ -139,7 +147,13 @@ pub fn diurnal_profile(flows: &[FlowRecord]) -> Option<Vec<f64>> {
         hours[(h.rem_euclid(24)) as usize] += 1.0;
         h += 1;
     }
-    Some(counts.iter().zip(hours).map(|(c, n)| if n > 0.0 { c / n } else { 0.0 }).collect())
+    Some(
+        counts
+            .iter()
+            .zip(hours)
+            .map(|(c, n)| if n > 0.0 { c / n } else { 0.0 })
+            .collect(),
+    )
 }
 
 /// Pearson correlation of two equal-length vectors; NaN if either is constant.
@@ -148,7 +162,11 @@ pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let sab: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
     let saa: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
     let sbb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
-    if saa <= 0.0 || sbb <= 0.0 { f64::NAN } else { sab / (saa * sbb).sqrt() }
+    if saa <= 0.0 || sbb <= 0.0 {
+        f64::NAN
+    } else {
+        sab / (saa * sbb).sqrt()
+    }
 }
 
 /// Temporal statistics of one set.
@@ -168,10 +186,31 @@ pub fn stats(flows: &[FlowRecord]) -> TemporalStats {
 pub fn temporal(real: &[FlowRecord], synthetic: &[FlowRecord]) -> Temporal {
     let r = stats(real);
     let s = stats(synthetic);
-    let diffs: Vec<f64> = r.acf.iter().zip(&s.acf).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(a, b)| (a - b).abs()).collect();
+    let diffs: Vec<f64> = r
+        .acf
+        .iter()
+        .zip(&s.acf)
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
+        .map(|(a, b)| (a - b).abs())
+        .collect();
     let (corr, note) = match (&r.diurnal, &s.diurnal) {
-        (Some(a), Some(b)) => (Some(pearson(a, b)), "both sets span at least 24 h".to_string()),
-        _ => (None, format!("not computed: needs 24 h in both sets (real spans {} s, synthetic {} s)", r.seconds, s.seconds)),
+        (Some(a), Some(b)) => (
+            Some(pearson(a, b)),
+            "both sets span at least 24 h".to_string(),
+        ),
+        _ => (
+            None,
+            format!(
+                "not computed: needs 24 h in both sets (real spans {} s, synthetic {} s)",
+                r.seconds, s.seconds
+            ),
+        ),
     };
-    Temporal { acf_mean_abs_diff: mean(&diffs), real: r, synthetic: s, diurnal_correlation: corr, diurnal_note: note }
+    Temporal {
+        acf_mean_abs_diff: mean(&diffs),
+        real: r,
+        synthetic: s,
+        diurnal_correlation: corr,
+        diurnal_note: note,
+    }
 }

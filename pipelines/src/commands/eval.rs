@@ -45,7 +45,9 @@ pub struct Args {
 
 fn read_set(input: &InputOpts, what: &str, paths: &[PathBuf]) -> anyhow::Result<Vec<FlowRecord>> {
     let mut v = Vec::new();
-    input.read(paths, |r| v.push(r)).with_context(|| format!("reading the {what} files"))?;
+    input
+        .read(paths, |r| v.push(r))
+        .with_context(|| format!("reading the {what} files"))?;
     if v.is_empty() && !paths.is_empty() {
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         bail!("the {what} files hold no flows: {}", names.join(", "));
@@ -66,15 +68,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let synthetic = read_set(&args.input, "--synthetic", &args.synthetic)?;
     let train = read_set(&args.input, "--train", &args.train)?;
     let attacks = read_set(&args.input, "--attacks", &args.attacks)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let opts = EvalOptions { top_pairs: args.top_pairs, attacks, plot_dir: Some(args.out.clone()), utility: !args.no_utility, privacy: true };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let opts = EvalOptions {
+        top_pairs: args.top_pairs,
+        attacks,
+        plot_dir: Some(args.out.clone()),
+        utility: !args.no_utility,
+        privacy: true,
+    };
     let bar = ProgressBar::new_spinner().with_message(format!(
         "evaluating {} synthetic flows against {} real flows{}",
         synthetic.len(),
         real.len(),
-        if args.no_utility { "" } else { " (utility trains random forests)" }
+        if args.no_utility {
+            ""
+        } else {
+            " (utility trains random forests)"
+        }
     ));
-    bar.set_style(ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
+    );
     bar.enable_steady_tick(Duration::from_millis(200));
     let result = compare(&real, &train, &[(args.name.as_str(), &synthetic)], &opts);
     bar.finish_and_clear();
@@ -89,9 +104,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(m) = report.models.first_mut() {
         m.synthetic.files = names(&args.synthetic);
     }
-    write(&args.out.join("report.json"), &serde_json::to_string_pretty(&report)?)?;
+    write(
+        &args.out.join("report.json"),
+        &serde_json::to_string_pretty(&report)?,
+    )?;
     write(&args.out.join("report.md"), &report.to_markdown())?;
     print!("{}", report.summary_table());
-    println!("\nwrote {} (report.json, report.md, {})", args.out.display(), report.plots.join(", "));
+    println!(
+        "\nwrote {} (report.json, report.md, {})",
+        args.out.display(),
+        report.plots.join(", ")
+    );
     Ok(())
 }
