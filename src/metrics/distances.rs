@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::Hash;
 
-/// EMD between two samples with unit weights (see the module docs). 0 when either is empty is *not* returned:
-/// an empty sample gives NaN, since the distance is undefined.
+/// EMD between two samples with unit weights (see the module docs); NaN when either sample is empty (the
+/// distance is undefined).
 pub fn emd(a: &[f64], b: &[f64]) -> f64 {
     let wa: Vec<(f64, f64)> = a.iter().map(|&x| (x, 1.0)).collect();
     let wb: Vec<(f64, f64)> = b.iter().map(|&x| (x, 1.0)).collect();

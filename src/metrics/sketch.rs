@@ -400,13 +400,8 @@ impl FlowSketch {
 /// Weighted samples `(value, weight)`.
 type Weighted = Vec<(f64, f64)>;
 
-fn weighted(h: &Histogram<u64>, time: bool) -> (Weighted, Weighted) {
-    let scale = if time { 1e-6 } else { 1.0 };
-    let f = if time {
-        Continuous::Duration
-    } else {
-        Continuous::Bytes
-    };
+fn weighted(h: &Histogram<u64>, field: Continuous) -> (Weighted, Weighted) {
+    let scale = if field.is_time() { 1e-6 } else { 1.0 };
     let raw: Weighted = h
         .iter_recorded()
         .map(|v| {
@@ -416,13 +411,13 @@ fn weighted(h: &Histogram<u64>, time: bool) -> (Weighted, Weighted) {
             )
         })
         .collect();
-    let log = raw.iter().map(|&(x, w)| (f.log10(x), w)).collect();
+    let log = raw.iter().map(|&(x, w)| (field.log10(x), w)).collect();
     (raw, log)
 }
 
 fn hist_distance(field: Continuous, a: &Histogram<u64>, b: &Histogram<u64>) -> ContinuousDistance {
-    let (ra, la) = weighted(a, field.is_time());
-    let (rb, lb) = weighted(b, field.is_time());
+    let (ra, la) = weighted(a, field);
+    let (rb, lb) = weighted(b, field);
     ContinuousDistance {
         field,
         emd_log10: emd_weighted(&la, &lb),
