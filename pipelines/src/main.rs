@@ -20,6 +20,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Convert flow files of any readable family to JSON lines, nfdump CSV or Zeek TSV.
     Convert(commands::convert::Args),
+    /// Fidelity, utility and privacy of synthetic flows against real ones: report.json, report.md, PNG plots.
+    Eval(commands::eval::Args),
 }
 
 fn main() {
@@ -33,6 +35,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Convert(a) => commands::convert::run(a),
+        Command::Eval(a) => commands::eval::run(a),
     };
     if let Err(e) = result {
         eprintln!("temponet: error: {e:#}");

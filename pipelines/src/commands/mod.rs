@@ -1,6 +1,7 @@
 //! One file per `temponet` subcommand. Each takes its parsed arguments and returns `anyhow::Result`.
 
 pub mod convert;
+pub mod eval;
 pub mod inspect;
 
 use std::path::PathBuf;
