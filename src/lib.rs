@@ -6,5 +6,6 @@
 pub mod format;
 pub mod inspect;
 pub mod record;
+pub mod sim;
 
 pub use record::{FlowRecord, HostPair, TcpFlags};
