@@ -108,7 +108,7 @@ impl Attacks {
                         mean_gap_us: s.mean_interval_s * SECOND_US as f64,
                         packets: LogNormal::new(&s.packets),
                         bpp: LogNormal::new(&s.bytes_per_packet),
-                        dur: LogNormal::new(&s.duration_s),
+                        dur: LogNormal::new(&s.flow_duration_s),
                     };
                     (s.window, generator)
                 }
@@ -137,7 +137,7 @@ impl Attacks {
                         jitter: s.jitter,
                         packets: LogNormal::new(&s.packets),
                         bpp: LogNormal::new(&s.bytes_per_packet),
-                        dur: LogNormal::new(&s.duration_s),
+                        dur: LogNormal::new(&s.flow_duration_s),
                     };
                     (s.window, generator)
                 }

@@ -88,7 +88,7 @@ pub struct RoleSpec {
 }
 
 /// Transport protocol of a service.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
@@ -259,7 +259,8 @@ pub struct SshBruteSpec {
     pub mean_interval_s: f64,
     pub packets: LogNormalSpec,
     pub bytes_per_packet: LogNormalSpec,
-    pub duration_s: LogNormalSpec,
+    /// Duration of each attempt's flow, seconds (`duration_s` is the attack's).
+    pub flow_duration_s: LogNormalSpec,
     pub attacker_prefixes: Vec<String>,
 }
 
@@ -289,7 +290,8 @@ pub struct BeaconSpec {
     pub victim_role: String,
     pub packets: LogNormalSpec,
     pub bytes_per_packet: LogNormalSpec,
-    pub duration_s: LogNormalSpec,
+    /// Duration of each call's flow, seconds (`duration_s` is the attack's).
+    pub flow_duration_s: LogNormalSpec,
     pub controller_prefixes: Vec<String>,
 }
 
@@ -509,7 +511,7 @@ impl Scenario {
             if !(s.mean_interval_s > 0.0) {
                 return Err("attacks.ssh-brute: mean_interval_s > 0".into());
             }
-            for d in [&s.packets, &s.bytes_per_packet, &s.duration_s] {
+            for d in [&s.packets, &s.bytes_per_packet, &s.flow_duration_s] {
                 check_lognormal(d).map_err(|e| format!("attacks.ssh-brute: {e}"))?;
             }
         }
@@ -525,7 +527,7 @@ impl Scenario {
             if !self.roles.contains_key(&b.victim_role) {
                 return Err(format!("attacks.beacon: unknown victim_role {:?}", b.victim_role));
             }
-            for d in [&b.packets, &b.bytes_per_packet, &b.duration_s] {
+            for d in [&b.packets, &b.bytes_per_packet, &b.flow_duration_s] {
                 check_lognormal(d).map_err(|e| format!("attacks.beacon: {e}"))?;
             }
         }
