@@ -16,6 +16,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Convert flow files of any readable family to JSON lines, nfdump CSV or Zeek TSV.
     Convert(commands::convert::Args),
+    /// Generate traffic of the built-in network simulator (known truth, optional labelled attacks and drift).
+    Simulate(commands::simulate::Args),
 }
 
 fn main() {
@@ -27,6 +29,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Convert(a) => commands::convert::run(a),
+        Command::Simulate(a) => commands::simulate::run(a),
     };
     if let Err(e) = result {
         eprintln!("temponet: error: {e:#}");

@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod inspect;
+pub mod simulate;
 
 use std::path::PathBuf;
 
