@@ -153,7 +153,10 @@ fn role_and_service_mix_match_the_scenario() {
     }
     let roles = roles_by_addr(net);
     let flows: Vec<FlowRecord> = sim.collect();
-    assert!(flows.iter().any(|r| r.src.is_ipv6()) && flows.iter().any(|r| r.src.is_ipv4()), "IPv4 and IPv6 both present");
+    assert!(
+        flows.iter().any(|r| r.src.is_ipv6()) && flows.iter().any(|r| r.src.is_ipv4()),
+        "IPv4 and IPv6 both present"
+    );
 
     // Service mix of the flows each role starts: session weight x expected flows per session (Hawkes cluster size).
     for role in ["workstation", "server", "iot"] {
@@ -161,7 +164,8 @@ fn role_and_service_mix_match_the_scenario() {
         let expected_total: f64 = mix.iter().map(|(s, w)| w * scenario.flows_per_session(s)).sum();
         let mut expected: BTreeMap<(Transport, u16), f64> = BTreeMap::new();
         for (s, w) in mix {
-            *expected.entry(class_of_spec(&scenario.services[s])).or_default() += w * scenario.flows_per_session(s) / expected_total;
+            *expected.entry(class_of_spec(&scenario.services[s])).or_default() +=
+                w * scenario.flows_per_session(s) / expected_total;
         }
         let mut seen: BTreeMap<(Transport, u16), u64> = BTreeMap::new();
         let mut n = 0u64;
@@ -264,14 +268,18 @@ fn attacks_are_present_and_labelled_only_when_asked() {
     assert!(bc.len() > 100, "{} beacons", bc.len());
     for w in bc.windows(2) {
         let gap = (w[1].start_us - w[0].start_us) as f64 / 1e6;
-        assert!(gap >= b.period_s * (1.0 - b.jitter) - 1e-3 && gap <= b.period_s * (1.0 + b.jitter) + 1e-3, "gap {gap}");
+        assert!(
+            gap >= b.period_s * (1.0 - b.jitter) - 1e-3 && gap <= b.period_s * (1.0 + b.jitter) + 1e-3,
+            "gap {gap}"
+        );
     }
 }
 
 fn all_features(seed: u64) -> SimConfig {
     let mut cfg = SimConfig::enterprise(40, MONDAY + 6 * HOUR, 8 * HOUR, seed);
     cfg.attacks = AttackKind::ALL.to_vec();
-    cfg.regime_change = Some(RegimeChange { after_us: 4 * HOUR, scenario: Scenario::named("enterprise-night-shift").unwrap() });
+    cfg.regime_change =
+        Some(RegimeChange { after_us: 4 * HOUR, scenario: Scenario::named("enterprise-night-shift").unwrap() });
     cfg
 }
 
@@ -321,7 +329,10 @@ fn regime_change_changes_the_mix_after_the_switch() {
     cfg.regime_change = Some(RegimeChange { after_us: 8 * HOUR, scenario: night });
     let sim = Simulator::new(cfg).unwrap();
     // Same address plan: the hosts keep their addresses.
-    assert_eq!(sim.network().hosts().iter().map(|h| h.v4).collect::<Vec<_>>(), sim.second_network().unwrap().hosts().iter().map(|h| h.v4).collect::<Vec<_>>());
+    assert_eq!(
+        sim.network().hosts().iter().map(|h| h.v4).collect::<Vec<_>>(),
+        sim.second_network().unwrap().hosts().iter().map(|h| h.v4).collect::<Vec<_>>()
+    );
     let roles = roles_by_addr(sim.network());
     let flows: Vec<FlowRecord> = sim.collect();
     let admin_share = |flows: &[FlowRecord], before: bool| {
@@ -336,15 +347,28 @@ fn regime_change_changes_the_mix_after_the_switch() {
     let (after, n_after) = admin_share(&flows, false);
     assert!(n_before > 1_000 && n_after > 1_000);
     eprintln!("SSH+SMB share of workstation flows: {before:.3} before, {after:.3} after");
-    assert!(after > 3.0 * before, "SSH+SMB share of workstation flows {before:.3} before vs {after:.3} after the switch");
+    assert!(
+        after > 3.0 * before,
+        "SSH+SMB share of workstation flows {before:.3} before vs {after:.3} after the switch"
+    );
 
     // Timing drifts too: evening hours (19-22) are busy under the night shift, quiet in the office regime.
     let evening = |flows: &[FlowRecord]| {
-        flows.iter().filter(|r| r.start_us >= MONDAY + 19 * HOUR && roles.get(&r.src).map(String::as_str) == Some("workstation")).count()
+        flows
+            .iter()
+            .filter(|r| {
+                r.start_us >= MONDAY + 19 * HOUR && roles.get(&r.src).map(String::as_str) == Some("workstation")
+            })
+            .count()
     };
     let (unchanged, _) = run(base);
     eprintln!("evening workstation flows: {} with drift, {} without", evening(&flows), evening(&unchanged));
-    assert!(evening(&flows) > 2 * evening(&unchanged), "evening flows {} with drift vs {} without", evening(&flows), evening(&unchanged));
+    assert!(
+        evening(&flows) > 2 * evening(&unchanged),
+        "evening flows {} with drift vs {} without",
+        evening(&flows),
+        evening(&unchanged)
+    );
     // And before the switch the two runs are the same traffic.
     let prefix = |f: &[FlowRecord]| f.iter().filter(|r| r.start_us < switch).cloned().collect::<Vec<_>>();
     assert!(prefix(&flows) == prefix(&unchanged), "before the switch the regime change must not alter anything");
@@ -355,7 +379,8 @@ fn jsonl_round_trip_is_lossless() {
     let flows: Vec<FlowRecord> = Simulator::new(all_features(8)).unwrap().take(20_000).collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sim.jsonl");
-    let mut w = FlowWriter::new(std::io::BufWriter::new(std::fs::File::create(&path).unwrap()), OutputFormat::Jsonl).unwrap();
+    let mut w =
+        FlowWriter::new(std::io::BufWriter::new(std::fs::File::create(&path).unwrap()), OutputFormat::Jsonl).unwrap();
     for r in &flows {
         w.write(r).unwrap();
     }
@@ -383,7 +408,14 @@ fn scenarios_load_by_name_and_path_and_bad_ones_are_explained() {
     let e = Scenario::load(&bad).unwrap_err().to_string();
     assert!(e.contains("roles.workstation") && e.contains("weekly"), "{e}");
     let bad = dir.path().join("bad2.toml");
-    std::fs::write(&bad, text.replace("transport = \"icmp\"", "transport = \"udp\"\ndst_port = 7\nflags = [{ flags = \"......S.\", weight = 1.0 }]")).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace(
+            "transport = \"icmp\"",
+            "transport = \"udp\"\ndst_port = 7\nflags = [{ flags = \"......S.\", weight = 1.0 }]",
+        ),
+    )
+    .unwrap();
     let e = Scenario::load(&bad).unwrap_err().to_string();
     assert!(e.contains("services.icmp") && e.contains("non-TCP"), "{e}");
 }
@@ -394,7 +426,8 @@ fn simulator_is_a_send_stream() {
     let sim = Simulator::new(SimConfig::enterprise(5, MONDAY, HOUR, 1)).unwrap();
     assert_send(&sim);
     // Streaming: the first flows of a month of a 2000-host network come without generating the month.
-    let first: Vec<FlowRecord> = Simulator::new(SimConfig::enterprise(2_000, MONDAY, 30 * 24 * HOUR, 1)).unwrap().take(1000).collect();
+    let first: Vec<FlowRecord> =
+        Simulator::new(SimConfig::enterprise(2_000, MONDAY, 30 * 24 * HOUR, 1)).unwrap().take(1000).collect();
     assert_eq!(first.len(), 1000);
     assert!(first.last().unwrap().start_us < MONDAY + HOUR);
 }

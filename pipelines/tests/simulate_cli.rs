@@ -66,12 +66,16 @@ fn simulate_writes_files_inspect_reads() {
 fn scenario_path_limit_and_regime_change() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("quiet.toml");
-    let text = include_str!("../../scenarios/enterprise.toml").replace("sessions_per_hour = 30.0", "sessions_per_hour = 3.0");
+    let text =
+        include_str!("../../scenarios/enterprise.toml").replace("sessions_per_hour = 30.0", "sessions_per_hour = 3.0");
     std::fs::write(&scenario, text).unwrap();
     let busy = dir.path().join("busy.jsonl");
     let quiet = dir.path().join("quiet.jsonl");
     let n_busy = reported_flows(&simulate(&busy, &["--start", "2026-01-05T09:00:00Z"]));
-    let n_quiet = reported_flows(&simulate(&quiet, &["--start", "2026-01-05T09:00:00Z", "--scenario", scenario.to_str().unwrap()]));
+    let n_quiet = reported_flows(&simulate(
+        &quiet,
+        &["--start", "2026-01-05T09:00:00Z", "--scenario", scenario.to_str().unwrap()],
+    ));
     assert!(n_quiet * 2 < n_busy, "a scenario file with 10x fewer workstation sessions: {n_quiet} vs {n_busy}");
 
     let limited = dir.path().join("limited.jsonl");
@@ -79,7 +83,8 @@ fn scenario_path_limit_and_regime_change() {
     assert_eq!(inspect_json(&limited)["rows"].as_u64(), Some(500));
 
     let drift = dir.path().join("drift.jsonl");
-    let n = reported_flows(&simulate(&drift, &["--regime-change-at", "1h", "--second-scenario", "enterprise-night-shift"]));
+    let n =
+        reported_flows(&simulate(&drift, &["--regime-change-at", "1h", "--second-scenario", "enterprise-night-shift"]));
     assert_eq!(inspect_json(&drift)["rows"].as_u64(), Some(n));
 }
 
@@ -90,7 +95,20 @@ fn bad_options_fail_with_a_message() {
     let out = out.to_str().unwrap();
     for (args, needle) in [
         (vec!["simulate", "--out", out, "--scenario", "nope"], "neither an embedded scenario"),
-        (vec!["simulate", "--out", out, "--span", "1h", "--regime-change-at", "2h", "--second-scenario", "enterprise"], "inside the span"),
+        (
+            vec![
+                "simulate",
+                "--out",
+                out,
+                "--span",
+                "1h",
+                "--regime-change-at",
+                "2h",
+                "--second-scenario",
+                "enterprise",
+            ],
+            "inside the span",
+        ),
         (vec!["simulate", "--out", out, "--span", "3 parsecs"], "--span"),
         (vec!["simulate", "--out", out, "--attacks", "phishing"], "unknown attack"),
         (vec!["simulate", "--out", out, "--regime-change-at", "2h"], "--second-scenario"),

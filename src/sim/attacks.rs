@@ -28,10 +28,40 @@ const SESSION: TcpFlags = TcpFlags(TcpFlags::SYN | TcpFlags::ACK | TcpFlags::PSH
 
 /// What a generator emits, with its state.
 enum Gen {
-    Portscan { attacker: IpAddr, victim: IpAddr, src_port: u16, ports: [u16; 2], next_port: u16, open: Vec<u16>, filtered: f64, gap_us: f64 },
-    SshBrute { attacker: IpAddr, server: IpAddr, mean_gap_us: f64, packets: LogNormal, bpp: LogNormal, dur: LogNormal },
-    Ddos { bots: Vec<IpAddr>, victim: IpAddr, port: u16, mean_gap_us: f64 },
-    Beacon { infected: IpAddr, controller: IpAddr, port: u16, period_us: f64, jitter: f64, packets: LogNormal, bpp: LogNormal, dur: LogNormal },
+    Portscan {
+        attacker: IpAddr,
+        victim: IpAddr,
+        src_port: u16,
+        ports: [u16; 2],
+        next_port: u16,
+        open: Vec<u16>,
+        filtered: f64,
+        gap_us: f64,
+    },
+    SshBrute {
+        attacker: IpAddr,
+        server: IpAddr,
+        mean_gap_us: f64,
+        packets: LogNormal,
+        bpp: LogNormal,
+        dur: LogNormal,
+    },
+    Ddos {
+        bots: Vec<IpAddr>,
+        victim: IpAddr,
+        port: u16,
+        mean_gap_us: f64,
+    },
+    Beacon {
+        infected: IpAddr,
+        controller: IpAddr,
+        port: u16,
+        period_us: f64,
+        jitter: f64,
+        packets: LogNormal,
+        bpp: LogNormal,
+        dur: LogNormal,
+    },
 }
 
 struct Active {
@@ -71,7 +101,8 @@ impl Attacks {
         let mut kinds = kinds.to_vec();
         kinds.sort();
         kinds.dedup();
-        let missing = |k: AttackKind| SimError::Scenario(format!("the scenario has no [attacks.{}] parameters", k.label()));
+        let missing =
+            |k: AttackKind| SimError::Scenario(format!("the scenario has no [attacks.{}] parameters", k.label()));
         let internal = net.internal_hosts();
         if internal.is_empty() && !kinds.is_empty() {
             return Err(SimError::Scenario("attacks need internal hosts".into()));
@@ -119,7 +150,12 @@ impl Attacks {
                     let victim = pool[rng.gen_range(0..pool.len())];
                     let prefixes = parse_all(&s.attacker_prefixes)?;
                     let bots = (0..s.bots).map(|_| random_in(&prefixes, &mut rng)).collect();
-                    let generator = Gen::Ddos { bots, victim: v4(victim), port: s.dst_port, mean_gap_us: SECOND_US as f64 / s.flows_per_s };
+                    let generator = Gen::Ddos {
+                        bots,
+                        victim: v4(victim),
+                        port: s.dst_port,
+                        mean_gap_us: SECOND_US as f64 / s.flows_per_s,
+                    };
                     (s.window, generator)
                 }
                 AttackKind::Beacon => {

@@ -184,12 +184,15 @@ impl Iterator for Background {
                     let role = &self.roles[self.net.host(ev.host).role as usize];
                     let tau = role.gap(&mut self.rng);
                     let next = role.seasonal.advance(ev.time, tau, self.until_us);
-                    let service = role.mix_services[role.mix.as_ref().expect("active role has a mix").sample(&mut self.rng)];
+                    let service =
+                        role.mix_services[role.mix.as_ref().expect("active role has a mix").sample(&mut self.rng)];
                     if let Some(t) = next {
                         self.push(t, ev.host, Kind::Session);
                     }
                     // A host whose role lists a service nobody else provides skips that session.
-                    let Some(peer) = self.net.pick_peer(ev.host, service, &mut self.rng) else { continue };
+                    let Some(peer) = self.net.pick_peer(ev.host, service, &mut self.rng) else {
+                        continue;
+                    };
                     let flow = self.emit(ev.time, ev.host, service, peer);
                     let first = self.services[service as usize].burst.first;
                     self.spawn(ev.time, ev.host, service, peer, first);

@@ -91,7 +91,14 @@ impl ServiceModel {
     }
 
     /// One flow of this service from `src` to `dst` (same IP version) starting at `start_us`.
-    pub fn flow<R: Rng + ?Sized>(&self, rng: &mut R, start_us: i64, src: IpAddr, dst: IpAddr, label: &str) -> FlowRecord {
+    pub fn flow<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        start_us: i64,
+        src: IpAddr,
+        dst: IpAddr,
+        label: &str,
+    ) -> FlowRecord {
         let mut packets = self.packets.sample(rng).round().max(1.0) as u64;
         let mut flags = TcpFlags(0);
         if let Some(cdf) = &self.flag_cdf {

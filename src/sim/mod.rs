@@ -147,7 +147,14 @@ impl Simulator {
             )));
             second_network = Some(net2);
         }
-        let attacks = Attacks::new(&cfg.attacks, &cfg.scenario.attacks, &network, cfg.start_us, end_us, rng(cfg.seed, STREAM_ATTACKS))?;
+        let attacks = Attacks::new(
+            &cfg.attacks,
+            &cfg.scenario.attacks,
+            &network,
+            cfg.start_us,
+            end_us,
+            rng(cfg.seed, STREAM_ATTACKS),
+        )?;
         sources.push(Box::new(attacks));
         let heads = sources.iter_mut().map(|s| s.next()).collect();
         Ok(Simulator { network, second_network, sources, heads, start_us: cfg.start_us, end_us, emitted: 0 })

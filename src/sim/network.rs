@@ -177,7 +177,9 @@ impl Network {
                         }
                         tries += 1;
                         if tries > 1000 {
-                            return Err(SimError::Scenario(format!("roles.{name}: prefixes too small for {count} hosts")));
+                            return Err(SimError::Scenario(format!(
+                                "roles.{name}: prefixes too small for {count} hosts"
+                            )));
                         }
                     }
                 } else {

@@ -315,7 +315,10 @@ impl Scenario {
     /// An embedded scenario by name.
     pub fn named(name: &str) -> Result<Scenario, SimError> {
         let (_, text) = EMBEDDED.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-            SimError::Scenario(format!("no embedded scenario {name:?} (known: {})", Scenario::names().collect::<Vec<_>>().join(", ")))
+            SimError::Scenario(format!(
+                "no embedded scenario {name:?} (known: {})",
+                Scenario::names().collect::<Vec<_>>().join(", ")
+            ))
         })?;
         Scenario::from_toml(text, &format!("embedded scenario {name}"))
     }
@@ -329,7 +332,8 @@ impl Scenario {
 
     /// Loads a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::Scenario(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimError::Scenario(format!("cannot read {}: {e}", path.display())))?;
         Scenario::from_toml(&text, &path.display().to_string())
     }
 
@@ -349,7 +353,7 @@ impl Scenario {
     }
 
     /// Expected flows per session of a service (1 + first / (1 - branching)): what the Hawkes bursts multiply
-    /// the session mix by.
+    /// the session mix by. Panics if the scenario has no such service.
     pub fn flows_per_session(&self, service: &str) -> f64 {
         let b = self.services[service].burst;
         1.0 + b.first / (1.0 - b.branching)
@@ -408,8 +412,14 @@ impl Scenario {
                 return Err(at("starts sessions but has no service with a positive weight"));
             }
             for (s, w) in &r.services {
-                if !self.services.contains_key(s) {
+                let Some(spec) = self.services.get(s) else {
                     return Err(at(&format!("unknown service {s:?}")));
+                };
+                // Outside hosts only talk to inside providers (the monitor's point of view).
+                let internal_provider =
+                    spec.providers.iter().any(|(p, pw)| *pw > 0.0 && self.roles.get(p).is_some_and(|pr| !pr.external));
+                if r.external && *w > 0.0 && !internal_provider {
+                    return Err(at(&format!("an external role uses {s:?}, which no internal role provides")));
                 }
                 if !fin(*w) || *w < 0.0 {
                     return Err(at(&format!("weight of {s} must be >= 0")));
@@ -438,10 +448,12 @@ impl Scenario {
             if s.favourites == 0 {
                 return Err(at("favourites must be >= 1"));
             }
-            if !(fin(s.zipf) && s.zipf > 0.0) || !(0.0..=1.0).contains(&s.explore) {
+            if !(positive(s.zipf) && (0.0..=1.0).contains(&s.explore)) {
                 return Err(at("zipf must be > 0 and explore in [0, 1]"));
             }
-            for (field, d) in [("packets", &s.packets), ("bytes_per_packet", &s.bytes_per_packet), ("duration_s", &s.duration_s)] {
+            for (field, d) in
+                [("packets", &s.packets), ("bytes_per_packet", &s.bytes_per_packet), ("duration_s", &s.duration_s)]
+            {
                 check_lognormal(d).map_err(|e| at(&format!("{field}: {e}")))?;
             }
             match s.transport {
@@ -469,7 +481,11 @@ impl Scenario {
                 return Err(at("all flag weights are 0"));
             }
             let b = s.burst;
-            if !(fin(b.first) && b.first >= 0.0 && (0.0..1.0).contains(&b.branching) && (0.0..=1.0).contains(&b.same_peer)) {
+            if !(fin(b.first)
+                && b.first >= 0.0
+                && (0.0..1.0).contains(&b.branching)
+                && (0.0..=1.0).contains(&b.same_peer))
+            {
                 return Err(at("burst: first >= 0, branching in [0, 1), same_peer in [0, 1]"));
             }
             if (b.first > 0.0) && !(fin(b.decay_s) && b.decay_s > 0.0) {
@@ -484,7 +500,7 @@ impl Scenario {
             a.beacon.as_ref().map(|x| ("beacon", x.window)),
         ];
         for (name, w) in windows.into_iter().flatten() {
-            if !(0.0..1.0).contains(&w.start_frac) || !(fin(w.duration_s) && w.duration_s > 0.0) {
+            if !((0.0..1.0).contains(&w.start_frac) && positive(w.duration_s)) {
                 return Err(format!("attacks.{name}: start_frac in [0, 1) and duration_s > 0"));
             }
         }
@@ -503,12 +519,17 @@ impl Scenario {
             }
         }
         if let Some(p) = &a.portscan
-            && (!(p.probes_per_s > 0.0) || p.ports[0] > p.ports[1] || p.ports[0] == 0 || !(0.0..=1.0).contains(&p.filtered_fraction))
+            && !(positive(p.probes_per_s)
+                && p.ports[0] <= p.ports[1]
+                && p.ports[0] > 0
+                && (0.0..=1.0).contains(&p.filtered_fraction))
         {
-            return Err("attacks.portscan: probes_per_s > 0, ports [low, high] from 1, filtered_fraction in [0, 1]".into());
+            return Err(
+                "attacks.portscan: probes_per_s > 0, ports [low, high] from 1, filtered_fraction in [0, 1]".into()
+            );
         }
         if let Some(s) = &a.ssh_brute {
-            if !(s.mean_interval_s > 0.0) {
+            if !positive(s.mean_interval_s) {
                 return Err("attacks.ssh-brute: mean_interval_s > 0".into());
             }
             for d in [&s.packets, &s.bytes_per_packet, &s.flow_duration_s] {
@@ -516,12 +537,12 @@ impl Scenario {
             }
         }
         if let Some(d) = &a.ddos
-            && (!(d.flows_per_s > 0.0) || d.bots == 0 || d.dst_port == 0)
+            && !(positive(d.flows_per_s) && d.bots > 0 && d.dst_port > 0)
         {
             return Err("attacks.ddos: flows_per_s > 0, bots >= 1, dst_port set".into());
         }
         if let Some(b) = &a.beacon {
-            if !(b.period_s > 0.0) || !(0.0..1.0).contains(&b.jitter) || b.dst_port == 0 {
+            if !(positive(b.period_s) && (0.0..1.0).contains(&b.jitter) && b.dst_port > 0) {
                 return Err("attacks.beacon: period_s > 0, jitter in [0, 1), dst_port set".into());
             }
             if !self.roles.contains_key(&b.victim_role) {
@@ -535,8 +556,13 @@ impl Scenario {
     }
 }
 
+/// Finite and > 0 (NaN is not).
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
+}
+
 fn check_lognormal(d: &LogNormalSpec) -> Result<(), String> {
-    if !(d.median > 0.0 && d.median.is_finite()) || !(d.sigma >= 0.0 && d.sigma.is_finite()) {
+    if !(positive(d.median) && d.sigma >= 0.0 && d.sigma.is_finite()) {
         return Err("median must be > 0 and sigma >= 0".into());
     }
     if let (Some(lo), Some(hi)) = (d.min, d.max)
