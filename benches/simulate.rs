@@ -43,7 +43,8 @@ fn bench(c: &mut Criterion) {
             b.iter_batched(
                 || Simulator::new(config()).unwrap(),
                 |sim| {
-                    let mut w = FlowWriter::new(std::io::BufWriter::new(std::io::sink()), format).unwrap();
+                    let mut w =
+                        FlowWriter::new(std::io::BufWriter::new(std::io::sink()), format).unwrap();
                     for r in sim.take(FLOWS as usize) {
                         w.write(&r).unwrap();
                     }

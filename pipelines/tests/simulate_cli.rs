@@ -5,27 +5,51 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn temponet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_temponet")).args(args).output().expect("runs temponet")
+    Command::new(env!("CARGO_BIN_EXE_temponet"))
+        .args(args)
+        .output()
+        .expect("runs temponet")
 }
 
 fn simulate(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["simulate", "--hosts", "30", "--span", "2h", "--seed", "3", "--out", out.to_str().unwrap()];
+    let mut args = vec![
+        "simulate",
+        "--hosts",
+        "30",
+        "--span",
+        "2h",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let o = temponet(&args);
-    assert!(o.status.success(), "simulate failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
 fn inspect_json(path: &Path) -> serde_json::Value {
     let o = temponet(&["inspect", "--json", path.to_str().unwrap()]);
-    assert!(o.status.success(), "inspect failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "inspect failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).expect("inspect --json prints JSON")
 }
 
 /// The flow count `simulate` reports on stderr.
 fn reported_flows(o: &Output) -> u64 {
     let err = String::from_utf8_lossy(&o.stderr);
-    let rest = err.split("simulated ").nth(1).unwrap_or_else(|| panic!("no summary in {err:?}"));
+    let rest = err
+        .split("simulated ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary in {err:?}"));
     rest.split_whitespace().next().unwrap().parse().unwrap()
 }
 
@@ -38,7 +62,12 @@ fn simulate_writes_files_inspect_reads() {
     assert!(n > 1_000, "{n} flows");
     let s = inspect_json(&jsonl);
     assert_eq!(s["rows"].as_u64(), Some(n));
-    let labels: Vec<&str> = s["labels"].as_array().unwrap().iter().map(|l| l["value"].as_str().unwrap()).collect();
+    let labels: Vec<&str> = s["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["value"].as_str().unwrap())
+        .collect();
     for l in ["benign", "portscan", "ssh-brute", "beacon"] {
         assert!(labels.contains(&l), "label {l} missing from {labels:?}");
     }
@@ -50,10 +79,17 @@ fn simulate_writes_files_inspect_reads() {
     // Same options, same bytes.
     let again = dir.path().join("again.jsonl");
     simulate(&again, &["--attacks", "portscan,ssh-brute,beacon"]);
-    assert!(std::fs::read(&jsonl).unwrap() == std::fs::read(&again).unwrap(), "same seed must write the same file");
+    assert!(
+        std::fs::read(&jsonl).unwrap() == std::fs::read(&again).unwrap(),
+        "same seed must write the same file"
+    );
 
     // CSV and Zeek (by extension and by --format) read back with the same row count.
-    for (name, extra) in [("sim.csv", vec![]), ("sim.log", vec![]), ("sim.out", vec!["--format", "zeek"])] {
+    for (name, extra) in [
+        ("sim.csv", vec![]),
+        ("sim.log", vec![]),
+        ("sim.out", vec!["--format", "zeek"]),
+    ] {
         let p = dir.path().join(name);
         let mut args = vec!["--attacks", "portscan,ssh-brute,beacon"];
         args.extend(extra);
@@ -66,25 +102,43 @@ fn simulate_writes_files_inspect_reads() {
 fn scenario_path_limit_and_regime_change() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("quiet.toml");
-    let text =
-        include_str!("../../scenarios/enterprise.toml").replace("sessions_per_hour = 30.0", "sessions_per_hour = 3.0");
+    let text = include_str!("../../scenarios/enterprise.toml")
+        .replace("sessions_per_hour = 30.0", "sessions_per_hour = 3.0");
     std::fs::write(&scenario, text).unwrap();
     let busy = dir.path().join("busy.jsonl");
     let quiet = dir.path().join("quiet.jsonl");
     let n_busy = reported_flows(&simulate(&busy, &["--start", "2026-01-05T09:00:00Z"]));
     let n_quiet = reported_flows(&simulate(
         &quiet,
-        &["--start", "2026-01-05T09:00:00Z", "--scenario", scenario.to_str().unwrap()],
+        &[
+            "--start",
+            "2026-01-05T09:00:00Z",
+            "--scenario",
+            scenario.to_str().unwrap(),
+        ],
     ));
-    assert!(n_quiet * 2 < n_busy, "a scenario file with 10x fewer workstation sessions: {n_quiet} vs {n_busy}");
+    assert!(
+        n_quiet * 2 < n_busy,
+        "a scenario file with 10x fewer workstation sessions: {n_quiet} vs {n_busy}"
+    );
 
     let limited = dir.path().join("limited.jsonl");
-    assert_eq!(reported_flows(&simulate(&limited, &["--limit", "500"])), 500);
+    assert_eq!(
+        reported_flows(&simulate(&limited, &["--limit", "500"])),
+        500
+    );
     assert_eq!(inspect_json(&limited)["rows"].as_u64(), Some(500));
 
     let drift = dir.path().join("drift.jsonl");
-    let n =
-        reported_flows(&simulate(&drift, &["--regime-change-at", "1h", "--second-scenario", "enterprise-night-shift"]));
+    let n = reported_flows(&simulate(
+        &drift,
+        &[
+            "--regime-change-at",
+            "1h",
+            "--second-scenario",
+            "enterprise-night-shift",
+        ],
+    ));
     assert_eq!(inspect_json(&drift)["rows"].as_u64(), Some(n));
 }
 
@@ -94,7 +148,10 @@ fn bad_options_fail_with_a_message() {
     let out = dir.path().join("x.jsonl");
     let out = out.to_str().unwrap();
     for (args, needle) in [
-        (vec!["simulate", "--out", out, "--scenario", "nope"], "neither an embedded scenario"),
+        (
+            vec!["simulate", "--out", out, "--scenario", "nope"],
+            "neither an embedded scenario",
+        ),
         (
             vec![
                 "simulate",
@@ -109,13 +166,28 @@ fn bad_options_fail_with_a_message() {
             ],
             "inside the span",
         ),
-        (vec!["simulate", "--out", out, "--span", "3 parsecs"], "--span"),
-        (vec!["simulate", "--out", out, "--attacks", "phishing"], "unknown attack"),
-        (vec!["simulate", "--out", out, "--regime-change-at", "2h"], "--second-scenario"),
-        (vec!["simulate", "--out", out, "--start", "yesterday"], "RFC 3339"),
+        (
+            vec!["simulate", "--out", out, "--span", "3 parsecs"],
+            "--span",
+        ),
+        (
+            vec!["simulate", "--out", out, "--attacks", "phishing"],
+            "unknown attack",
+        ),
+        (
+            vec!["simulate", "--out", out, "--regime-change-at", "2h"],
+            "--second-scenario",
+        ),
+        (
+            vec!["simulate", "--out", out, "--start", "yesterday"],
+            "RFC 3339",
+        ),
     ] {
         let o = temponet(&args);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains(needle), "{args:?}: {err}");
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
     }
 }

@@ -80,7 +80,10 @@ pub struct Attacks {
 
 fn window(w: &AttackWindow, start_us: i64, end_us: i64) -> (i64, i64) {
     let from = start_us + ((end_us - start_us) as f64 * w.start_frac) as i64;
-    (from, (from + (w.duration_s * SECOND_US as f64) as i64).min(end_us))
+    (
+        from,
+        (from + (w.duration_s * SECOND_US as f64) as i64).min(end_us),
+    )
 }
 
 fn ephemeral(rng: &mut ChaCha8Rng) -> u16 {
@@ -101,8 +104,12 @@ impl Attacks {
         let mut kinds = kinds.to_vec();
         kinds.sort();
         kinds.dedup();
-        let missing =
-            |k: AttackKind| SimError::Scenario(format!("the scenario has no [attacks.{}] parameters", k.label()));
+        let missing = |k: AttackKind| {
+            SimError::Scenario(format!(
+                "the scenario has no [attacks.{}] parameters",
+                k.label()
+            ))
+        };
         let internal = net.internal_hosts();
         if internal.is_empty() && !kinds.is_empty() {
             return Err(SimError::Scenario("attacks need internal hosts".into()));
@@ -131,7 +138,11 @@ impl Attacks {
                 AttackKind::SshBrute => {
                     let s = specs.ssh_brute.as_ref().ok_or_else(|| missing(kind))?;
                     let servers = net.internal_providers_of(Transport::Tcp, 22);
-                    let pool = if servers.is_empty() { &internal } else { &servers };
+                    let pool = if servers.is_empty() {
+                        &internal
+                    } else {
+                        &servers
+                    };
                     let server = pool[rng.gen_range(0..pool.len())];
                     let generator = Gen::SshBrute {
                         attacker: random_in(&parse_all(&s.attacker_prefixes)?, &mut rng),
@@ -146,10 +157,16 @@ impl Attacks {
                 AttackKind::Ddos => {
                     let s = specs.ddos.as_ref().ok_or_else(|| missing(kind))?;
                     let targets = net.internal_providers_of(Transport::Tcp, s.dst_port);
-                    let pool = if targets.is_empty() { &internal } else { &targets };
+                    let pool = if targets.is_empty() {
+                        &internal
+                    } else {
+                        &targets
+                    };
                     let victim = pool[rng.gen_range(0..pool.len())];
                     let prefixes = parse_all(&s.attacker_prefixes)?;
-                    let bots = (0..s.bots).map(|_| random_in(&prefixes, &mut rng)).collect();
+                    let bots = (0..s.bots)
+                        .map(|_| random_in(&prefixes, &mut rng))
+                        .collect();
                     let generator = Gen::Ddos {
                         bots,
                         victim: v4(victim),
@@ -162,7 +179,10 @@ impl Attacks {
                     let s = specs.beacon.as_ref().ok_or_else(|| missing(kind))?;
                     let hosts = net.hosts_of_role(&s.victim_role);
                     if hosts.is_empty() {
-                        return Err(SimError::Scenario(format!("attacks.beacon: role {} has no hosts", s.victim_role)));
+                        return Err(SimError::Scenario(format!(
+                            "attacks.beacon: role {} has no hosts",
+                            s.victim_role
+                        )));
                     }
                     let infected = rng.gen_range(hosts);
                     let generator = Gen::Beacon {
@@ -180,7 +200,12 @@ impl Attacks {
             };
             let (from, until) = window(&w, start_us, end_us);
             if from < until {
-                active.push(Active { kind, next: from as f64, end_us: until, generator });
+                active.push(Active {
+                    kind,
+                    next: from as f64,
+                    end_us: until,
+                    generator,
+                });
             }
         }
         Ok(Attacks { active, rng })
@@ -191,7 +216,16 @@ impl Attacks {
         let t = a.next.floor() as i64;
         let label = a.kind.label();
         match &mut a.generator {
-            Gen::Portscan { attacker, victim, src_port, ports, next_port, open, filtered, gap_us } => {
+            Gen::Portscan {
+                attacker,
+                victim,
+                src_port,
+                ports,
+                next_port,
+                open,
+                filtered,
+                gap_us,
+            } => {
                 let port = *next_port;
                 *next_port = if port >= ports[1] { ports[0] } else { port + 1 };
                 a.next += *gap_us;
@@ -203,27 +237,96 @@ impl Attacks {
                 } else {
                     (RST_ACK_SYN, 2, 42.0, rtt)
                 };
-                make_flow(t, *attacker, *victim, *src_port, port, proto::TCP, flags, packets, bpp, dur, label)
+                make_flow(
+                    t,
+                    *attacker,
+                    *victim,
+                    *src_port,
+                    port,
+                    proto::TCP,
+                    flags,
+                    packets,
+                    bpp,
+                    dur,
+                    label,
+                )
             }
-            Gen::SshBrute { attacker, server, mean_gap_us, packets, bpp, dur } => {
+            Gen::SshBrute {
+                attacker,
+                server,
+                mean_gap_us,
+                packets,
+                bpp,
+                dur,
+            } => {
                 a.next += exp_unit(rng) * *mean_gap_us;
                 let p = packets.sample(rng).round() as u64;
                 let (b, d, sp) = (bpp.sample(rng), dur.sample(rng), ephemeral(rng));
-                make_flow(t, *attacker, *server, sp, 22, proto::TCP, SESSION, p, b, d, label)
+                make_flow(
+                    t,
+                    *attacker,
+                    *server,
+                    sp,
+                    22,
+                    proto::TCP,
+                    SESSION,
+                    p,
+                    b,
+                    d,
+                    label,
+                )
             }
-            Gen::Ddos { bots, victim, port, mean_gap_us } => {
+            Gen::Ddos {
+                bots,
+                victim,
+                port,
+                mean_gap_us,
+            } => {
                 a.next += exp_unit(rng) * *mean_gap_us;
                 let bot = bots[rng.gen_range(0..bots.len())];
                 // Spoofed-looking SYNs: 40-60 byte packets (0-5 option words).
                 let size = 40.0 + 4.0 * rng.gen_range(0..=5) as f64;
                 let sp = rng.gen_range(1024..=65535);
-                make_flow(t, bot, *victim, sp, *port, proto::TCP, SYN, 1, size, 0.0, label)
+                make_flow(
+                    t,
+                    bot,
+                    *victim,
+                    sp,
+                    *port,
+                    proto::TCP,
+                    SYN,
+                    1,
+                    size,
+                    0.0,
+                    label,
+                )
             }
-            Gen::Beacon { infected, controller, port, period_us, jitter, packets, bpp, dur } => {
+            Gen::Beacon {
+                infected,
+                controller,
+                port,
+                period_us,
+                jitter,
+                packets,
+                bpp,
+                dur,
+            } => {
                 a.next += *period_us * (1.0 + *jitter * rng.gen_range(-1.0..=1.0));
                 let p = packets.sample(rng).round() as u64;
                 let (b, d, sp) = (bpp.sample(rng), dur.sample(rng), ephemeral(rng));
-                make_flow(t, *infected, *controller, sp, *port, proto::TCP, SESSION, p, b, d, label)
+                make_flow(
+                    t,
+                    *infected,
+                    *controller,
+                    sp,
+                    *port,
+                    proto::TCP,
+                    SESSION,
+                    p,
+                    b,
+                    d,
+                    label,
+                )
             }
         }
     }
@@ -234,7 +337,11 @@ impl Iterator for Attacks {
 
     fn next(&mut self) -> Option<FlowRecord> {
         // A handful of generators: a linear scan for the earliest beats a heap. Ties go to the first (sorted kinds).
-        let (i, _) = self.active.iter().enumerate().min_by(|x, y| x.1.next.total_cmp(&y.1.next))?;
+        let (i, _) = self
+            .active
+            .iter()
+            .enumerate()
+            .min_by(|x, y| x.1.next.total_cmp(&y.1.next))?;
         let a = &mut self.active[i];
         let flow = Attacks::step(a, &mut self.rng);
         if a.next.floor() as i64 >= a.end_us {

@@ -90,9 +90,19 @@ pub struct Background {
 impl Background {
     /// Schedules every active host's first session in `[from_us, until_us)`. The first gap is a full gap times
     /// a uniform (roughly the residual of a gap already under way), so hosts do not all start at `from_us`.
-    pub fn new(scenario: &Scenario, net: Arc<Network>, from_us: i64, until_us: i64, mut rng: ChaCha8Rng) -> Background {
+    pub fn new(
+        scenario: &Scenario,
+        net: Arc<Network>,
+        from_us: i64,
+        until_us: i64,
+        mut rng: ChaCha8Rng,
+    ) -> Background {
         let service_names: Vec<&String> = scenario.services.keys().collect();
-        let services = scenario.services.iter().map(|(n, s)| ServiceModel::new(n, s)).collect();
+        let services = scenario
+            .services
+            .iter()
+            .map(|(n, s)| ServiceModel::new(n, s))
+            .collect();
         let roles: Vec<RoleModel> = net
             .roles()
             .iter()
@@ -102,7 +112,15 @@ impl Background {
                     .services
                     .iter()
                     .filter(|(_, w)| **w > 0.0)
-                    .map(|(n, w)| (service_names.iter().position(|x| *x == n).expect("validated") as ServiceId, *w))
+                    .map(|(n, w)| {
+                        (
+                            service_names
+                                .iter()
+                                .position(|x| *x == n)
+                                .expect("validated") as ServiceId,
+                            *w,
+                        )
+                    })
                     .collect();
                 RoleModel {
                     seasonal: Seasonal::new(spec, scenario.utc_offset_hours),
@@ -137,7 +155,12 @@ impl Background {
     }
 
     fn push(&mut self, time: i64, host: u32, kind: Kind) {
-        self.heap.push(Event { time, seq: self.seq, host, kind });
+        self.heap.push(Event {
+            time,
+            seq: self.seq,
+            host,
+            kind,
+        });
         self.seq += 1;
     }
 
@@ -184,8 +207,11 @@ impl Iterator for Background {
                     let role = &self.roles[self.net.host(ev.host).role as usize];
                     let tau = role.gap(&mut self.rng);
                     let next = role.seasonal.advance(ev.time, tau, self.until_us);
-                    let service =
-                        role.mix_services[role.mix.as_ref().expect("active role has a mix").sample(&mut self.rng)];
+                    let service = role.mix_services[role
+                        .mix
+                        .as_ref()
+                        .expect("active role has a mix")
+                        .sample(&mut self.rng)];
                     if let Some(t) = next {
                         self.push(t, ev.host, Kind::Session);
                     }
@@ -203,7 +229,9 @@ impl Iterator for Background {
                     let peer = if self.rng.r#gen::<f64>() < burst.same_peer {
                         peer
                     } else {
-                        self.net.pick_peer(ev.host, service, &mut self.rng).unwrap_or(peer)
+                        self.net
+                            .pick_peer(ev.host, service, &mut self.rng)
+                            .unwrap_or(peer)
                     };
                     let flow = self.emit(ev.time, ev.host, service, peer);
                     self.spawn(ev.time, ev.host, service, peer, burst.branching);

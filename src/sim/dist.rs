@@ -42,7 +42,9 @@ impl Cdf {
     /// An index with probability proportional to its weight (zero-weight indices are never returned).
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> usize {
         let u = rng.r#gen::<f64>() * self.cum[self.cum.len() - 1];
-        self.cum.partition_point(|c| *c <= u).min(self.cum.len() - 1)
+        self.cum
+            .partition_point(|c| *c <= u)
+            .min(self.cum.len() - 1)
     }
 }
 

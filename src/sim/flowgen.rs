@@ -38,7 +38,11 @@ pub fn make_flow(
     let min = proto::min_packet_bytes(proto);
     let bpp = bytes_per_packet.clamp(min as f64, MTU);
     let bytes = ((bpp * packets as f64).round() as u64).clamp(min * packets, 65_535 * packets);
-    let duration_us = if packets == 1 { 0 } else { ((duration_s * 1e6).round() as u64).max(1) };
+    let duration_us = if packets == 1 {
+        0
+    } else {
+        ((duration_s * 1e6).round() as u64).max(1)
+    };
     let ports = proto::has_ports(proto);
     FlowRecord {
         start_us,
@@ -48,7 +52,11 @@ pub fn make_flow(
         src_port: if ports { src_port } else { 0 },
         dst_port: if ports { dst_port } else { 0 },
         proto,
-        flags: if proto == proto::TCP { flags } else { TcpFlags(0) },
+        flags: if proto == proto::TCP {
+            flags
+        } else {
+            TcpFlags(0)
+        },
         packets,
         bytes,
         label: Some(label.to_string()),
@@ -83,7 +91,12 @@ impl ServiceModel {
             flags: spec
                 .flags
                 .iter()
-                .map(|f| (TcpFlags::parse(&f.flags).expect("validated flags"), f.max_packets))
+                .map(|f| {
+                    (
+                        TcpFlags::parse(&f.flags).expect("validated flags"),
+                        f.max_packets,
+                    )
+                })
                 .collect(),
             flag_cdf: Cdf::new(spec.flags.iter().map(|f| f.weight)),
             burst: spec.burst,
@@ -112,7 +125,19 @@ impl ServiceModel {
         let bpp = self.bytes_per_packet.sample(rng);
         let dur = self.duration_s.sample(rng);
         let proto = self.transport.proto(src.is_ipv6());
-        make_flow(start_us, src, dst, src_port, self.dst_port, proto, flags, packets, bpp, dur, label)
+        make_flow(
+            start_us,
+            src,
+            dst,
+            src_port,
+            self.dst_port,
+            proto,
+            flags,
+            packets,
+            bpp,
+            dur,
+            label,
+        )
     }
 }
 
@@ -125,7 +150,17 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let f = make_flow(5, a, b, 1, 2, proto::ICMP, TcpFlags(0x12), 0, 1.0, 3.0, "x");
-        assert_eq!((f.packets, f.bytes, f.duration_us, f.src_port, f.dst_port, f.flags), (1, 28, 0, 0, 0, TcpFlags(0)));
+        assert_eq!(
+            (
+                f.packets,
+                f.bytes,
+                f.duration_us,
+                f.src_port,
+                f.dst_port,
+                f.flags
+            ),
+            (1, 28, 0, 0, 0, TcpFlags(0))
+        );
         let g = make_flow(5, a, b, 1, 2, proto::TCP, TcpFlags(0x12), 3, 1e9, 0.0, "x");
         assert_eq!((g.bytes, g.duration_us, g.flags), (4500, 1, TcpFlags(0x12)));
     }

@@ -116,12 +116,21 @@ impl Simulator {
         if cfg.span_us <= 0 {
             return Err(SimError::Settings("the span must be positive".into()));
         }
-        let end_us = cfg.start_us.checked_add(cfg.span_us).ok_or_else(|| SimError::Settings("span too long".into()))?;
+        let end_us = cfg
+            .start_us
+            .checked_add(cfg.span_us)
+            .ok_or_else(|| SimError::Settings("span too long".into()))?;
         cfg.scenario.validate().map_err(SimError::Scenario)?;
-        let network = Arc::new(Network::build(&cfg.scenario, cfg.hosts, &mut rng(cfg.seed, STREAM_NETWORK))?);
+        let network = Arc::new(Network::build(
+            &cfg.scenario,
+            cfg.hosts,
+            &mut rng(cfg.seed, STREAM_NETWORK),
+        )?);
         let switch_us = match &cfg.regime_change {
             Some(rc) if rc.after_us <= 0 || rc.after_us >= cfg.span_us => {
-                return Err(SimError::Settings("the regime change must fall strictly inside the span".into()));
+                return Err(SimError::Settings(
+                    "the regime change must fall strictly inside the span".into(),
+                ));
             }
             Some(rc) => cfg.start_us + rc.after_us,
             None => end_us,
@@ -137,7 +146,11 @@ impl Simulator {
         let mut second_network = None;
         if let Some(rc) = &cfg.regime_change {
             rc.scenario.validate().map_err(SimError::Scenario)?;
-            let net2 = Arc::new(Network::build(&rc.scenario, cfg.hosts, &mut rng(cfg.seed, STREAM_NETWORK))?);
+            let net2 = Arc::new(Network::build(
+                &rc.scenario,
+                cfg.hosts,
+                &mut rng(cfg.seed, STREAM_NETWORK),
+            )?);
             sources.push(Box::new(Background::new(
                 &rc.scenario,
                 net2.clone(),
@@ -157,7 +170,15 @@ impl Simulator {
         )?;
         sources.push(Box::new(attacks));
         let heads = sources.iter_mut().map(|s| s.next()).collect();
-        Ok(Simulator { network, second_network, sources, heads, start_us: cfg.start_us, end_us, emitted: 0 })
+        Ok(Simulator {
+            network,
+            second_network,
+            sources,
+            heads,
+            start_us: cfg.start_us,
+            end_us,
+            emitted: 0,
+        })
     }
 
     /// The simulated hosts (of the first scenario).
@@ -189,7 +210,9 @@ impl Iterator for Simulator {
         let mut best: Option<usize> = None;
         for (i, h) in self.heads.iter().enumerate() {
             if let Some(r) = h
-                && best.is_none_or(|b| r.start_us < self.heads[b].as_ref().expect("best has a head").start_us)
+                && best.is_none_or(|b| {
+                    r.start_us < self.heads[b].as_ref().expect("best has a head").start_us
+                })
             {
                 best = Some(i);
             }

@@ -25,9 +25,17 @@ pub struct Prefix {
 
 impl Prefix {
     pub fn parse(s: &str) -> Result<Prefix, String> {
-        let (a, l) = s.split_once('/').ok_or_else(|| format!("prefix {s:?} needs /length"))?;
-        let addr: IpAddr = a.trim().parse().map_err(|_| format!("prefix {s:?}: bad address"))?;
-        let len: u32 = l.trim().parse().map_err(|_| format!("prefix {s:?}: bad length"))?;
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("prefix {s:?} needs /length"))?;
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("prefix {s:?}: bad address"))?;
+        let len: u32 = l
+            .trim()
+            .parse()
+            .map_err(|_| format!("prefix {s:?}: bad length"))?;
         let (v6, bits, base) = match addr {
             IpAddr::V4(a) => (false, 32, u32::from(a) as u128),
             IpAddr::V6(a) => (true, 128, u128::from(a)),
@@ -37,7 +45,11 @@ impl Prefix {
         }
         let host_bits = bits - len;
         let mask = (1u128 << host_bits) - 1;
-        Ok(Prefix { v6, base: base & !mask, host_bits })
+        Ok(Prefix {
+            v6,
+            base: base & !mask,
+            host_bits,
+        })
     }
 
     pub fn is_v6(&self) -> bool {
@@ -50,12 +62,20 @@ impl Prefix {
 
     fn addr(&self, offset: u128) -> IpAddr {
         let v = self.base | (offset & self.mask());
-        if self.v6 { IpAddr::V6(Ipv6Addr::from(v)) } else { IpAddr::V4(Ipv4Addr::from(v as u32)) }
+        if self.v6 {
+            IpAddr::V6(Ipv6Addr::from(v))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(v as u32))
+        }
     }
 
     /// How many hosts [`Prefix::nth_host`] can number.
     pub fn capacity(&self) -> u128 {
-        if self.host_bits >= 8 { (1u128 << (self.host_bits - 8)) * 254 } else { (1u128 << self.host_bits) - 2 }
+        if self.host_bits >= 8 {
+            (1u128 << (self.host_bits - 8)) * 254
+        } else {
+            (1u128 << self.host_bits) - 2
+        }
     }
 
     /// The n-th host address, counting from the start of the prefix and skipping addresses ending in .0 / .255
@@ -64,7 +84,11 @@ impl Prefix {
         if n >= self.capacity() {
             return None;
         }
-        let off = if self.host_bits >= 8 { (n / 254) * 256 + n % 254 + 1 } else { n + 1 };
+        let off = if self.host_bits >= 8 {
+            (n / 254) * 256 + n % 254 + 1
+        } else {
+            n + 1
+        };
         Some(self.addr(off))
     }
 
@@ -86,7 +110,9 @@ pub fn random_in<R: Rng + ?Sized>(prefixes: &[Prefix], rng: &mut R) -> IpAddr {
 
 /// Parses a list of prefixes (validated by the scenario already).
 pub fn parse_all(list: &[String]) -> Result<Vec<Prefix>, SimError> {
-    list.iter().map(|p| Prefix::parse(p).map_err(SimError::Scenario)).collect()
+    list.iter()
+        .map(|p| Prefix::parse(p).map_err(SimError::Scenario))
+        .collect()
 }
 
 /// One simulated host.
@@ -141,7 +167,11 @@ const NONE: u32 = u32::MAX;
 
 impl Network {
     /// Builds the hosts of `scenario` for `n` (the `--hosts` number), drawing from `rng`.
-    pub fn build<R: Rng + ?Sized>(scenario: &Scenario, n: usize, rng: &mut R) -> Result<Network, SimError> {
+    pub fn build<R: Rng + ?Sized>(
+        scenario: &Scenario,
+        n: usize,
+        rng: &mut R,
+    ) -> Result<Network, SimError> {
         // 1. Addresses, role by role (BTreeMap order), all before any other draw so they depend on the address
         //    plan only.
         let mut hosts = Vec::new();
@@ -152,7 +182,9 @@ impl Network {
             let v4 = parse_all(&spec.ipv4_prefixes)?;
             let v6 = parse_all(&spec.ipv6_prefixes)?;
             if v4.iter().any(|p| p.is_v6()) || v6.iter().any(|p| !p.is_v6()) {
-                return Err(SimError::Scenario(format!("roles.{name}: IPv4 and IPv6 prefixes swapped")));
+                return Err(SimError::Scenario(format!(
+                    "roles.{name}: IPv4 and IPv6 prefixes swapped"
+                )));
             }
             let first = hosts.len() as u32;
             if hosts.len() + count >= u32::MAX as usize {
@@ -171,7 +203,9 @@ impl Network {
                     // Random public addresses, without repeats (bounded tries: a tiny prefix list errors out).
                     let mut tries = 0;
                     loop {
-                        let IpAddr::V4(a) = random_in(&v4, rng) else { unreachable!("checked IPv4") };
+                        let IpAddr::V4(a) = random_in(&v4, rng) else {
+                            unreachable!("checked IPv4")
+                        };
                         if taken.insert(a) {
                             break a;
                         }
@@ -194,7 +228,9 @@ impl Network {
                             }
                         }
                         if k > 4 * (count + v4.len()) + i {
-                            return Err(SimError::Scenario(format!("roles.{name}: addresses overlap another role's")));
+                            return Err(SimError::Scenario(format!(
+                                "roles.{name}: addresses overlap another role's"
+                            )));
                         }
                     }
                 };
@@ -206,13 +242,27 @@ impl Network {
                 } else {
                     None
                 };
-                hosts.push(Host { v4: addr, v6: v6addr, role: ri as u16 });
+                hosts.push(Host {
+                    v4: addr,
+                    v6: v6addr,
+                    role: ri as u16,
+                });
             }
-            roles.push(Role { name: name.clone(), external: spec.external, first, count: count as u32 });
+            roles.push(Role {
+                name: name.clone(),
+                external: spec.external,
+                first,
+                count: count as u32,
+            });
         }
 
         // 2. Providers of each service.
-        let role_index = |name: &str| roles.iter().position(|r| r.name == name).expect("validated role") as u16;
+        let role_index = |name: &str| {
+            roles
+                .iter()
+                .position(|r| r.name == name)
+                .expect("validated role") as u16
+        };
         let mut services = Vec::new();
         let mut providers = Vec::new();
         for (sname, spec) in &scenario.services {
@@ -228,7 +278,8 @@ impl Network {
                 let members: Vec<u32> = if r.external {
                     (r.first..r.first + r.count).collect()
                 } else {
-                    let k = ((spec.provider_fraction * r.count as f64).ceil() as usize).clamp(1, r.count as usize);
+                    let k = ((spec.provider_fraction * r.count as f64).ceil() as usize)
+                        .clamp(1, r.count as usize);
                     let mut chosen = BTreeSet::new();
                     while chosen.len() < k {
                         chosen.insert(r.first + rng.gen_range(0..r.count));
@@ -240,7 +291,11 @@ impl Network {
                 w_ext.push(if r.external { 0.0 } else { *w });
                 pools.push((role_index(rname), members, pop));
             }
-            providers.push(Providers { pools, for_internal: Cdf::new(w_int), for_external: Cdf::new(w_ext) });
+            providers.push(Providers {
+                pools,
+                for_internal: Cdf::new(w_int),
+                for_external: Cdf::new(w_ext),
+            });
         }
 
         let s = services.len();
@@ -250,9 +305,17 @@ impl Network {
             services,
             providers,
             fav_start: Vec::new(),
-            fav_len: scenario.services.values().map(|sp| sp.favourites as u32).collect(),
+            fav_len: scenario
+                .services
+                .values()
+                .map(|sp| sp.favourites as u32)
+                .collect(),
             favs: Vec::new(),
-            fav_cdf: scenario.services.values().map(|sp| Cdf::zipf(sp.favourites, sp.zipf)).collect(),
+            fav_cdf: scenario
+                .services
+                .values()
+                .map(|sp| Cdf::zipf(sp.favourites, sp.zipf))
+                .collect(),
             explore: scenario.services.values().map(|sp| sp.explore).collect(),
         };
 
@@ -266,7 +329,10 @@ impl Network {
                 if *w <= 0.0 {
                     continue;
                 }
-                let sid = service_ids.iter().position(|x| *x == sname).expect("validated service");
+                let sid = service_ids
+                    .iter()
+                    .position(|x| *x == sname)
+                    .expect("validated service");
                 let want = net.fav_len[sid] as usize;
                 let mut list: Vec<u32> = Vec::with_capacity(want);
                 for _ in 0..want {
@@ -300,12 +366,26 @@ impl Network {
     /// A provider of `service` for client `host` other than itself: the pool by weight (internal pools only for
     /// an external client), then a host by popularity (`popular`) or uniformly. `None` if the draw hit the client
     /// or no pool is open to it.
-    fn pick_provider<R: Rng + ?Sized>(&self, service: ServiceId, host: u32, popular: bool, rng: &mut R) -> Option<u32> {
+    fn pick_provider<R: Rng + ?Sized>(
+        &self,
+        service: ServiceId,
+        host: u32,
+        popular: bool,
+        rng: &mut R,
+    ) -> Option<u32> {
         let pr = &self.providers[service as usize];
         let external = self.roles[self.hosts[host as usize].role as usize].external;
-        let pools = if external { pr.for_external.as_ref()? } else { pr.for_internal.as_ref()? };
+        let pools = if external {
+            pr.for_external.as_ref()?
+        } else {
+            pr.for_internal.as_ref()?
+        };
         let (_, members, pop) = &pr.pools[pools.sample(rng)];
-        let p = if popular { members[pop.sample(rng)] } else { members[rng.gen_range(0..members.len())] };
+        let p = if popular {
+            members[pop.sample(rng)]
+        } else {
+            members[rng.gen_range(0..members.len())]
+        };
         (p != host).then_some(p)
     }
 
@@ -316,7 +396,12 @@ impl Network {
 
     /// The peer of a new session of `host` on `service`: usually one of its favourites (Zipf over them), with
     /// probability `explore` a random provider. `None` if the host does not use the service.
-    pub fn pick_peer<R: Rng + ?Sized>(&self, host: u32, service: ServiceId, rng: &mut R) -> Option<u32> {
+    pub fn pick_peer<R: Rng + ?Sized>(
+        &self,
+        host: u32,
+        service: ServiceId,
+        rng: &mut R,
+    ) -> Option<u32> {
         let start = self.fav_start[host as usize * self.services.len() + service as usize];
         if start == NONE {
             return None;
@@ -351,12 +436,20 @@ impl Network {
 
     /// Indices of the hosts of a role (empty if no such role).
     pub fn hosts_of_role(&self, name: &str) -> std::ops::Range<u32> {
-        self.roles.iter().find(|r| r.name == name).map(|r| r.first..r.first + r.count).unwrap_or(0..0)
+        self.roles
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.first..r.first + r.count)
+            .unwrap_or(0..0)
     }
 
     /// Internal hosts (those of roles not marked external).
     pub fn internal_hosts(&self) -> Vec<u32> {
-        self.roles.iter().filter(|r| !r.external).flat_map(|r| r.first..r.first + r.count).collect()
+        self.roles
+            .iter()
+            .filter(|r| !r.external)
+            .flat_map(|r| r.first..r.first + r.count)
+            .collect()
     }
 
     /// Internal hosts that answer some service on `transport`/`port`, in index order.
@@ -381,7 +474,11 @@ impl Network {
             .iter()
             .enumerate()
             .filter(|(i, (_, t, _))| {
-                *t == Transport::Tcp && self.providers[*i].pools.iter().any(|(_, m, _)| m.binary_search(&host).is_ok())
+                *t == Transport::Tcp
+                    && self.providers[*i]
+                        .pools
+                        .iter()
+                        .any(|(_, m, _)| m.binary_search(&host).is_ok())
             })
             .map(|(_, (_, _, p))| *p)
             .collect();
@@ -408,7 +505,9 @@ mod tests {
         let q = Prefix::parse("fd00:20::/64").unwrap();
         assert!(q.is_v6());
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
-        let IpAddr::V6(a) = q.random(&mut rng) else { panic!() };
+        let IpAddr::V6(a) = q.random(&mut rng) else {
+            panic!()
+        };
         assert_eq!(a.segments()[..4], [0xfd00, 0x20, 0, 0]);
     }
 }

@@ -21,8 +21,14 @@ use super::SimError;
 
 /// Embedded scenario files: (name, TOML text).
 const EMBEDDED: &[(&str, &str)] = &[
-    ("enterprise", include_str!("../../scenarios/enterprise.toml")),
-    ("enterprise-night-shift", include_str!("../../scenarios/enterprise-night-shift.toml")),
+    (
+        "enterprise",
+        include_str!("../../scenarios/enterprise.toml"),
+    ),
+    (
+        "enterprise-night-shift",
+        include_str!("../../scenarios/enterprise-night-shift.toml"),
+    ),
 ];
 
 /// A complete simulated network. See `scenarios/enterprise.toml` for every field documented in place.
@@ -204,7 +210,12 @@ pub enum AttackKind {
 }
 
 impl AttackKind {
-    pub const ALL: [AttackKind; 4] = [AttackKind::Portscan, AttackKind::SshBrute, AttackKind::Ddos, AttackKind::Beacon];
+    pub const ALL: [AttackKind; 4] = [
+        AttackKind::Portscan,
+        AttackKind::SshBrute,
+        AttackKind::Ddos,
+        AttackKind::Beacon,
+    ];
 
     /// The label of this attack's flows and its CLI name.
     pub fn label(self) -> &'static str {
@@ -325,8 +336,10 @@ impl Scenario {
 
     /// Parses and validates scenario TOML; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Scenario, SimError> {
-        let s: Scenario = toml::from_str(text).map_err(|e| SimError::Scenario(format!("{origin}: {e}")))?;
-        s.validate().map_err(|e| SimError::Scenario(format!("{origin}: {e}")))?;
+        let s: Scenario =
+            toml::from_str(text).map_err(|e| SimError::Scenario(format!("{origin}: {e}")))?;
+        s.validate()
+            .map_err(|e| SimError::Scenario(format!("{origin}: {e}")))?;
         Ok(s)
     }
 
@@ -385,8 +398,12 @@ impl Scenario {
             for p in &r.ipv6_prefixes {
                 super::network::Prefix::parse(p).map_err(|e| at(&e))?;
             }
-            if !(0.0..=1.0).contains(&r.ipv6_fraction) || (r.ipv6_fraction > 0.0 && r.ipv6_prefixes.is_empty()) {
-                return Err(at("ipv6_fraction must be in [0, 1] and needs ipv6_prefixes"));
+            if !(0.0..=1.0).contains(&r.ipv6_fraction)
+                || (r.ipv6_fraction > 0.0 && r.ipv6_prefixes.is_empty())
+            {
+                return Err(at(
+                    "ipv6_fraction must be in [0, 1] and needs ipv6_prefixes",
+                ));
             }
             if !fin(r.sessions_per_hour) || r.sessions_per_hour < 0.0 {
                 return Err(at("sessions_per_hour must be >= 0"));
@@ -403,23 +420,31 @@ impl Scenario {
                 return Err(at("weekly needs 7 multipliers >= 0"));
             }
             if r.sessions_per_hour > 0.0 && r.diurnal.iter().all(|v| *v == 0.0) {
-                return Err(at("diurnal multipliers are all 0 but sessions_per_hour > 0"));
+                return Err(at(
+                    "diurnal multipliers are all 0 but sessions_per_hour > 0",
+                ));
             }
             if r.sessions_per_hour > 0.0 && r.weekly.iter().all(|v| *v == 0.0) {
                 return Err(at("weekly multipliers are all 0 but sessions_per_hour > 0"));
             }
             if r.sessions_per_hour > 0.0 && r.services.values().all(|w| *w <= 0.0) {
-                return Err(at("starts sessions but has no service with a positive weight"));
+                return Err(at(
+                    "starts sessions but has no service with a positive weight",
+                ));
             }
             for (s, w) in &r.services {
                 let Some(spec) = self.services.get(s) else {
                     return Err(at(&format!("unknown service {s:?}")));
                 };
                 // Outside hosts only talk to inside providers (the monitor's point of view).
-                let internal_provider =
-                    spec.providers.iter().any(|(p, pw)| *pw > 0.0 && self.roles.get(p).is_some_and(|pr| !pr.external));
+                let internal_provider = spec
+                    .providers
+                    .iter()
+                    .any(|(p, pw)| *pw > 0.0 && self.roles.get(p).is_some_and(|pr| !pr.external));
                 if r.external && *w > 0.0 && !internal_provider {
-                    return Err(at(&format!("an external role uses {s:?}, which no internal role provides")));
+                    return Err(at(&format!(
+                        "an external role uses {s:?}, which no internal role provides"
+                    )));
                 }
                 if !fin(*w) || *w < 0.0 {
                     return Err(at(&format!("weight of {s} must be >= 0")));
@@ -451,9 +476,11 @@ impl Scenario {
             if !(positive(s.zipf) && (0.0..=1.0).contains(&s.explore)) {
                 return Err(at("zipf must be > 0 and explore in [0, 1]"));
             }
-            for (field, d) in
-                [("packets", &s.packets), ("bytes_per_packet", &s.bytes_per_packet), ("duration_s", &s.duration_s)]
-            {
+            for (field, d) in [
+                ("packets", &s.packets),
+                ("bytes_per_packet", &s.bytes_per_packet),
+                ("duration_s", &s.duration_s),
+            ] {
                 check_lognormal(d).map_err(|e| at(&format!("{field}: {e}")))?;
             }
             match s.transport {
@@ -486,7 +513,9 @@ impl Scenario {
                 && (0.0..1.0).contains(&b.branching)
                 && (0.0..=1.0).contains(&b.same_peer))
             {
-                return Err(at("burst: first >= 0, branching in [0, 1), same_peer in [0, 1]"));
+                return Err(at(
+                    "burst: first >= 0, branching in [0, 1), same_peer in [0, 1]",
+                ));
             }
             if (b.first > 0.0) && !(fin(b.decay_s) && b.decay_s > 0.0) {
                 return Err(at("burst.decay_s must be > 0"));
@@ -501,7 +530,9 @@ impl Scenario {
         ];
         for (name, w) in windows.into_iter().flatten() {
             if !((0.0..1.0).contains(&w.start_frac) && positive(w.duration_s)) {
-                return Err(format!("attacks.{name}: start_frac in [0, 1) and duration_s > 0"));
+                return Err(format!(
+                    "attacks.{name}: start_frac in [0, 1) and duration_s > 0"
+                ));
             }
         }
         let prefixes = [
@@ -512,7 +543,9 @@ impl Scenario {
         ];
         for ps in prefixes.into_iter().flatten() {
             if ps.is_empty() {
-                return Err("attacks: every attack needs at least one attacker/controller prefix".into());
+                return Err(
+                    "attacks: every attack needs at least one attacker/controller prefix".into(),
+                );
             }
             for p in ps {
                 super::network::Prefix::parse(p).map_err(|e| format!("attacks: {e}"))?;
@@ -546,7 +579,10 @@ impl Scenario {
                 return Err("attacks.beacon: period_s > 0, jitter in [0, 1), dst_port set".into());
             }
             if !self.roles.contains_key(&b.victim_role) {
-                return Err(format!("attacks.beacon: unknown victim_role {:?}", b.victim_role));
+                return Err(format!(
+                    "attacks.beacon: unknown victim_role {:?}",
+                    b.victim_role
+                ));
             }
             for d in [&b.packets, &b.bytes_per_packet, &b.flow_duration_s] {
                 check_lognormal(d).map_err(|e| format!("attacks.beacon: {e}"))?;

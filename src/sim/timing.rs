@@ -39,7 +39,10 @@ impl Seasonal {
         for (i, r) in rate_us.iter_mut().enumerate() {
             *r = base * role.weekly[i / 24] * role.diurnal[i % 24];
         }
-        Seasonal { rate_us, utc_offset_hours }
+        Seasonal {
+            rate_us,
+            utc_offset_hours,
+        }
     }
 
     /// Whether this role ever starts a session.

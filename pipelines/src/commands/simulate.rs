@@ -49,8 +49,13 @@ pub struct Args {
 }
 
 fn parse_span(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 90s, 15m, 24h, 7d)"))?;
-    if d.is_zero() { Err("the span must be positive".into()) } else { Ok(d) }
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 90s, 15m, 24h, 7d)"))?;
+    if d.is_zero() {
+        Err("the span must be positive".into())
+    } else {
+        Ok(d)
+    }
 }
 
 fn parse_start(s: &str) -> Result<i64, String> {
@@ -66,7 +71,10 @@ fn micros(d: Duration) -> anyhow::Result<i64> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let scenario = Scenario::resolve(&args.scenario)?;
     let regime_change = match (&args.regime_change_at, &args.second_scenario) {
-        (Some(at), Some(name)) => Some(RegimeChange { after_us: micros(*at)?, scenario: Scenario::resolve(name)? }),
+        (Some(at), Some(name)) => Some(RegimeChange {
+            after_us: micros(*at)?,
+            scenario: Scenario::resolve(name)?,
+        }),
         _ => None,
     };
     let span_us = micros(args.span)?;
@@ -80,12 +88,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         regime_change,
     };
     let sim = Simulator::new(cfg)?;
-    let format = args.format.or_else(|| OutputFormat::from_extension(&args.out)).unwrap_or(OutputFormat::Jsonl);
+    let format = args
+        .format
+        .or_else(|| OutputFormat::from_extension(&args.out))
+        .unwrap_or(OutputFormat::Jsonl);
     let to_stdout = args.out.as_os_str() == "-";
     let sink: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?)
+        Box::new(
+            File::create(&args.out)
+                .with_context(|| format!("cannot create {}", args.out.display()))?,
+        )
     };
     let mut w = FlowWriter::new(BufWriter::with_capacity(1 << 20, sink), format)?;
 
@@ -103,20 +117,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if r.label.as_deref() != Some("benign") {
             attacks += 1;
         }
-        w.write(&r).with_context(|| format!("writing {}", args.out.display()))?;
+        w.write(&r)
+            .with_context(|| format!("writing {}", args.out.display()))?;
         if w.written() % 65_536 == 0 {
             bar.set_position(((r.start_us - args.start) / 1_000_000) as u64);
             bar.set_message(format!("{} flows", w.written()));
         }
     }
     let written = w.written();
-    w.finish().with_context(|| format!("writing {}", args.out.display()))?;
+    w.finish()
+        .with_context(|| format!("writing {}", args.out.display()))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "simulated {written} flows ({attacks} attack flows) in {secs:.1} s ({:.0} flows/s){}",
         written as f64 / secs.max(1e-9),
-        if to_stdout { String::new() } else { format!(", written to {}", args.out.display()) }
+        if to_stdout {
+            String::new()
+        } else {
+            format!(", written to {}", args.out.display())
+        }
     );
     Ok(())
 }
