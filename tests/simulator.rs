@@ -425,26 +425,7 @@ fn every_flow_is_valid_and_in_time_order() {
             (from..until).contains(&r.start_us),
             "outside the window: {r:?}"
         );
-        assert!(r.packets >= 1, "{r:?}");
-        let min = proto::min_packet_bytes(r.proto);
-        assert!(
-            r.bytes >= min * r.packets && r.bytes <= 65_535 * r.packets,
-            "bytes out of bounds: {r:?}"
-        );
-        assert!(
-            r.proto == proto::TCP || r.flags.is_empty(),
-            "flags on non-TCP: {r:?}"
-        );
-        assert!(
-            proto::has_ports(r.proto) || (r.src_port == 0 && r.dst_port == 0),
-            "ports on ICMP: {r:?}"
-        );
-        assert_eq!(
-            r.packets == 1,
-            r.duration_us == 0,
-            "duration 0 iff single packet: {r:?}"
-        );
-        assert_eq!(r.src.is_ipv4(), r.dst.is_ipv4(), "mixed IP versions: {r:?}");
+        assert_valid(r);
         assert_ne!(r.src, r.dst, "self-talk: {r:?}");
         assert!(
             matches!(
@@ -630,4 +611,60 @@ fn simulator_is_a_send_stream() {
             .collect();
     assert_eq!(first.len(), 1000);
     assert!(first.last().unwrap().start_us < MONDAY + HOUR);
+}
+
+/// The validity rules, for any flow the simulator emits.
+fn assert_valid(r: &FlowRecord) {
+    assert!(r.packets >= 1, "{r:?}");
+    let min = proto::min_packet_bytes(r.proto);
+    assert!(
+        r.bytes >= min * r.packets && r.bytes <= 65_535 * r.packets,
+        "bytes out of bounds: {r:?}"
+    );
+    assert!(
+        r.proto == proto::TCP || r.flags.is_empty(),
+        "flags on non-TCP: {r:?}"
+    );
+    assert!(
+        proto::has_ports(r.proto) || (r.src_port == 0 && r.dst_port == 0),
+        "ports on ICMP: {r:?}"
+    );
+    assert_eq!(
+        r.packets == 1,
+        r.duration_us == 0,
+        "duration 0 iff single packet: {r:?}"
+    );
+    assert_eq!(r.src.is_ipv4(), r.dst.is_ipv4(), "mixed IP versions: {r:?}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Any size, window, time zone, seed, attack set and switch time: valid flows, in order, inside the window.
+    #[test]
+    fn any_settings_give_valid_ordered_flows(
+        hosts in 1usize..40,
+        start_h in 0i64..(24 * 7),
+        span_min in 10i64..360,
+        seed in proptest::prelude::any::<u64>(),
+        offset in -12i32..=12,
+        attacks in proptest::collection::vec(0usize..4, 0..4),
+        switch in proptest::option::of(1u32..100),
+    ) {
+        let span = span_min * 60_000_000;
+        let mut cfg = SimConfig::enterprise(hosts, MONDAY + start_h * HOUR, span, seed);
+        cfg.scenario.utc_offset_hours = offset;
+        cfg.attacks = attacks.into_iter().map(|i| AttackKind::ALL[i]).collect();
+        cfg.regime_change = switch.map(|pct| RegimeChange {
+            after_us: span * pct as i64 / 100,
+            scenario: Scenario::named("enterprise-night-shift").unwrap(),
+        });
+        let (from, until) = (cfg.start_us, cfg.start_us + span);
+        let mut last = i64::MIN;
+        for r in Simulator::new(cfg).unwrap() {
+            assert!(r.start_us >= last && (from..until).contains(&r.start_us), "order/window: {r:?}");
+            last = r.start_us;
+            assert_valid(&r);
+        }
+    }
 }
