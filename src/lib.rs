@@ -7,5 +7,6 @@ pub mod format;
 pub mod inspect;
 pub mod metrics;
 pub mod record;
+pub mod sim;
 
 pub use record::{FlowRecord, HostPair, TcpFlags};

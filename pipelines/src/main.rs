@@ -22,6 +22,8 @@ enum Command {
     Convert(commands::convert::Args),
     /// Fidelity, utility and privacy of synthetic flows against real ones: report.json, report.md, PNG plots.
     Eval(commands::eval::Args),
+    /// Generate traffic of the built-in network simulator (known truth, optional labelled attacks and drift).
+    Simulate(commands::simulate::Args),
 }
 
 fn main() {
@@ -36,6 +38,7 @@ fn main() {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Simulate(a) => commands::simulate::run(a),
     };
     if let Err(e) = result {
         eprintln!("temponet: error: {e:#}");

@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod eval;
 pub mod inspect;
+pub mod simulate;
 
 use std::path::PathBuf;
 
