@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use temponet::FlowRecord;
 
 /// How flows are encoded on a topic: one JSON object per message (the project's JSON lines form, see
-/// `temponet::format::jsonl`) or bincode 1.3 (`FlowRecord::to_bincode`).
+/// `temponet::format::jsonl`) or bincode 1.3 (fixint little-endian, every field present; see `WireFlow`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum WireFormat {
     #[default]
@@ -28,7 +28,7 @@ impl WireFormat {
     pub fn encode(&self, r: &FlowRecord) -> Vec<u8> {
         match self {
             WireFormat::Json => r.to_json().into_bytes(),
-            WireFormat::Bincode => r.to_bincode(),
+            WireFormat::Bincode => bincode::serialize(&WireFlow::from(r)).expect("a flow always serialises"),
         }
     }
 
@@ -47,15 +47,75 @@ impl WireFormat {
                 use bincode::Options;
                 // Same layout as `FlowRecord::to_bincode` (fixint, little-endian) but strict: trailing bytes and
                 // absurd lengths are errors, so random bytes are rejected instead of decoding into nonsense.
-                let r: FlowRecord = bincode::DefaultOptions::new()
+                let r: WireFlow = bincode::DefaultOptions::new()
                     .with_fixint_encoding()
                     .reject_trailing_bytes()
                     .with_limit(64 * 1024)
                     .deserialize(bytes)
                     .map_err(|e| format!("invalid bincode flow: {e}"))?;
+                // (bincode 1.3's reject_trailing_bytes does not check slices: compare the encoded size.)
+                let used = bincode::serialized_size(&r).unwrap_or(0) as usize;
+                if used != bytes.len() {
+                    return Err(format!("invalid bincode flow: {} trailing bytes", bytes.len().saturating_sub(used)));
+                }
+                let r = FlowRecord::from(r);
                 validate(&r)?;
                 Ok(r)
             }
+        }
+    }
+}
+
+/// The bincode layout of a flow: `FlowRecord`'s own serde skips an absent label, which a non-self-describing
+/// format cannot read back (`FlowRecord::from_bincode(&r.to_bincode())` fails when `label` is `None`), so the wire
+/// uses this mirror with every field always present.
+#[derive(Serialize, Deserialize)]
+struct WireFlow {
+    start_us: i64,
+    duration_us: u64,
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    proto: u8,
+    flags: u8,
+    packets: u64,
+    bytes: u64,
+    label: Option<String>,
+}
+
+impl From<&FlowRecord> for WireFlow {
+    fn from(r: &FlowRecord) -> Self {
+        WireFlow {
+            start_us: r.start_us,
+            duration_us: r.duration_us,
+            src: r.src,
+            dst: r.dst,
+            src_port: r.src_port,
+            dst_port: r.dst_port,
+            proto: r.proto,
+            flags: r.flags.0,
+            packets: r.packets,
+            bytes: r.bytes,
+            label: r.label.clone(),
+        }
+    }
+}
+
+impl From<WireFlow> for FlowRecord {
+    fn from(w: WireFlow) -> Self {
+        FlowRecord {
+            start_us: w.start_us,
+            duration_us: w.duration_us,
+            src: w.src,
+            dst: w.dst,
+            src_port: w.src_port,
+            dst_port: w.dst_port,
+            proto: w.proto,
+            flags: temponet::TcpFlags(w.flags),
+            packets: w.packets,
+            bytes: w.bytes,
+            label: w.label,
         }
     }
 }
@@ -132,7 +192,7 @@ mod tests {
         let bad = rec().to_json().replace("\"dport\":80", "\"dport\":70000");
         let e = WireFormat::Json.decode(bad.as_bytes()).unwrap_err();
         assert!(e.contains("dport"), "{e}");
-        let mut b = rec().to_bincode();
+        let mut b = WireFormat::Bincode.encode(&rec());
         b.push(0);
         assert!(WireFormat::Bincode.decode(&b).is_err());
     }

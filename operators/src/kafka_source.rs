@@ -152,8 +152,31 @@ struct Inner {
     commit_pos: Vec<i64>,
     committed: Vec<i64>,
     dirty: bool,
+    absorbed: ProbeHandle<u64>,
+    /// time -> (wall time read, flows) per batch, until absorbed: feeds `latency`.
+    read_at: BTreeMap<u64, Vec<(Instant, u64)>>,
+    /// Microseconds from a flow's read off Kafka to its absorption by the stage the `absorbed` probe watches.
+    latency: hdrhistogram::Histogram<u64>,
     last_commit: Instant,
     report: SourceReport,
+}
+
+impl Inner {
+    /// Forgets what the stateful stage has absorbed (backpressure) and records its latency.
+    fn prune_absorbed(&mut self) {
+        let now = Instant::now();
+        while let Some((&t, &k)) = self.unabsorbed.first_key_value() {
+            if self.absorbed.less_equal(&t) {
+                break;
+            }
+            self.unabsorbed.pop_first();
+            self.unabsorbed_total -= k;
+            for (at, n) in self.read_at.remove(&t).unwrap_or_default() {
+                let us = now.saturating_duration_since(at).as_micros().min(u64::MAX as u128) as u64;
+                self.latency.saturating_record_n(us.max(1), n);
+            }
+        }
+    }
 }
 
 /// The driver's side of a Kafka source: offset commits and the run's account. Lives on the worker thread.
@@ -168,6 +191,7 @@ impl SourceControl {
     pub fn commit_completed(&self, written: &ProbeHandle<u64>, force: bool) -> Result<(), KafkaError> {
         let mut s = self.inner.borrow_mut();
         let s = &mut *s;
+        s.prune_absorbed();
         while let Some((&t, _)) = s.pending.first_key_value() {
             if written.less_equal(&t) {
                 break;
@@ -230,6 +254,11 @@ impl SourceControl {
             })
             .collect();
         r
+    }
+
+    /// Read-to-absorbed latency of this worker's flows so far (microseconds).
+    pub fn latency(&self) -> hdrhistogram::Histogram<u64> {
+        self.inner.borrow().latency.clone()
     }
 
     /// Messages consumed and not yet committed.
@@ -304,6 +333,9 @@ pub fn kafka_source<'s>(
         commit_pos: vec![-1; np],
         committed: vec![-1; np],
         dirty: false,
+        absorbed,
+        read_at: BTreeMap::new(),
+        latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
         last_commit: now,
         report: SourceReport { worker, ..Default::default() },
     }));
@@ -319,13 +351,7 @@ pub fn kafka_source<'s>(
             let mut s = inner.borrow_mut();
             let s = &mut *s;
             // Backpressure: forget what the stateful stage has absorbed, pause while too much is outstanding.
-            while let Some((&t, &k)) = s.unabsorbed.first_key_value() {
-                if absorbed.less_equal(&t) {
-                    break;
-                }
-                s.unabsorbed.pop_first();
-                s.unabsorbed_total -= k;
-            }
+            s.prune_absorbed();
             let paused = s.unabsorbed_total >= s.cfg.max_in_flight;
             let wm = *c.time();
             let mut read = 0usize;
@@ -387,7 +413,9 @@ pub fn kafka_source<'s>(
             if read > 0 {
                 last_data = Instant::now();
             }
+            let read_now = Instant::now();
             for (t, evs) in std::mem::take(&mut out) {
+                s.read_at.entry(t).or_default().push((read_now, evs.len() as u64));
                 let tc = c.delayed(&t);
                 output.session(&tc).give_iterator(evs.into_iter());
             }

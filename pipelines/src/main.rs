@@ -16,6 +16,9 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Convert flow files of any readable family to JSON lines, nfdump CSV or Zeek TSV.
     Convert(commands::convert::Args),
+    /// Run the streaming pipeline: flows from Kafka into sharded host-pair state, metrics (and, once the generator
+    /// is plugged in, synthetic flows) back to Kafka.
+    Run(commands::run::Args),
 }
 
 fn main() {
@@ -27,6 +30,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Convert(a) => commands::convert::run(a),
+        Command::Run(a) => commands::run::run(a),
     };
     if let Err(e) = result {
         eprintln!("temponet: error: {e:#}");

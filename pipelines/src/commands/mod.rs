@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod inspect;
+pub mod run;
 
 use std::path::PathBuf;
 
