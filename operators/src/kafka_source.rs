@@ -19,10 +19,13 @@
 //! deadlock.
 //!
 //! # Offsets (at-least-once)
-//! The source records, per timely time, the next offset of each partition emitted at that time. Because emission
-//! times are non-decreasing along a partition, once the `written` probe (placed after every sink) has passed time
-//! `t`, every message up to those offsets has been fully written, and [`SourceControl::commit_completed`] commits
-//! them. Nothing is committed earlier, so a crash replays from the last fully written epoch (at-least-once).
+//! The source records, per timely time and partition, the least and the largest offset emitted at that time. The
+//! `written` probe (placed after every sink) passing time `t` means every message emitted at `t` is fully written.
+//! [`SourceControl::commit_completed`] commits, per partition, the least offset still emitted at a time the probe
+//! has not passed (or, with none, the offset after the last one written). Event times within a partition may be out
+//! of order, so offsets are *not* emitted in time order: committing "the largest offset of a passed time" would be
+//! wrong, this rule is not. Nothing is committed before it is written, so a crash replays from there
+//! (at-least-once; what was written after the commit point is written again).
 //!
 //! # Bad messages
 //! A message that does not decode (garbage bytes, wrong JSON, out-of-range values, empty) becomes a
@@ -142,8 +145,11 @@ struct Inner {
     consumer: Option<BaseConsumer>,
     parts: Vec<PartState>,
     consumed: Vec<u64>,
-    /// time -> (partition index -> next offset) of messages emitted at that time, not yet committed.
-    pending: BTreeMap<u64, Vec<i64>>,
+    /// time -> per partition index (least offset, next offset after the largest) of messages emitted at that time,
+    /// until the `written` probe passes the time. (-1, -1) where none.
+    pending: BTreeMap<u64, Vec<(i64, i64)>>,
+    /// Per partition index: next offset after the largest offset whose time the `written` probe has passed.
+    done_next: Vec<i64>,
     /// time -> flows emitted at that time and not yet absorbed (backpressure).
     unabsorbed: BTreeMap<u64, u64>,
     unabsorbed_total: u64,
@@ -197,13 +203,21 @@ impl SourceControl {
                 break;
             }
             let (_, offs) = s.pending.pop_first().expect("present");
-            for (i, o) in offs.into_iter().enumerate() {
-                if o > s.commit_pos[i] {
-                    s.commit_pos[i] = o;
-                    s.dirty = true;
-                }
+            for (i, (_, next)) in offs.into_iter().enumerate() {
+                s.done_next[i] = s.done_next[i].max(next);
             }
             s.uncommitted_total -= s.pending_counts.remove(&t).unwrap_or(0);
+        }
+        // A partition's flows are not emitted in offset order when their event times are out of order (a later
+        // offset can carry an earlier epoch), so the commit point is the least offset still waiting at any time,
+        // or, with none waiting, the next offset after everything written.
+        for i in 0..s.parts.len() {
+            let waiting = s.pending.values().filter_map(|v| (v[i].0 >= 0).then_some(v[i].0)).min();
+            let pos = waiting.unwrap_or(s.done_next[i]);
+            if pos > s.commit_pos[i] {
+                s.commit_pos[i] = pos;
+                s.dirty = true;
+            }
         }
         if !s.dirty || (!force && s.last_commit.elapsed() < s.cfg.commit_interval) {
             return Ok(());
@@ -331,6 +345,7 @@ pub fn kafka_source<'s>(
         uncommitted_total: 0,
         pending_counts: BTreeMap::new(),
         commit_pos: vec![-1; np],
+        done_next: vec![-1; np],
         committed: vec![-1; np],
         dirty: false,
         absorbed,
@@ -399,8 +414,9 @@ pub fn kafka_source<'s>(
                                     (wm, SourceEvent::Dead(DeadLetter::new(&s.cfg.topic, m.partition(), m.offset(), reason, payload)))
                                 }
                             };
-                            let offs = s.pending.entry(t).or_insert_with(|| vec![-1; np]);
-                            offs[pi] = offs[pi].max(m.offset() + 1);
+                            let offs = s.pending.entry(t).or_insert_with(|| vec![(-1, -1); np]);
+                            let o = m.offset();
+                            offs[pi] = if offs[pi].0 < 0 { (o, o + 1) } else { (offs[pi].0.min(o), offs[pi].1.max(o + 1)) };
                             *s.pending_counts.entry(t).or_insert(0) += 1;
                             s.uncommitted_total += 1;
                             *s.unabsorbed.entry(t).or_insert(0) += 1;

@@ -7,16 +7,19 @@
 //!   time of the window's earliest stats item. Hence a window's offsets are committed only after its record is
 //!   written, and records leave in window order.
 //! - Windows in which no stats item arrived emit nothing.
-//! - `pairs_held`, `pair_bytes`, `in_flight` and the `*_total` fields are each worker's latest value, summed over
-//!   workers; the other counts are sums over the window.
+//! - `pairs_held`, `pair_bytes`, `in_flight` and the `*_total` fields are each worker's latest value as of the
+//!   window (its last stats in this or an earlier window), summed over workers; the other counts are sums over the window.
+//! - `throughput_flows_per_s` is processing throughput (wall clock): flows absorbed into pair state per second over
+//!   the last second or more of emissions (event-time windows close in bursts when catching up, so a per-window
+//!   wall-clock rate would be meaningless).
 
 use crate::pair_history::HistoryStats;
 use crate::plugs::WindowObserver;
 use crate::{EpochClock, SourceStats};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
@@ -37,6 +40,9 @@ struct Agg {
     late: u64,
     evictions: u64,
     consumed: BTreeMap<i32, i64>,
+    /// Each worker's latest stats within this window.
+    hist: HashMap<usize, HistoryStats>,
+    in_flight: HashMap<usize, u64>,
 }
 
 /// Builds the operator. `clock` and `window_epochs` give the window's event-time bounds.
@@ -52,7 +58,8 @@ pub fn window_metrics<'s, O: WindowObserver>(
         let mut open: BTreeMap<u64, (Capability<u64>, Agg)> = BTreeMap::new();
         let mut last_hist: HashMap<usize, HistoryStats> = HashMap::new();
         let mut last_in_flight: HashMap<usize, u64> = HashMap::new();
-        let mut last_emit = Instant::now();
+        // (wall time, flows absorbed in total) at past emissions, covering at least the last second.
+        let mut history: VecDeque<(Instant, u64)> = VecDeque::from([(Instant::now(), 0)]);
         let mut windows = 0u64;
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
@@ -72,14 +79,14 @@ pub fn window_metrics<'s, O: WindowObserver>(
                                     let e = agg.consumed.entry(*p).or_insert(*o);
                                     *e = (*e).max(*o);
                                 }
-                                last_in_flight.insert(s.worker, s.in_flight);
+                                agg.in_flight.insert(s.worker, s.in_flight);
                             }
                             WindowInput::History(h) => {
                                 agg.flows_absorbed += h.flows;
                                 agg.evictions += h.evictions;
-                                let keep = last_hist.get(&h.worker).is_none_or(|old| old.epoch <= h.epoch);
+                                let keep = agg.hist.get(&h.worker).is_none_or(|old| old.epoch <= h.epoch);
                                 if keep {
-                                    last_hist.insert(h.worker, h);
+                                    agg.hist.insert(h.worker, h);
                                 }
                             }
                         }
@@ -92,10 +99,18 @@ pub fn window_metrics<'s, O: WindowObserver>(
                     break;
                 }
                 let (cap, agg) = open.pop_first().expect("present").1;
-                let elapsed = last_emit.elapsed().as_secs_f64().max(1e-9);
-                last_emit = Instant::now();
+                last_hist.extend(agg.hist);
+                last_in_flight.extend(agg.in_flight);
                 windows += 1;
                 let sum = |f: fn(&HistoryStats) -> u64| last_hist.values().map(f).sum::<u64>();
+                let now = Instant::now();
+                let total = sum(|h| h.flows_total);
+                while history.len() > 1 && now.duration_since(history[1].0) >= Duration::from_secs(1) {
+                    history.pop_front();
+                }
+                let (t_then, f_then) = history[0];
+                let rate = total.saturating_sub(f_then) as f64 / now.duration_since(t_then).as_secs_f64().max(1e-3);
+                history.push_back((now, total));
                 let start_us = clock.start_of(w * window_epochs);
                 let end_us = clock.start_of(end);
                 let mut rec = Map::new();
@@ -115,7 +130,7 @@ pub fn window_metrics<'s, O: WindowObserver>(
                 rec.insert("in_flight".into(), json!(last_in_flight.values().sum::<u64>()));
                 let consumed: Map<String, Value> = agg.consumed.iter().map(|(p, o)| (p.to_string(), json!(o))).collect();
                 rec.insert("consumed_offsets".into(), Value::Object(consumed));
-                rec.insert("throughput_flows_per_s".into(), json!(agg.flows_absorbed as f64 / elapsed));
+                rec.insert("throughput_flows_per_s".into(), json!(rate));
                 rec.insert("emitted_at_us".into(), json!(chrono::Utc::now().timestamp_micros()));
                 observer.on_window(start_us, end_us, &mut rec);
                 output.session(&cap).give(Value::Object(rec).to_string());

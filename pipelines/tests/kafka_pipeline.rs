@@ -198,7 +198,7 @@ fn temponet_bin() -> &'static str {
     env!("CARGO_BIN_EXE_temponet")
 }
 
-fn cli_args(b: &Broker, input: &str, tag: &str, extra: &[&str]) -> Vec<String> {
+fn cli_args(b: &Broker, input: &str, tag: &str, group: &str, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "run",
         "--brokers",
@@ -212,7 +212,7 @@ fn cli_args(b: &Broker, input: &str, tag: &str, extra: &[&str]) -> Vec<String> {
         "--dead-letter-topic",
         &format!("{tag}-dead"),
         "--group",
-        &format!("{tag}-group"),
+        group,
         "--idle-timeout-ms",
         "300",
     ]
@@ -230,7 +230,9 @@ fn wait_child(mut c: std::process::Child, timeout: Duration, what: &str) -> Stri
         if let Some(st) = c.try_wait().unwrap() {
             let out = c.wait_with_output().unwrap();
             assert!(st.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
-            return String::from_utf8(out.stdout).unwrap();
+            // The report is the last line (timely prints connection progress to stdout in cluster mode).
+            let text = String::from_utf8(out.stdout).unwrap();
+            return text.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or_default().to_string();
         }
         if t0.elapsed() > timeout {
             let _ = c.kill();
@@ -257,7 +259,7 @@ fn worker_and_process_layouts_agree() {
 
     let mut results = Vec::new();
     for (tag, extra) in [("w1", vec!["-w", "1"]), ("w2", vec!["-w", "2"]), ("w2z", vec!["-w", "2", "-z"])] {
-        let mut args = cli_args(&b, "flows", tag, &extra);
+        let mut args = cli_args(&b, "flows", tag, &format!("{tag}-group"), &extra);
         args.push("--until-end".into());
         let c = Command::new(temponet_bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let out = wait_child(c, Duration::from_secs(60), tag);
@@ -272,13 +274,18 @@ fn worker_and_process_layouts_agree() {
     let hosts = hosts.to_str().unwrap().to_string();
     let children: Vec<_> = (0..2)
         .map(|i| {
-            let mut args = cli_args(&b, "flows", "n2", &["-w", "1", "-n", "2", "-p", &i.to_string(), "-h", &hosts]);
+            let mut args = cli_args(&b, "flows", "n2", "n2-group", &["-w", "1", "-n", "2", "-p", &i.to_string(), "-h", &hosts]);
             args.push("--until-end".into());
             Command::new(temponet_bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
         })
         .collect();
-    let outs: Vec<Value> =
-        children.into_iter().map(|c| serde_json::from_str(wait_child(c, Duration::from_secs(60), "n2").trim()).unwrap()).collect();
+    let outs: Vec<Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = wait_child(c, Duration::from_secs(60), "n2");
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("n2 report {out:?}: {e}"))
+        })
+        .collect();
     let s: Vec<_> = outs.iter().map(summary).collect();
     results.push(("n2".into(), (s[0].0 + s[1].0, s[0].1 + s[1].1, s[0].2 + s[1].2, s[0].3.wrapping_add(s[1].3))));
     // Each process holds only its own worker's pairs.
@@ -304,9 +311,12 @@ fn restart_after_kill_loses_nothing() {
     let first = produce(&b, "flows", &flows[..half], 3, WireFormat::Json);
     let group = "r-group";
 
-    // Run A: streaming (no --until-end), small windows so commits move along the first half.
-    let mut args = cli_args(&b, "flows", "ra", &["-w", "2", "--window-epochs", "10"]);
-    args.extend(["--group".to_string(), group.to_string()]);
+    // Run A: streaming (no --until-end), small windows so commits move along the first half. Once A has read
+    // everything, its watermark passes the last epoch seen (idle partitions), which must not end a window, or
+    // A could commit everything.
+    let last_epoch = flows[..half].iter().map(|r| r.start_us).max().unwrap() / 1_000_000;
+    let window = if (last_epoch + 1) % 10 == 0 { "7" } else { "10" };
+    let args = cli_args(&b, "flows", "ra", group, &["-w", "2", "--window-epochs", window]);
     let mut a = Command::new(temponet_bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let t0 = Instant::now();
     loop {
@@ -315,7 +325,10 @@ fn restart_after_kill_loses_nothing() {
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(30), "run A committed too little: {c:?} of {first:?}");
-        assert!(a.try_wait().unwrap().is_none(), "run A exited early");
+        if a.try_wait().unwrap().is_some() {
+            let out = a.wait_with_output().unwrap();
+            panic!("run A exited early: {}", String::from_utf8_lossy(&out.stderr));
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     // Let it settle on what the first half allows, then kill it hard.
@@ -333,8 +346,7 @@ fn restart_after_kill_loses_nothing() {
     let total: Vec<u64> = first.iter().zip(&second).map(|(a, b)| a + b).collect();
 
     // Run B: same group, to the end.
-    let mut args = cli_args(&b, "flows", "rb", &["-w", "2", "--until-end"]);
-    args.extend(["--group".to_string(), group.to_string()]);
+    let args = cli_args(&b, "flows", "rb", group, &["-w", "2", "--until-end"]);
     let c = Command::new(temponet_bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let r: Value = serde_json::from_str(wait_child(c, Duration::from_secs(60), "run B").trim()).unwrap();
     let mut consumed_b = 0;
@@ -399,3 +411,4 @@ fn memory_budget_holds_with_many_pairs() {
     assert_eq!(last["evictions_total"].as_u64(), Some(rep.evictions));
     assert!(ms.iter().all(|m| m["pair_bytes"].as_u64().unwrap() <= 2 * budget as u64));
 }
+
