@@ -49,6 +49,8 @@ pub struct RunConfig {
     pub history: HistoryConfig,
     /// Finish once every partition is read to its end (batch mode) instead of running forever.
     pub until_end: bool,
+    /// In batch mode, how long every partition must stay at its end before the source finishes.
+    pub end_quiet: Duration,
     /// Keep each worker's per-pair counts in its report (tests).
     pub collect_pairs: bool,
 }
@@ -70,6 +72,7 @@ impl RunConfig {
             max_in_flight: 500_000,
             history: HistoryConfig::default(),
             until_end: false,
+            end_quiet: Duration::from_millis(300),
             collect_pairs: false,
         }
     }
@@ -205,6 +208,7 @@ where
     src_cfg.idle_timeout = cfg.idle_timeout;
     src_cfg.max_in_flight = cfg.max_in_flight;
     src_cfg.stop_at_end = cfg.until_end;
+    src_cfg.end_quiet = cfg.end_quiet;
     let hook = make_hook(index);
     let built = worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<_> {
         let (events, control) = kafka_source(scope, src_cfg, absorbed.clone()).context("starting the Kafka source")?;
