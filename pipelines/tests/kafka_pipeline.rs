@@ -170,7 +170,9 @@ fn malformed_messages_go_to_dead_letters() {
     }
     let produced = b.produce("mixed", msgs.clone());
     let cfg = config(&b, "mixed", "t2");
-    let rep = run(&cfg, timely::Config::thread());
+    // Three workers over two partitions: worker 2 owns none and must drop its capability at once.
+    let rep = run(&cfg, timely::Config::process(3));
+    assert!(rep.workers.iter().any(|w| w.source.partitions.is_empty()));
     assert_eq!(rep.flows, 200);
     assert_eq!(rep.dead, bad.len() as u64);
     assert_eq!(rep.flows_absorbed, 200);
@@ -412,3 +414,49 @@ fn memory_budget_holds_with_many_pairs() {
     assert!(ms.iter().all(|m| m["pair_bytes"].as_u64().unwrap() <= 2 * budget as u64));
 }
 
+
+/// A partition that never receives anything cannot stall the watermark: in streaming mode, windows close and
+/// offsets of the other partitions get committed.
+#[test]
+fn idle_partition_does_not_stall() {
+    let b = Broker::start();
+    b.create_topic("flows", 3);
+    let flows = iot_flows();
+    // Partitions 0 and 1 only; partition 2 stays empty.
+    let produced = produce(&b, "flows", &flows[..6000], 2, WireFormat::Json);
+    let args = cli_args(&b, "flows", "idle", "idle-group", &["-w", "1", "--window-epochs", "10"]);
+    let mut a = Command::new(temponet_bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let t0 = Instant::now();
+    let committed = loop {
+        let c = b.committed("idle-group", "flows");
+        if c[0].is_some_and(|o| o as u64 > produced[0] / 2) && c[1].is_some_and(|o| o as u64 > produced[1] / 2) {
+            break c;
+        }
+        if t0.elapsed() > Duration::from_secs(20) || a.try_wait().unwrap().is_some() {
+            let _ = a.kill();
+            let out = a.wait_with_output().unwrap();
+            panic!("no progress past the idle partition: {c:?} of {produced:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert_eq!(committed[2], None, "nothing to commit on the empty partition");
+}
+
+/// A tiny in-flight bound makes the source pause (backpressure) without losing or duplicating anything.
+#[test]
+fn backpressure_pauses_and_completes() {
+    let b = Broker::start();
+    b.create_topic("flows", 3);
+    let flows = iot_flows();
+    let produced = produce(&b, "flows", &flows, 3, WireFormat::Json);
+    let mut cfg = config(&b, "flows", "bp");
+    cfg.max_in_flight = 64;
+    cfg.idle_timeout = Duration::from_millis(100);
+    let rep = run(&cfg, timely::Config::process(2));
+    assert_eq!(rep.flows, IOT_FLOWS as u64);
+    assert_eq!(rep.pair_flows, IOT_FLOWS as u64);
+    assert!(rep.workers.iter().map(|w| w.source.paused_activations).sum::<u64>() > 0, "the source never paused");
+    assert_eq!(b.committed(&cfg.group, "flows"), produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>());
+}
