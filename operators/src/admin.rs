@@ -19,9 +19,17 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("kafka at {brokers}: {what}: {source}")]
-    Kafka { brokers: String, what: String, source: rdkafka::error::KafkaError },
+    Kafka {
+        brokers: String,
+        what: String,
+        source: rdkafka::error::KafkaError,
+    },
     #[error("kafka at {brokers}: creating topic {topic}: {code}")]
-    CreateTopic { brokers: String, topic: String, code: RDKafkaErrorCode },
+    CreateTopic {
+        brokers: String,
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     #[error("kafka at {brokers}: topic {topic} does not exist or has no partitions")]
     NoTopic { brokers: String, topic: String },
 }
@@ -49,55 +57,108 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 /// A client configuration with the settings every temponet client shares.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers).set("socket.timeout.ms", "10000").set("log_level", "3");
+    c.set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "10000")
+        .set("log_level", "3");
     c
 }
 
 /// Creates topics with an explicit partition count (replication 1). A topic that already exists is not an error
 /// when `exists_ok`.
-pub fn create_topics(brokers: &str, topics: &[(&str, i32)], exists_ok: bool) -> Result<(), AdminError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
-        .create()
-        .map_err(|source| AdminError::Kafka { brokers: brokers.into(), what: "creating admin client".into(), source })?;
-    let new: Vec<NewTopic> = topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
+pub fn create_topics(
+    brokers: &str,
+    topics: &[(&str, i32)],
+    exists_ok: bool,
+) -> Result<(), AdminError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers)
+            .create()
+            .map_err(|source| AdminError::Kafka {
+                brokers: brokers.into(),
+                what: "creating admin client".into(),
+                source,
+            })?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = block_on(admin.create_topics(new.iter(), &opts))
-        .map_err(|source| AdminError::Kafka { brokers: brokers.into(), what: "create topics".into(), source })?;
+    let results =
+        block_on(admin.create_topics(new.iter(), &opts)).map_err(|source| AdminError::Kafka {
+            brokers: brokers.into(),
+            what: "create topics".into(),
+            source,
+        })?;
     for r in results {
         match r {
             Ok(_) => {}
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if exists_ok => {}
-            Err((topic, code)) => return Err(AdminError::CreateTopic { brokers: brokers.into(), topic, code }),
+            Err((topic, code)) => {
+                return Err(AdminError::CreateTopic {
+                    brokers: brokers.into(),
+                    topic,
+                    code,
+                });
+            }
         }
     }
     Ok(())
 }
 
 /// Number of partitions of a topic (from metadata; waits up to `timeout`).
-pub fn partition_count<C: Consumer>(consumer: &C, brokers: &str, topic: &str, timeout: Duration) -> Result<i32, AdminError> {
+pub fn partition_count<C: Consumer>(
+    consumer: &C,
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, AdminError> {
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
-        .map_err(|source| AdminError::Kafka { brokers: brokers.into(), what: format!("metadata of {topic}"), source })?;
-    let n = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+        .map_err(|source| AdminError::Kafka {
+            brokers: brokers.into(),
+            what: format!("metadata of {topic}"),
+            source,
+        })?;
+    let n = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
     if n == 0 {
-        return Err(AdminError::NoTopic { brokers: brokers.into(), topic: topic.into() });
+        return Err(AdminError::NoTopic {
+            brokers: brokers.into(),
+            topic: topic.into(),
+        });
     }
     Ok(n as i32)
 }
 
 /// Committed offsets of `group` on every partition of `topic`, in partition order; `None` where nothing is committed.
-pub fn committed_offsets(brokers: &str, group: &str, topic: &str) -> Result<Vec<Option<i64>>, AdminError> {
+pub fn committed_offsets(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> Result<Vec<Option<i64>>, AdminError> {
     let consumer: BaseConsumer = client_config(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
-        .map_err(|source| AdminError::Kafka { brokers: brokers.into(), what: "creating consumer".into(), source })?;
+        .map_err(|source| AdminError::Kafka {
+            brokers: brokers.into(),
+            what: "creating consumer".into(),
+            source,
+        })?;
     let n = partition_count(&consumer, brokers, topic, Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_range(topic, 0, n - 1);
     let got = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
-        .map_err(|source| AdminError::Kafka { brokers: brokers.into(), what: format!("committed offsets of {group}"), source })?;
+        .map_err(|source| AdminError::Kafka {
+            brokers: brokers.into(),
+            what: format!("committed offsets of {group}"),
+            source,
+        })?;
     let mut out = vec![None; n as usize];
     for e in got.elements_for_topic(topic) {
         if let Offset::Offset(o) = e.offset() {

@@ -19,7 +19,9 @@ impl std::str::FromStr for WireFormat {
         match s {
             "json" | "jsonl" => Ok(WireFormat::Json),
             "bincode" => Ok(WireFormat::Bincode),
-            other => Err(format!("unknown wire format {other:?} (expected json or bincode)")),
+            other => Err(format!(
+                "unknown wire format {other:?} (expected json or bincode)"
+            )),
         }
     }
 }
@@ -28,7 +30,9 @@ impl WireFormat {
     pub fn encode(&self, r: &FlowRecord) -> Vec<u8> {
         match self {
             WireFormat::Json => r.to_json().into_bytes(),
-            WireFormat::Bincode => bincode::serialize(&WireFlow::from(r)).expect("a flow always serialises"),
+            WireFormat::Bincode => {
+                bincode::serialize(&WireFlow::from(r)).expect("a flow always serialises")
+            }
         }
     }
 
@@ -36,7 +40,8 @@ impl WireFormat {
     pub fn decode(&self, bytes: &[u8]) -> Result<FlowRecord, String> {
         match self {
             WireFormat::Json => {
-                let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
+                let text =
+                    std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
                 let line = text.trim_end_matches(['\n', '\r']);
                 temponet::format::jsonl::parse(line).map_err(|e| match e.field {
                     Some(f) => format!("field {f}: {}", e.message),
@@ -56,7 +61,10 @@ impl WireFormat {
                 // (bincode 1.3's reject_trailing_bytes does not check slices: compare the encoded size.)
                 let used = bincode::serialized_size(&r).unwrap_or(0) as usize;
                 if used != bytes.len() {
-                    return Err(format!("invalid bincode flow: {} trailing bytes", bytes.len().saturating_sub(used)));
+                    return Err(format!(
+                        "invalid bincode flow: {} trailing bytes",
+                        bytes.len().saturating_sub(used)
+                    ));
                 }
                 let r = FlowRecord::from(r);
                 validate(&r)?;

@@ -32,7 +32,9 @@ pub struct FlowWriterSink<W: io::Write> {
 
 impl<W: io::Write> FlowWriterSink<W> {
     pub fn new(writer: temponet::format::FlowWriter<W>) -> Self {
-        FlowWriterSink { writer: Some(writer) }
+        FlowWriterSink {
+            writer: Some(writer),
+        }
     }
 }
 
@@ -68,13 +70,18 @@ impl<F: FnMut(&FlowRecord) -> io::Result<()> + 'static> RecordSink for F {
 }
 
 /// Builds the sink (use `Pipeline` placement: each worker writes its own flows to its own writer).
-pub fn file_sink<'s, S: RecordSink>(flows: Stream<'s, u64, Vec<FlowRecord>>, mut sink: S) -> Stream<'s, u64, Vec<u64>> {
+pub fn file_sink<'s, S: RecordSink>(
+    flows: Stream<'s, u64, Vec<FlowRecord>>,
+    mut sink: S,
+) -> Stream<'s, u64, Vec<u64>> {
     flows.unary_frontier(Pipeline, "FileSink", move |_cap, _info| {
         let mut stash: BTreeMap<u64, (Capability<u64>, Vec<FlowRecord>)> = BTreeMap::new();
         let mut finished = false;
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
-                let e = stash.entry(*cap.least().expect("a time")).or_insert_with(|| (cap.retain_least(0).expect("a capability"), Vec::new()));
+                let e = stash
+                    .entry(*cap.least().expect("a time"))
+                    .or_insert_with(|| (cap.retain_least(0).expect("a capability"), Vec::new()));
                 for b in data {
                     e.1.append(b);
                 }
@@ -86,14 +93,17 @@ pub fn file_sink<'s, S: RecordSink>(flows: Stream<'s, u64, Vec<FlowRecord>>, mut
                 let (cap, mut batch) = stash.pop_first().expect("present").1;
                 batch.sort_by_key(|r| r.start_us);
                 for r in &batch {
-                    sink.write_record(r).unwrap_or_else(|e| panic!("file sink: writing a flow: {e}"));
+                    sink.write_record(r)
+                        .unwrap_or_else(|e| panic!("file sink: writing a flow: {e}"));
                 }
-                sink.flush_records().unwrap_or_else(|e| panic!("file sink: flushing: {e}"));
+                sink.flush_records()
+                    .unwrap_or_else(|e| panic!("file sink: flushing: {e}"));
                 output.session(&cap).give(batch.len() as u64);
             }
             if frontier.is_empty() && stash.is_empty() && !finished {
                 finished = true;
-                sink.finish_records().unwrap_or_else(|e| panic!("file sink: finishing: {e}"));
+                sink.finish_records()
+                    .unwrap_or_else(|e| panic!("file sink: finishing: {e}"));
             }
         }
     })

@@ -39,7 +39,9 @@ impl std::str::FromStr for Pace {
         let x = s.strip_prefix('x').unwrap_or(s);
         match x.parse::<f64>() {
             Ok(v) if v > 0.0 && v.is_finite() => Ok(Pace::Speed(v)),
-            _ => Err(format!("invalid pace {s:?} (expected max, x1, x10, 2.5...)")),
+            _ => Err(format!(
+                "invalid pace {s:?} (expected max, x1, x10, 2.5...)"
+            )),
         }
     }
 }
@@ -58,12 +60,22 @@ pub struct FileSourceConfig {
 
 impl Default for FileSourceConfig {
     fn default() -> Self {
-        FileSourceConfig { clock: EpochClock::default(), lateness_epochs: 2, pace: Pace::Max, batch: 8192, name: "file" }
+        FileSourceConfig {
+            clock: EpochClock::default(),
+            lateness_epochs: 2,
+            pace: Pace::Max,
+            batch: 8192,
+            name: "file",
+        }
     }
 }
 
 /// Builds the source. Give `Some(records)` on exactly the workers that should read.
-pub fn file_source<'s, I, E>(scope: Scope<'s, u64>, records: Option<I>, cfg: FileSourceConfig) -> Stream<'s, u64, Vec<SourceEvent>>
+pub fn file_source<'s, I, E>(
+    scope: Scope<'s, u64>,
+    records: Option<I>,
+    cfg: FileSourceConfig,
+) -> Stream<'s, u64, Vec<SourceEvent>>
 where
     I: Iterator<Item = Result<FlowRecord, E>> + 'static,
     E: Display,
@@ -77,9 +89,14 @@ where
         let mut max_epoch: Option<u64> = None;
         let mut start: Option<(i64, Instant)> = None;
         let mut out: BTreeMap<u64, Vec<SourceEvent>> = BTreeMap::new();
-        let mut stats = SourceStats { worker, ..Default::default() };
+        let mut stats = SourceStats {
+            worker,
+            ..Default::default()
+        };
         move |output| {
-            let (Some(c), Some(it)) = (cap.as_mut(), records.as_mut()) else { return };
+            let (Some(c), Some(it)) = (cap.as_mut(), records.as_mut()) else {
+                return;
+            };
             let wm = *c.time();
             let mut wait: Option<Duration> = None;
             let mut n = 0;
@@ -114,17 +131,29 @@ where
                 }
             }
             for (t, evs) in std::mem::take(&mut out) {
-                output.session(&c.delayed(&t)).give_iterator(evs.into_iter());
+                output
+                    .session(&c.delayed(&t))
+                    .give_iterator(evs.into_iter());
             }
             let done = n < cfg.batch && wait.is_none();
             let new_wm = if done {
                 u64::MAX
             } else {
-                max_epoch.map_or(wm, |m| m.saturating_sub(cfg.lateness_epochs)).max(wm)
+                max_epoch
+                    .map_or(wm, |m| m.saturating_sub(cfg.lateness_epochs))
+                    .max(wm)
             };
             if new_wm > wm {
                 stats.consumed = vec![(0, index)];
-                output.session(&*c).give(SourceEvent::Stats(std::mem::replace(&mut stats, SourceStats { worker, ..Default::default() })));
+                output
+                    .session(&*c)
+                    .give(SourceEvent::Stats(std::mem::replace(
+                        &mut stats,
+                        SourceStats {
+                            worker,
+                            ..Default::default()
+                        },
+                    )));
             }
             if done {
                 cap = None;

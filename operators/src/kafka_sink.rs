@@ -39,7 +39,12 @@ pub struct KafkaSinkConfig {
 
 impl KafkaSinkConfig {
     pub fn new(brokers: &str, topic: &str) -> Self {
-        KafkaSinkConfig { brokers: brokers.into(), topic: topic.into(), max_retries: 10, producer_overrides: Vec::new() }
+        KafkaSinkConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            max_retries: 10,
+            producer_overrides: Vec::new(),
+        }
     }
 }
 
@@ -55,7 +60,13 @@ pub struct SinkReport {
 
 enum Ack {
     Ok(u64),
-    Failed { time: u64, attempts: u32, key: Option<Vec<u8>>, payload: Vec<u8>, error: KafkaError },
+    Failed {
+        time: u64,
+        attempts: u32,
+        key: Option<Vec<u8>>,
+        payload: Vec<u8>,
+        error: KafkaError,
+    },
 }
 
 #[derive(Default)]
@@ -142,14 +153,22 @@ where
     F: FnMut(&D) -> (Option<Vec<u8>>, Vec<u8>) + 'static,
 {
     let mut pc = admin::client_config(&cfg.brokers);
-    pc.set("linger.ms", "5").set("queue.buffering.max.messages", "500000").set("message.timeout.ms", "30000");
+    pc.set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "500000")
+        .set("message.timeout.ms", "30000");
     for (k, v) in &cfg.producer_overrides {
         pc.set(k, v);
     }
     let producer: BaseProducer<SinkContext> = pc.create_with_context(SinkContext::default())?;
     let producer = Rc::new(RefCell::new(Some(producer)));
-    let report = Rc::new(RefCell::new(SinkReport { topic: cfg.topic.clone(), ..Default::default() }));
-    let handle = SinkHandle { producer: producer.clone(), report: report.clone() };
+    let report = Rc::new(RefCell::new(SinkReport {
+        topic: cfg.topic.clone(),
+        ..Default::default()
+    }));
+    let handle = SinkHandle {
+        producer: producer.clone(),
+        report: report.clone(),
+    };
     let scope = stream.scope();
     let out = stream.unary_frontier(Pipeline, "KafkaSink", move |_cap, info| {
         let activator = scope.activator_for(info.address);

@@ -97,7 +97,11 @@ pub enum SourceError {
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
     #[error("kafka at {brokers}: {what}: {source}")]
-    Kafka { brokers: String, what: String, source: KafkaError },
+    Kafka {
+        brokers: String,
+        what: String,
+        source: KafkaError,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -178,7 +182,10 @@ impl Inner {
             self.unabsorbed.pop_first();
             self.unabsorbed_total -= k;
             for (at, n) in self.read_at.remove(&t).unwrap_or_default() {
-                let us = now.saturating_duration_since(at).as_micros().min(u64::MAX as u128) as u64;
+                let us = now
+                    .saturating_duration_since(at)
+                    .as_micros()
+                    .min(u64::MAX as u128) as u64;
                 self.latency.saturating_record_n(us.max(1), n);
             }
         }
@@ -194,7 +201,11 @@ pub struct SourceControl {
 impl SourceControl {
     /// Commits the offsets of every time the `written` probe has passed. Asynchronous and rate-limited to
     /// `commit_interval` unless `force` (then synchronous). Returns an error only for a failed synchronous commit.
-    pub fn commit_completed(&self, written: &ProbeHandle<u64>, force: bool) -> Result<(), KafkaError> {
+    pub fn commit_completed(
+        &self,
+        written: &ProbeHandle<u64>,
+        force: bool,
+    ) -> Result<(), KafkaError> {
         let mut s = self.inner.borrow_mut();
         let s = &mut *s;
         s.prune_absorbed();
@@ -212,7 +223,11 @@ impl SourceControl {
         // offset can carry an earlier epoch), so the commit point is the least offset still waiting at any time,
         // or, with none waiting, the next offset after everything written.
         for i in 0..s.parts.len() {
-            let waiting = s.pending.values().filter_map(|v| (v[i].0 >= 0).then_some(v[i].0)).min();
+            let waiting = s
+                .pending
+                .values()
+                .filter_map(|v| (v[i].0 >= 0).then_some(v[i].0))
+                .min();
             let pos = waiting.unwrap_or(s.done_next[i]);
             if pos > s.commit_pos[i] {
                 s.commit_pos[i] = pos;
@@ -222,11 +237,18 @@ impl SourceControl {
         if !s.dirty || (!force && s.last_commit.elapsed() < s.cfg.commit_interval) {
             return Ok(());
         }
-        let Some(consumer) = s.consumer.as_ref() else { return Ok(()) };
+        let Some(consumer) = s.consumer.as_ref() else {
+            return Ok(());
+        };
         let mut tpl = TopicPartitionList::new();
         for (i, p) in s.parts.iter().enumerate() {
             if s.commit_pos[i] >= 0 && s.commit_pos[i] != s.committed[i] {
-                tpl.add_partition_offset(&s.cfg.topic, p.partition, Offset::Offset(s.commit_pos[i])).expect("valid offset");
+                tpl.add_partition_offset(
+                    &s.cfg.topic,
+                    p.partition,
+                    Offset::Offset(s.commit_pos[i]),
+                )
+                .expect("valid offset");
             }
         }
         s.dirty = false;
@@ -234,7 +256,11 @@ impl SourceControl {
         if tpl.count() == 0 {
             return Ok(());
         }
-        let mode = if force { CommitMode::Sync } else { CommitMode::Async };
+        let mode = if force {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
         match consumer.commit(&tpl, mode) {
             Ok(()) => {
                 s.committed.clone_from(&s.commit_pos);
@@ -300,7 +326,11 @@ pub fn kafka_source<'s>(
     let kafka = |what: &str| {
         let brokers = cfg.brokers.clone();
         let what = what.to_string();
-        move |source| SourceError::Kafka { brokers, what, source }
+        move |source| SourceError::Kafka {
+            brokers,
+            what,
+            source,
+        }
     };
     let mut cc = admin::client_config(&cfg.brokers);
     cc.set("group.id", &cfg.group)
@@ -319,7 +349,14 @@ pub fn kafka_source<'s>(
     let now = Instant::now();
     let parts: Vec<PartState> = owned
         .iter()
-        .map(|&partition| PartState { partition, max_epoch: None, last_msg: now, eof: false, first_offset: -1, next_offset: -1 })
+        .map(|&partition| PartState {
+            partition,
+            max_epoch: None,
+            last_msg: now,
+            eof: false,
+            first_offset: -1,
+            next_offset: -1,
+        })
         .collect();
     let consumer = if owned.is_empty() {
         admin::drop_with_timeout(consumer, Duration::from_secs(5));
@@ -327,9 +364,12 @@ pub fn kafka_source<'s>(
     } else {
         let mut tpl = TopicPartitionList::new();
         for p in &owned {
-            tpl.add_partition_offset(&cfg.topic, *p, Offset::Stored).expect("valid offset");
+            tpl.add_partition_offset(&cfg.topic, *p, Offset::Stored)
+                .expect("valid offset");
         }
-        consumer.assign(&tpl).map_err(kafka("assigning partitions"))?;
+        consumer
+            .assign(&tpl)
+            .map_err(kafka("assigning partitions"))?;
         Some(consumer)
     };
     let np = parts.len();
@@ -350,16 +390,25 @@ pub fn kafka_source<'s>(
         dirty: false,
         absorbed,
         read_at: BTreeMap::new(),
-        latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+        latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .expect("valid histogram bounds"),
         last_commit: now,
-        report: SourceReport { worker, ..Default::default() },
+        report: SourceReport {
+            worker,
+            ..Default::default()
+        },
     }));
-    let control = SourceControl { inner: inner.clone() };
+    let control = SourceControl {
+        inner: inner.clone(),
+    };
     let stream = source(scope, "KafkaSource", move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut cap: Option<Capability<u64>> = if np == 0 { None } else { Some(cap) };
         let mut out: BTreeMap<u64, Vec<SourceEvent>> = BTreeMap::new();
-        let mut since = SourceStats { worker, ..Default::default() };
+        let mut since = SourceStats {
+            worker,
+            ..Default::default()
+        };
         let mut last_data = Instant::now();
         move |output| {
             let Some(c) = cap.as_mut() else { return };
@@ -388,7 +437,11 @@ pub fn kafka_source<'s>(
                         }
                         Some(Ok(m)) => {
                             read += 1;
-                            let pi = s.parts.iter().position(|x| x.partition == m.partition()).expect("an owned partition");
+                            let pi = s
+                                .parts
+                                .iter()
+                                .position(|x| x.partition == m.partition())
+                                .expect("an owned partition");
                             let ps = &mut s.parts[pi];
                             ps.eof = false;
                             ps.last_msg = Instant::now();
@@ -410,13 +463,30 @@ pub fn kafka_source<'s>(
                                 }
                                 Err(reason) => {
                                     since.dead += 1;
-                                    let reason = if payload.is_empty() { "empty message".to_string() } else { reason };
-                                    (wm, SourceEvent::Dead(DeadLetter::new(&s.cfg.topic, m.partition(), m.offset(), reason, payload)))
+                                    let reason = if payload.is_empty() {
+                                        "empty message".to_string()
+                                    } else {
+                                        reason
+                                    };
+                                    (
+                                        wm,
+                                        SourceEvent::Dead(DeadLetter::new(
+                                            &s.cfg.topic,
+                                            m.partition(),
+                                            m.offset(),
+                                            reason,
+                                            payload,
+                                        )),
+                                    )
                                 }
                             };
                             let offs = s.pending.entry(t).or_insert_with(|| vec![(-1, -1); np]);
                             let o = m.offset();
-                            offs[pi] = if offs[pi].0 < 0 { (o, o + 1) } else { (offs[pi].0.min(o), offs[pi].1.max(o + 1)) };
+                            offs[pi] = if offs[pi].0 < 0 {
+                                (o, o + 1)
+                            } else {
+                                (offs[pi].0.min(o), offs[pi].1.max(o + 1))
+                            };
                             *s.pending_counts.entry(t).or_insert(0) += 1;
                             s.uncommitted_total += 1;
                             *s.unabsorbed.entry(t).or_insert(0) += 1;
@@ -431,7 +501,10 @@ pub fn kafka_source<'s>(
             }
             let read_now = Instant::now();
             for (t, evs) in std::mem::take(&mut out) {
-                s.read_at.entry(t).or_default().push((read_now, evs.len() as u64));
+                s.read_at
+                    .entry(t)
+                    .or_default()
+                    .push((read_now, evs.len() as u64));
                 let tc = c.delayed(&t);
                 output.session(&tc).give_iterator(evs.into_iter());
             }
@@ -439,19 +512,43 @@ pub fn kafka_source<'s>(
             let idle_timeout = s.cfg.idle_timeout;
             let lateness = s.cfg.lateness_epochs;
             let idle = |p: &PartState| p.eof || p.last_msg.elapsed() >= idle_timeout;
-            let held = s.parts.iter().filter(|p| !idle(p)).map(|p| p.max_epoch.map_or(wm, |e| e.saturating_sub(lateness))).min();
+            let held = s
+                .parts
+                .iter()
+                .filter(|p| !idle(p))
+                .map(|p| p.max_epoch.map_or(wm, |e| e.saturating_sub(lateness)))
+                .min();
             let new_wm = match held {
                 Some(h) => h.max(wm),
-                None => s.parts.iter().filter_map(|p| p.max_epoch).max().map_or(wm, |e| (e + 1).max(wm)),
+                None => s
+                    .parts
+                    .iter()
+                    .filter_map(|p| p.max_epoch)
+                    .max()
+                    .map_or(wm, |e| (e + 1).max(wm)),
             };
-            let finished = s.cfg.stop_at_end && s.parts.iter().all(|p| p.eof) && last_data.elapsed() >= s.cfg.end_quiet;
+            let finished = s.cfg.stop_at_end
+                && s.parts.iter().all(|p| p.eof)
+                && last_data.elapsed() >= s.cfg.end_quiet;
             if new_wm > wm || finished {
                 s.report.flows += since.flows;
                 s.report.dead += since.dead;
                 s.report.late += since.late;
-                since.consumed = s.parts.iter().map(|p| (p.partition, p.next_offset)).collect();
+                since.consumed = s
+                    .parts
+                    .iter()
+                    .map(|p| (p.partition, p.next_offset))
+                    .collect();
                 since.in_flight = s.uncommitted_total;
-                output.session(&*c).give(SourceEvent::Stats(std::mem::replace(&mut since, SourceStats { worker, ..Default::default() })));
+                output
+                    .session(&*c)
+                    .give(SourceEvent::Stats(std::mem::replace(
+                        &mut since,
+                        SourceStats {
+                            worker,
+                            ..Default::default()
+                        },
+                    )));
             }
             if finished {
                 cap = None;
@@ -474,7 +571,11 @@ pub fn kafka_source<'s>(
 #[allow(clippy::type_complexity)]
 pub fn split<'s>(
     events: Stream<'s, u64, Vec<SourceEvent>>,
-) -> (Stream<'s, u64, Vec<temponet::FlowRecord>>, Stream<'s, u64, Vec<DeadLetter>>, Stream<'s, u64, Vec<SourceStats>>) {
+) -> (
+    Stream<'s, u64, Vec<temponet::FlowRecord>>,
+    Stream<'s, u64, Vec<DeadLetter>>,
+    Stream<'s, u64, Vec<SourceStats>>,
+) {
     use timely::dataflow::operators::OkErr;
     let (flows, rest): (Stream<_, Vec<_>>, Stream<_, Vec<_>>) = events.ok_err(|e| match e {
         SourceEvent::Flow(r) => Ok(r),

@@ -37,7 +37,9 @@ pub struct EpochClock {
 
 impl Default for EpochClock {
     fn default() -> Self {
-        EpochClock { epoch_us: 1_000_000 }
+        EpochClock {
+            epoch_us: 1_000_000,
+        }
     }
 }
 
@@ -48,7 +50,11 @@ impl EpochClock {
     }
     /// The epoch of an event time; times before 1970 map to epoch 0.
     pub fn epoch_of(&self, start_us: i64) -> u64 {
-        if start_us <= 0 { 0 } else { start_us as u64 / self.epoch_us }
+        if start_us <= 0 {
+            0
+        } else {
+            start_us as u64 / self.epoch_us
+        }
     }
     /// First microsecond of an epoch.
     pub fn start_of(&self, epoch: u64) -> i64 {

@@ -26,8 +26,8 @@ use std::rc::Rc;
 use temponet::{FlowRecord, HostPair};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
 
 /// One event in a pair's history: a flow without its addresses and label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +92,11 @@ pub struct HistoryConfig {
 
 impl Default for HistoryConfig {
     fn default() -> Self {
-        HistoryConfig { ring_len: 64, budget_bytes: 256 << 20, evict_to: 0.9 }
+        HistoryConfig {
+            ring_len: 64,
+            budget_bytes: 256 << 20,
+            evict_to: 0.9,
+        }
     }
 }
 
@@ -153,7 +157,9 @@ pub fn pair_history<'s, H: PairHook>(
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 let t = *cap.least().expect("a time");
-                let entry = stash.entry(t).or_insert_with(|| (cap.retain_least(0).expect("a capability"), Vec::new()));
+                let entry = stash
+                    .entry(t)
+                    .or_insert_with(|| (cap.retain_least(0).expect("a capability"), Vec::new()));
                 for batch in data {
                     entry.1.append(batch);
                 }
@@ -165,7 +171,16 @@ pub fn pair_history<'s, H: PairHook>(
                 let (cap, mut batch) = stash.pop_first().expect("present").1;
                 batch.sort_by_key(|r| r.start_us);
                 let mut s = shard.borrow_mut();
-                let stats = apply(&mut s, worker, t, &config, &batch, &mut touched, &mut hook, &mut hook_out);
+                let stats = apply(
+                    &mut s,
+                    worker,
+                    t,
+                    &config,
+                    &batch,
+                    &mut touched,
+                    &mut hook,
+                    &mut hook_out,
+                );
                 drop(s);
                 let mut session = output.session(&cap);
                 for o in hook_out.drain(..) {
@@ -191,14 +206,21 @@ fn apply<H: PairHook>(
 ) -> HistoryStats {
     touched.clear();
     for r in batch {
-        touched.entry(r.pair()).or_default().push(PairEvent::from(r));
+        touched
+            .entry(r.pair())
+            .or_default()
+            .push(PairEvent::from(r));
     }
     for (pair, fresh) in touched.iter() {
         let st = match s.pairs.entry(*pair) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(v) => {
                 s.bytes += PAIR_OVERHEAD_BYTES;
-                v.insert(PairState { ring: VecDeque::new(), total: 0, last_us: i64::MIN })
+                v.insert(PairState {
+                    ring: VecDeque::new(),
+                    total: 0,
+                    last_us: i64::MIN,
+                })
             }
         };
         let before = st.ring.capacity();
@@ -215,11 +237,16 @@ fn apply<H: PairHook>(
             st.last_us = st.last_us.max(ev.start_us);
         }
         st.total += fresh.len() as u64;
-        s.bytes = s.bytes + st.ring.capacity() * std::mem::size_of::<PairEvent>() - before * std::mem::size_of::<PairEvent>();
+        s.bytes = s.bytes + st.ring.capacity() * std::mem::size_of::<PairEvent>()
+            - before * std::mem::size_of::<PairEvent>();
         hook.on_pair(epoch, pair, st, fresh, out);
     }
     s.flows_total += batch.len() as u64;
-    let evictions = if s.bytes > config.budget_bytes { evict(s, config, hook) } else { 0 };
+    let evictions = if s.bytes > config.budget_bytes {
+        evict(s, config, hook)
+    } else {
+        0
+    };
     hook.on_epoch(epoch, out);
     s.peak_bytes = s.peak_bytes.max(s.bytes);
     HistoryStats {
@@ -238,7 +265,11 @@ fn apply<H: PairHook>(
 /// Evicts the pairs idle longest until usage is at most `evict_to * budget`. Returns how many were evicted.
 fn evict<H: PairHook>(s: &mut Shard, config: &HistoryConfig, hook: &mut H) -> u64 {
     let target = ((config.budget_bytes as f64) * config.evict_to.clamp(0.0, 1.0)) as usize;
-    let mut by_age: Vec<(i64, HostPair, usize)> = s.pairs.iter().map(|(p, st)| (st.last_us, *p, st.bytes())).collect();
+    let mut by_age: Vec<(i64, HostPair, usize)> = s
+        .pairs
+        .iter()
+        .map(|(p, st)| (st.last_us, *p, st.bytes()))
+        .collect();
     by_age.sort_unstable_by_key(|(t, p, _)| (*t, *p));
     let mut n = 0;
     for (_, pair, bytes) in by_age {
@@ -286,7 +317,11 @@ mod tests {
         let results = timely::execute(timely::Config::process(2), move |worker| {
             let mut input = InputHandle::new();
             let probe = timely::dataflow::ProbeHandle::new();
-            let cfg = HistoryConfig { ring_len: 8, budget_bytes: budget, evict_to: 0.8 };
+            let cfg = HistoryConfig {
+                ring_len: 8,
+                budget_bytes: budget,
+                evict_to: 0.8,
+            };
             let handle = worker.dataflow::<u64, _, _>(|scope| {
                 let (out, h) = pair_history(input.to_stream(scope), cfg, NoHook);
                 out.probe_with(&probe);
@@ -295,7 +330,10 @@ mod tests {
             if worker.index() == 0 {
                 for e in 0..20u64 {
                     for i in 0..1000u32 {
-                        input.send(flow(i + (e as u32 % 4) * 1000, (e * 1_000_000) as i64 + i as i64));
+                        input.send(flow(
+                            i + (e as u32 % 4) * 1000,
+                            (e * 1_000_000) as i64 + i as i64,
+                        ));
                     }
                     input.advance_to(e + 1);
                 }
@@ -304,7 +342,12 @@ mod tests {
             worker.step_while(|| !probe.done());
             let s = handle.borrow();
             let held: u64 = s.pairs.values().map(|p| p.total).sum();
-            (s.peak_bytes, s.evictions_total, held + s.evicted_flows_total, s.flows_total)
+            (
+                s.peak_bytes,
+                s.evictions_total,
+                held + s.evicted_flows_total,
+                s.flows_total,
+            )
         })
         .unwrap()
         .join();

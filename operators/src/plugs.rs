@@ -21,7 +21,14 @@ pub trait PairHook: 'static {
 
     /// After the events of `epoch` were appended to `pair`'s ring: `fresh` are those events (sorted by start time),
     /// `state` the pair's whole retained history including them.
-    fn on_pair(&mut self, epoch: u64, pair: &HostPair, state: &PairState, fresh: &[PairEvent], out: &mut Vec<Self::Output>);
+    fn on_pair(
+        &mut self,
+        epoch: u64,
+        pair: &HostPair,
+        state: &PairState,
+        fresh: &[PairEvent],
+        out: &mut Vec<Self::Output>,
+    );
 
     /// When `pair` is evicted for the memory budget (its state is dropped right after).
     fn on_evict(&mut self, _pair: &HostPair, _state: &PairState) {}
@@ -42,7 +49,12 @@ impl PairHook for NoHook {
 /// Adds figures to each window's metrics record (fidelity sketches, drift detectors).
 pub trait WindowObserver: 'static {
     /// `record` already holds the pipeline figures of the window; add fields to it.
-    fn on_window(&mut self, window_start_us: i64, window_end_us: i64, record: &mut serde_json::Map<String, serde_json::Value>);
+    fn on_window(
+        &mut self,
+        window_start_us: i64,
+        window_end_us: i64,
+        record: &mut serde_json::Map<String, serde_json::Value>,
+    );
 }
 
 /// The default observer: adds nothing.

@@ -31,7 +31,9 @@ fn flows() -> Vec<FlowRecord> {
             FlowRecord {
                 start_us: 1_600_000_000_000_000 + i as i64 * 100,
                 duration_us: 1_000 + (i % 5000) as u64,
-                src: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i.wrapping_mul(2_654_435_761) % 5_000))),
+                src: IpAddr::V4(Ipv4Addr::from(
+                    0x0a00_0000 + (i.wrapping_mul(2_654_435_761) % 5_000),
+                )),
                 dst: IpAddr::V4(Ipv4Addr::new(192, 168, 1, (i % 16) as u8)),
                 src_port: 32_768 + (i % 20_000) as u16,
                 dst_port: [53, 80, 443, 8080][(i % 4) as usize],
@@ -49,15 +51,25 @@ fn kafka(c: &mut Criterion) {
     let broker = Broker::start();
     let data = flows();
     let mut g = c.benchmark_group("kafka_to_pair_state");
-    g.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(20));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(FLOWS as u64));
     let mut runs = 0;
     for format in [WireFormat::Bincode, WireFormat::Json] {
         let topic = format!("bench-{format:?}").to_lowercase();
         broker.create_topic(&topic, 2);
         let t0 = Instant::now();
-        broker.produce(&topic, data.iter().enumerate().map(|(i, r)| ((i % 2) as i32, format.encode(r))));
-        eprintln!("produced {FLOWS} {format:?} flows in {:.1} s", t0.elapsed().as_secs_f64());
+        broker.produce(
+            &topic,
+            data.iter()
+                .enumerate()
+                .map(|(i, r)| ((i % 2) as i32, format.encode(r))),
+        );
+        eprintln!(
+            "produced {FLOWS} {format:?} flows in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         for workers in [1usize, 2] {
             let mut last = None;
             g.bench_function(format!("{format:?}/w{workers}").to_lowercase(), |b| {
@@ -65,7 +77,8 @@ fn kafka(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         runs += 1;
-                        let mut cfg = RunConfig::new(&broker.brokers(), &topic, "bench-out", "bench-metrics");
+                        let mut cfg =
+                            RunConfig::new(&broker.brokers(), &topic, "bench-out", "bench-metrics");
                         cfg.dead_letter_topic = "bench-dead".into();
                         cfg.group = format!("bench-{runs}");
                         cfg.format = format;
@@ -74,9 +87,14 @@ fn kafka(c: &mut Criterion) {
                         cfg.idle_timeout = Duration::from_millis(200);
                         cfg.window_epochs = 10;
                         dataflow::ensure_sink_topics(&cfg, 1).unwrap();
-                        let timely = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
+                        let timely = if workers == 1 {
+                            timely::Config::thread()
+                        } else {
+                            timely::Config::process(workers)
+                        };
                         let t = Instant::now();
-                        let rep = dataflow::run(timely, cfg, |_| NoGenerator).expect("pipeline run");
+                        let rep =
+                            dataflow::run(timely, cfg, |_| NoGenerator).expect("pipeline run");
                         total += t.elapsed();
                         assert_eq!(rep.flows_absorbed, FLOWS as u64);
                         last = Some(rep);
@@ -102,7 +120,9 @@ fn kafka(c: &mut Criterion) {
 fn in_memory(c: &mut Criterion) {
     let data = std::sync::Arc::new(flows());
     let mut g = c.benchmark_group("pair_history_only");
-    g.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(10));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements(FLOWS as u64));
     for workers in [1usize, 2] {
         g.bench_function(format!("w{workers}"), |b| {
@@ -110,13 +130,19 @@ fn in_memory(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let data = data.clone();
-                    let timely = if workers == 1 { timely::Config::thread() } else { timely::Config::process(workers) };
+                    let timely = if workers == 1 {
+                        timely::Config::thread()
+                    } else {
+                        timely::Config::process(workers)
+                    };
                     let t = Instant::now();
                     timely::execute(timely, move |worker| {
                         let mut input = InputHandle::new();
                         let probe = ProbeHandle::new();
                         worker.dataflow::<u64, _, _>(|scope| {
-                            pair_history(input.to_stream(scope), HistoryConfig::default(), NoHook).0.probe_with(&probe);
+                            pair_history(input.to_stream(scope), HistoryConfig::default(), NoHook)
+                                .0
+                                .probe_with(&probe);
                         });
                         // Each worker feeds its share, epoch by epoch (1 s of event time).
                         let (i, n) = (worker.index(), worker.peers());

@@ -22,7 +22,9 @@ use temponet::{FlowRecord, HostPair};
 use temponet_operators::codec::WireFormat;
 use temponet_operators::kafka_sink::{KafkaSinkConfig, SinkReport, kafka_sink};
 use temponet_operators::kafka_source::{KafkaSourceConfig, SourceReport, kafka_source, split};
-use temponet_operators::pair_history::{HistoryConfig, HistoryOut, PairEvent, PairState, pair_history};
+use temponet_operators::pair_history::{
+    HistoryConfig, HistoryOut, PairEvent, PairState, pair_history,
+};
 use temponet_operators::plugs::{NoObserver, PairHook};
 use temponet_operators::window_metrics::{WindowInput, window_metrics};
 use temponet_operators::{EpochClock, admin};
@@ -84,7 +86,15 @@ pub struct NoGenerator;
 
 impl PairHook for NoGenerator {
     type Output = FlowRecord;
-    fn on_pair(&mut self, _: u64, _: &HostPair, _: &PairState, _: &[PairEvent], _: &mut Vec<FlowRecord>) {}
+    fn on_pair(
+        &mut self,
+        _: u64,
+        _: &HostPair,
+        _: &PairState,
+        _: &[PairEvent],
+        _: &mut Vec<FlowRecord>,
+    ) {
+    }
 }
 
 /// What one worker did.
@@ -117,12 +127,16 @@ mod hist_bytes {
     use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
     pub fn serialize<S: serde::Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
         let mut buf = Vec::new();
-        V2DeflateSerializer::new().serialize(h, &mut buf).map_err(serde::ser::Error::custom)?;
+        V2DeflateSerializer::new()
+            .serialize(h, &mut buf)
+            .map_err(serde::ser::Error::custom)?;
         s.serialize_bytes(&buf)
     }
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Histogram<u64>, D::Error> {
         let buf: Vec<u8> = serde::Deserialize::deserialize(d)?;
-        Deserializer::new().deserialize(&mut &buf[..]).map_err(serde::de::Error::custom)
+        Deserializer::new()
+            .deserialize(&mut &buf[..])
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -162,7 +176,9 @@ impl RunReport {
             pair_flows: sum(|w| w.pair_flows),
             flows_absorbed: sum(|w| w.flows_absorbed),
             evictions: sum(|w| w.evictions),
-            pair_digest: workers.iter().fold(0u64, |a, w| a.wrapping_add(w.pair_digest)),
+            pair_digest: workers
+                .iter()
+                .fold(0u64, |a, w| a.wrapping_add(w.pair_digest)),
             elapsed_s,
             flows_per_s: flows as f64 / elapsed_s.max(1e-9),
             latency_p50_us: lat.value_at_quantile(0.5),
@@ -185,14 +201,22 @@ fn pair_digest(pair: &HostPair, count: u64) -> u64 {
 pub fn ensure_sink_topics(cfg: &RunConfig, output_partitions: i32) -> anyhow::Result<()> {
     admin::create_topics(
         &cfg.brokers,
-        &[(&cfg.output_topic, output_partitions.max(1)), (&cfg.metrics_topic, 1), (&cfg.dead_letter_topic, 1)],
+        &[
+            (&cfg.output_topic, output_partitions.max(1)),
+            (&cfg.metrics_topic, 1),
+            (&cfg.dead_letter_topic, 1),
+        ],
         true,
     )
     .context("creating the output, metrics and dead-letter topics")
 }
 
 /// Builds and runs the dataflow on one worker, until the input is exhausted (`until_end`) or forever.
-pub fn run_worker<H, F>(worker: &mut timely::worker::Worker, cfg: &RunConfig, make_hook: F) -> anyhow::Result<WorkerReport>
+pub fn run_worker<H, F>(
+    worker: &mut timely::worker::Worker,
+    cfg: &RunConfig,
+    make_hook: F,
+) -> anyhow::Result<WorkerReport>
 where
     H: PairHook<Output = FlowRecord>,
     F: Fn(usize) -> H,
@@ -211,23 +235,37 @@ where
     src_cfg.end_quiet = cfg.end_quiet;
     let hook = make_hook(index);
     let built = worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<_> {
-        let (events, control) = kafka_source(scope, src_cfg, absorbed.clone()).context("starting the Kafka source")?;
+        let (events, control) =
+            kafka_source(scope, src_cfg, absorbed.clone()).context("starting the Kafka source")?;
         let (flows, dead, src_stats) = split(events);
         let (hist_out, shard) = pair_history(flows, cfg.history, hook);
         let hist_out = hist_out.probe_with(&absorbed);
         let (synthetic, hist_stats) = split_history(hist_out);
-        let stats = src_stats.map(WindowInput::Source).concat(hist_stats.map(WindowInput::History));
+        let stats = src_stats
+            .map(WindowInput::Source)
+            .concat(hist_stats.map(WindowInput::History));
         let metrics = window_metrics(stats, cfg.clock, cfg.window_epochs, NoObserver);
         let format = cfg.format;
-        let (m_done, m_sink) = kafka_sink(metrics, KafkaSinkConfig::new(&cfg.brokers, &cfg.metrics_topic), |s: &String| {
-            (None, s.clone().into_bytes())
-        })?;
-        let (d_done, d_sink) = kafka_sink(dead, KafkaSinkConfig::new(&cfg.brokers, &cfg.dead_letter_topic), |d| {
-            (Some(format!("{}/{}", d.partition, d.offset).into_bytes()), d.to_json().into_bytes())
-        })?;
-        let (o_done, o_sink) = kafka_sink(synthetic, KafkaSinkConfig::new(&cfg.brokers, &cfg.output_topic), move |r: &FlowRecord| {
-            (None, format.encode(r))
-        })?;
+        let (m_done, m_sink) = kafka_sink(
+            metrics,
+            KafkaSinkConfig::new(&cfg.brokers, &cfg.metrics_topic),
+            |s: &String| (None, s.clone().into_bytes()),
+        )?;
+        let (d_done, d_sink) = kafka_sink(
+            dead,
+            KafkaSinkConfig::new(&cfg.brokers, &cfg.dead_letter_topic),
+            |d| {
+                (
+                    Some(format!("{}/{}", d.partition, d.offset).into_bytes()),
+                    d.to_json().into_bytes(),
+                )
+            },
+        )?;
+        let (o_done, o_sink) = kafka_sink(
+            synthetic,
+            KafkaSinkConfig::new(&cfg.brokers, &cfg.output_topic),
+            move |r: &FlowRecord| (None, format.encode(r)),
+        )?;
         m_done.concat(d_done).concat(o_done).probe_with(&written);
         Ok((control, shard, vec![m_sink, d_sink, o_sink]))
     });
@@ -239,15 +277,20 @@ where
             result = Err(e);
         }
     }
-    control.commit_completed(&written, true).context("final offset commit")?;
+    control
+        .commit_completed(&written, true)
+        .context("final offset commit")?;
     result.context("offset commit")?;
     for s in &sinks {
         s.shutdown(Duration::from_secs(10));
     }
     control.shutdown(Duration::from_secs(10));
     let s = shard.borrow();
-    let pair_counts: Vec<(HostPair, u64)> =
-        if cfg.collect_pairs { s.pairs.iter().map(|(p, st)| (*p, st.total)).collect() } else { Vec::new() };
+    let pair_counts: Vec<(HostPair, u64)> = if cfg.collect_pairs {
+        s.pairs.iter().map(|(p, st)| (*p, st.total)).collect()
+    } else {
+        Vec::new()
+    };
     Ok(WorkerReport {
         worker: index,
         source: control.report(),
@@ -258,7 +301,10 @@ where
         evictions: s.evictions_total,
         evicted_flows: s.evicted_flows_total,
         peak_pair_bytes: s.peak_bytes as u64,
-        pair_digest: s.pairs.iter().fold(0u64, |a, (p, st)| a.wrapping_add(pair_digest(p, st.total))),
+        pair_digest: s
+            .pairs
+            .iter()
+            .fold(0u64, |a, (p, st)| a.wrapping_add(pair_digest(p, st.total))),
         pair_counts,
         elapsed_s: t0.elapsed().as_secs_f64(),
         latency: control.latency(),
@@ -268,7 +314,10 @@ where
 #[allow(clippy::type_complexity)]
 fn split_history<'s, O: timely::ExchangeData + Clone>(
     s: Stream<'s, u64, Vec<HistoryOut<O>>>,
-) -> (Stream<'s, u64, Vec<O>>, Stream<'s, u64, Vec<temponet_operators::pair_history::HistoryStats>>) {
+) -> (
+    Stream<'s, u64, Vec<O>>,
+    Stream<'s, u64, Vec<temponet_operators::pair_history::HistoryStats>>,
+) {
     use timely::dataflow::operators::OkErr;
     s.ok_err(|o| match o {
         HistoryOut::Hook(x) => Ok(x),
@@ -284,8 +333,10 @@ where
 {
     let cfg = Arc::new(cfg);
     let make_hook = Arc::new(make_hook);
-    let guards = timely::execute(timely, move |worker| run_worker(worker, &cfg, &*make_hook).map_err(|e| format!("{e:#}")))
-        .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
+    let guards = timely::execute(timely, move |worker| {
+        run_worker(worker, &cfg, &*make_hook).map_err(|e| format!("{e:#}"))
+    })
+    .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     let mut reports = Vec::new();
     for r in guards.join() {
         let r = r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;

@@ -14,24 +14,49 @@ const IOT: &str = "CTU-Malware-Capture-34-1-labeled.csv";
 const IOT_FLOWS: usize = 23_145;
 
 fn iot_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/iot23").join(IOT)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/iot23")
+        .join(IOT)
 }
 
 fn iot_flows() -> Vec<FlowRecord> {
-    let candidates = [iot_path(), PathBuf::from("/work/shared/data/iot23").join(IOT)];
-    let p = candidates.iter().find(|p| p.exists()).unwrap_or_else(|| panic!("IoT-23 capture not found at {candidates:?}"));
+    let candidates = [
+        iot_path(),
+        PathBuf::from("/work/shared/data/iot23").join(IOT),
+    ];
+    let p = candidates
+        .iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("IoT-23 capture not found at {candidates:?}"));
     let flows = temponet::format::reader::read_all(&[p]).expect("reading the IoT-23 capture");
     assert_eq!(flows.len(), IOT_FLOWS);
     flows
 }
 
 /// Produces flows round-robin over `partitions`; returns the count per partition.
-fn produce(b: &Broker, topic: &str, flows: &[FlowRecord], partitions: i32, format: WireFormat) -> Vec<u64> {
-    b.produce(topic, flows.iter().enumerate().map(|(i, r)| ((i % partitions as usize) as i32, format.encode(r))))
+fn produce(
+    b: &Broker,
+    topic: &str,
+    flows: &[FlowRecord],
+    partitions: i32,
+    format: WireFormat,
+) -> Vec<u64> {
+    b.produce(
+        topic,
+        flows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((i % partitions as usize) as i32, format.encode(r))),
+    )
 }
 
 fn config(b: &Broker, input: &str, tag: &str) -> RunConfig {
-    let mut c = RunConfig::new(&b.brokers(), input, &format!("{tag}-synthetic"), &format!("{tag}-metrics"));
+    let mut c = RunConfig::new(
+        &b.brokers(),
+        input,
+        &format!("{tag}-synthetic"),
+        &format!("{tag}-metrics"),
+    );
     c.dead_letter_topic = format!("{tag}-dead");
     c.group = format!("{tag}-group");
     c.until_end = true;
@@ -94,22 +119,40 @@ fn iot23_two_workers_exactly_once_and_committed() {
     assert_eq!(rep.flows, IOT_FLOWS as u64);
     assert_eq!(rep.dead, 0);
     assert_eq!(rep.flows_absorbed, IOT_FLOWS as u64);
-    assert_eq!(rep.pair_flows, IOT_FLOWS as u64, "no eviction with the default budget");
+    assert_eq!(
+        rep.pair_flows, IOT_FLOWS as u64,
+        "no eviction with the default budget"
+    );
     let want = pair_counts(&flows);
     let mut got: HashMap<HostPair, u64> = HashMap::new();
     for w in &rep.workers {
         for (p, n) in &w.pair_counts {
-            assert_eq!((p.stable_hash() & 1) as usize, w.worker, "pair {p:?} on the wrong worker");
-            assert!(got.insert(*p, *n).is_none(), "pair {p:?} held by two workers");
+            assert_eq!(
+                (p.stable_hash() & 1) as usize,
+                w.worker,
+                "pair {p:?} on the wrong worker"
+            );
+            assert!(
+                got.insert(*p, *n).is_none(),
+                "pair {p:?} held by two workers"
+            );
         }
     }
-    assert_eq!(got, want, "per-pair counts in pair state differ from the file");
+    assert_eq!(
+        got, want,
+        "per-pair counts in pair state differ from the file"
+    );
 
     // Consumed and committed offsets: each partition read exactly from 0 to what was produced.
     let mut consumed = [0u64; 3];
     for w in &rep.workers {
         for p in &w.source.partitions {
-            assert_eq!(p.partition as usize % 2, w.worker, "partition {} on the wrong worker", p.partition);
+            assert_eq!(
+                p.partition as usize % 2,
+                w.worker,
+                "partition {} on the wrong worker",
+                p.partition
+            );
             assert_eq!(p.first_offset, 0);
             assert_eq!(p.next_offset, produced[p.partition as usize] as i64);
             consumed[p.partition as usize] += p.consumed;
@@ -117,7 +160,10 @@ fn iot23_two_workers_exactly_once_and_committed() {
     }
     assert_eq!(consumed.to_vec(), produced);
     let committed = b.committed(&cfg.group, "flows");
-    assert_eq!(committed, produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>());
+    assert_eq!(
+        committed,
+        produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>()
+    );
 
     // Metrics: every record has every field, windows in order, and they add up to the input.
     let ms = metrics(&b, &cfg.metrics_topic);
@@ -137,11 +183,31 @@ fn iot23_two_workers_exactly_once_and_committed() {
     for (p, n) in produced.iter().enumerate() {
         assert_eq!(last["consumed_offsets"][p.to_string()].as_u64(), Some(*n));
     }
-    let starts: Vec<i64> = ms.iter().map(|m| m["window_start_us"].as_i64().unwrap()).collect();
-    assert!(starts.windows(2).all(|w| w[0] < w[1]), "windows out of order");
+    let starts: Vec<i64> = ms
+        .iter()
+        .map(|m| m["window_start_us"].as_i64().unwrap())
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] < w[1]),
+        "windows out of order"
+    );
     // No generator is plugged in: nothing is invented on the output topic.
-    assert!(b.read_all(&cfg.output_topic, Duration::from_millis(200), Duration::from_secs(5)).is_empty());
-    assert!(b.read_all(&cfg.dead_letter_topic, Duration::from_millis(200), Duration::from_secs(5)).is_empty());
+    assert!(
+        b.read_all(
+            &cfg.output_topic,
+            Duration::from_millis(200),
+            Duration::from_secs(5)
+        )
+        .is_empty()
+    );
+    assert!(
+        b.read_all(
+            &cfg.dead_letter_topic,
+            Duration::from_millis(200),
+            Duration::from_secs(5)
+        )
+        .is_empty()
+    );
 }
 
 /// Garbage bytes, wrong JSON and out-of-range ports land on the dead-letter topic with their reason; the good
@@ -155,8 +221,19 @@ fn malformed_messages_go_to_dead_letters() {
     let bad: Vec<(&str, Vec<u8>)> = vec![
         ("not UTF-8", vec![0xff, 0xfe, 0x00, 0x13, 0x37]),
         ("invalid JSON", b"{\"ts\": 15454038".to_vec()),
-        ("field dport", good.replace(&format!("\"dport\":{}", flows[0].dst_port), "\"dport\":70000").into_bytes()),
-        ("field sport", good.replace(&format!("\"sport\":{}", flows[0].src_port), "\"sport\":-1").into_bytes()),
+        (
+            "field dport",
+            good.replace(
+                &format!("\"dport\":{}", flows[0].dst_port),
+                "\"dport\":70000",
+            )
+            .into_bytes(),
+        ),
+        (
+            "field sport",
+            good.replace(&format!("\"sport\":{}", flows[0].src_port), "\"sport\":-1")
+                .into_bytes(),
+        ),
         ("field ts", b"{\"hello\":\"world\"}".to_vec()),
         ("not an object", b"[1,2,3]".to_vec()),
         ("empty message", Vec::new()),
@@ -176,24 +253,52 @@ fn malformed_messages_go_to_dead_letters() {
     assert_eq!(rep.flows, 200);
     assert_eq!(rep.dead, bad.len() as u64);
     assert_eq!(rep.flows_absorbed, 200);
-    assert_eq!(b.committed(&cfg.group, "mixed"), produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>());
+    assert_eq!(
+        b.committed(&cfg.group, "mixed"),
+        produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>()
+    );
 
-    let dead = b.read_all(&cfg.dead_letter_topic, Duration::from_millis(300), Duration::from_secs(15));
+    let dead = b.read_all(
+        &cfg.dead_letter_topic,
+        Duration::from_millis(300),
+        Duration::from_secs(15),
+    );
     assert_eq!(dead.len(), bad.len());
-    let letters: Vec<Value> = dead.iter().map(|(_, _, p)| serde_json::from_slice(p).expect("dead letter is JSON")).collect();
+    let letters: Vec<Value> = dead
+        .iter()
+        .map(|(_, _, p)| serde_json::from_slice(p).expect("dead letter is JSON"))
+        .collect();
     for (want, payload) in &bad {
         let l = letters
             .iter()
-            .find(|l| l["payload_len"].as_u64() == Some(payload.len() as u64) && l["reason"].as_str().unwrap().contains(want))
+            .find(|l| {
+                l["payload_len"].as_u64() == Some(payload.len() as u64)
+                    && l["reason"].as_str().unwrap().contains(want)
+            })
             .unwrap_or_else(|| panic!("no dead letter with reason {want:?} in {letters:?}"));
         // The letter points at the original message.
-        let (p, o) = (l["partition"].as_i64().unwrap() as i32, l["offset"].as_i64().unwrap());
-        let original = msgs.iter().filter(|(mp, _)| *mp == p).nth(o as usize).unwrap();
-        assert_eq!(&original.1, payload, "dead letter {l} does not point at its message");
+        let (p, o) = (
+            l["partition"].as_i64().unwrap() as i32,
+            l["offset"].as_i64().unwrap(),
+        );
+        let original = msgs
+            .iter()
+            .filter(|(mp, _)| *mp == p)
+            .nth(o as usize)
+            .unwrap();
+        assert_eq!(
+            &original.1, payload,
+            "dead letter {l} does not point at its message"
+        );
         assert_eq!(l["topic"], "mixed");
     }
     let ms = metrics(&b, &cfg.metrics_topic);
-    assert_eq!(ms.iter().map(|m| m["dead_letters"].as_u64().unwrap()).sum::<u64>(), bad.len() as u64);
+    assert_eq!(
+        ms.iter()
+            .map(|m| m["dead_letters"].as_u64().unwrap())
+            .sum::<u64>(),
+        bad.len() as u64
+    );
 }
 
 fn temponet_bin() -> &'static str {
@@ -231,22 +336,39 @@ fn wait_child(mut c: std::process::Child, timeout: Duration, what: &str) -> Stri
     loop {
         if let Some(st) = c.try_wait().unwrap() {
             let out = c.wait_with_output().unwrap();
-            assert!(st.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                st.success(),
+                "{what} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             // The report is the last line (timely prints connection progress to stdout in cluster mode).
             let text = String::from_utf8(out.stdout).unwrap();
-            return text.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or_default().to_string();
+            return text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .last()
+                .unwrap_or_default()
+                .to_string();
         }
         if t0.elapsed() > timeout {
             let _ = c.kill();
             let out = c.wait_with_output().unwrap();
-            panic!("{what} did not finish in {timeout:?}: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "{what} did not finish in {timeout:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn summary(r: &Value) -> (u64, u64, u64, u64) {
-    (r["flows"].as_u64().unwrap(), r["flows_absorbed"].as_u64().unwrap(), r["pairs"].as_u64().unwrap(), r["pair_digest"].as_u64().unwrap())
+    (
+        r["flows"].as_u64().unwrap(),
+        r["flows_absorbed"].as_u64().unwrap(),
+        r["pairs"].as_u64().unwrap(),
+        r["pair_digest"].as_u64().unwrap(),
+    )
 }
 
 /// `-w 1`, `-w 2`, `-w 2 -z` and two processes on loopback (`-n 2 -p 0/1 -h HOSTFILE`) give the same counts and
@@ -260,10 +382,19 @@ fn worker_and_process_layouts_agree() {
     let want = pair_counts(&flows);
 
     let mut results = Vec::new();
-    for (tag, extra) in [("w1", vec!["-w", "1"]), ("w2", vec!["-w", "2"]), ("w2z", vec!["-w", "2", "-z"])] {
+    for (tag, extra) in [
+        ("w1", vec!["-w", "1"]),
+        ("w2", vec!["-w", "2"]),
+        ("w2z", vec!["-w", "2", "-z"]),
+    ] {
         let mut args = cli_args(&b, "flows", tag, &format!("{tag}-group"), &extra);
         args.push("--until-end".into());
-        let c = Command::new(temponet_bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let c = Command::new(temponet_bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let out = wait_child(c, Duration::from_secs(60), tag);
         let r: Value = serde_json::from_str(out.trim()).unwrap();
         results.push((tag.to_string(), summary(&r)));
@@ -271,14 +402,28 @@ fn worker_and_process_layouts_agree() {
     // Two processes, one worker each, over loopback.
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");
-    let (p0, p1) = (temponet_operators::testkit::free_port(), temponet_operators::testkit::free_port());
+    let (p0, p1) = (
+        temponet_operators::testkit::free_port(),
+        temponet_operators::testkit::free_port(),
+    );
     std::fs::write(&hosts, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).unwrap();
     let hosts = hosts.to_str().unwrap().to_string();
     let children: Vec<_> = (0..2)
         .map(|i| {
-            let mut args = cli_args(&b, "flows", "n2", "n2-group", &["-w", "1", "-n", "2", "-p", &i.to_string(), "-h", &hosts]);
+            let mut args = cli_args(
+                &b,
+                "flows",
+                "n2",
+                "n2-group",
+                &["-w", "1", "-n", "2", "-p", &i.to_string(), "-h", &hosts],
+            );
             args.push("--until-end".into());
-            Command::new(temponet_bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+            Command::new(temponet_bin())
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     let outs: Vec<Value> = children
@@ -289,13 +434,26 @@ fn worker_and_process_layouts_agree() {
         })
         .collect();
     let s: Vec<_> = outs.iter().map(summary).collect();
-    results.push(("n2".into(), (s[0].0 + s[1].0, s[0].1 + s[1].1, s[0].2 + s[1].2, s[0].3.wrapping_add(s[1].3))));
+    results.push((
+        "n2".into(),
+        (
+            s[0].0 + s[1].0,
+            s[0].1 + s[1].1,
+            s[0].2 + s[1].2,
+            s[0].3.wrapping_add(s[1].3),
+        ),
+    ));
     // Each process holds only its own worker's pairs.
     for (i, o) in outs.iter().enumerate() {
         assert_eq!(o["workers"][0]["worker"].as_u64(), Some(i as u64));
     }
 
-    let reference = (IOT_FLOWS as u64, IOT_FLOWS as u64, want.len() as u64, results[0].1.3);
+    let reference = (
+        IOT_FLOWS as u64,
+        IOT_FLOWS as u64,
+        want.len() as u64,
+        results[0].1.3,
+    );
     for (tag, r) in &results {
         assert_eq!(*r, reference, "layout {tag} differs: {results:?}");
     }
@@ -317,19 +475,43 @@ fn restart_after_kill_loses_nothing() {
     // everything, its watermark passes the last epoch seen (idle partitions), which must not end a window, or
     // A could commit everything.
     let last_epoch = flows[..half].iter().map(|r| r.start_us).max().unwrap() / 1_000_000;
-    let window = if (last_epoch + 1) % 10 == 0 { "7" } else { "10" };
-    let args = cli_args(&b, "flows", "ra", group, &["-w", "2", "--window-epochs", window]);
-    let mut a = Command::new(temponet_bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let window = if (last_epoch + 1) % 10 == 0 {
+        "7"
+    } else {
+        "10"
+    };
+    let args = cli_args(
+        &b,
+        "flows",
+        "ra",
+        group,
+        &["-w", "2", "--window-epochs", window],
+    );
+    let mut a = Command::new(temponet_bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     loop {
         let c = b.committed(group, "flows");
-        if c.iter().zip(&first).all(|(c, n)| c.is_some_and(|c| c > (*n as i64) / 2)) {
+        if c.iter()
+            .zip(&first)
+            .all(|(c, n)| c.is_some_and(|c| c > (*n as i64) / 2))
+        {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "run A committed too little: {c:?} of {first:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "run A committed too little: {c:?} of {first:?}"
+        );
         if a.try_wait().unwrap().is_some() {
             let out = a.wait_with_output().unwrap();
-            panic!("run A exited early: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "run A exited early: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -337,36 +519,72 @@ fn restart_after_kill_loses_nothing() {
     std::thread::sleep(Duration::from_millis(1500));
     a.kill().unwrap();
     a.wait().unwrap();
-    let committed_a: Vec<i64> = b.committed(group, "flows").into_iter().map(|c| c.unwrap()).collect();
+    let committed_a: Vec<i64> = b
+        .committed(group, "flows")
+        .into_iter()
+        .map(|c| c.unwrap())
+        .collect();
     for (c, n) in committed_a.iter().zip(&first) {
-        assert!(*c <= *n as i64, "A committed {c} of a partition holding {n}");
+        assert!(
+            *c <= *n as i64,
+            "A committed {c} of a partition holding {n}"
+        );
     }
     // The last event-time window of the first half is still open: A read it but could not commit it.
-    assert!(committed_a.iter().zip(&first).any(|(c, n)| *c < *n as i64), "A committed everything: nothing to replay");
+    assert!(
+        committed_a.iter().zip(&first).any(|(c, n)| *c < *n as i64),
+        "A committed everything: nothing to replay"
+    );
 
     let second = produce(&b, "flows", &flows[half..], 3, WireFormat::Json);
     let total: Vec<u64> = first.iter().zip(&second).map(|(a, b)| a + b).collect();
 
     // Run B: same group, to the end.
     let args = cli_args(&b, "flows", "rb", group, &["-w", "2", "--until-end"]);
-    let c = Command::new(temponet_bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let r: Value = serde_json::from_str(wait_child(c, Duration::from_secs(60), "run B").trim()).unwrap();
+    let c = Command::new(temponet_bin())
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r: Value =
+        serde_json::from_str(wait_child(c, Duration::from_secs(60), "run B").trim()).unwrap();
     let mut consumed_b = 0;
     for w in r["workers"].as_array().unwrap() {
         for p in w["source"]["partitions"].as_array().unwrap() {
             let part = p["partition"].as_u64().unwrap() as usize;
-            assert_eq!(p["first_offset"].as_i64().unwrap(), committed_a[part], "B did not resume at A's commit");
-            assert_eq!(p["next_offset"].as_i64().unwrap(), total[part] as i64, "B did not read to the end");
-            assert_eq!(p["consumed"].as_i64().unwrap(), total[part] as i64 - committed_a[part]);
+            assert_eq!(
+                p["first_offset"].as_i64().unwrap(),
+                committed_a[part],
+                "B did not resume at A's commit"
+            );
+            assert_eq!(
+                p["next_offset"].as_i64().unwrap(),
+                total[part] as i64,
+                "B did not read to the end"
+            );
+            assert_eq!(
+                p["consumed"].as_i64().unwrap(),
+                total[part] as i64 - committed_a[part]
+            );
             consumed_b += p["consumed"].as_u64().unwrap();
         }
     }
     assert_eq!(r["flows"].as_u64().unwrap(), consumed_b);
-    assert_eq!(b.committed(group, "flows"), total.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>());
+    assert_eq!(
+        b.committed(group, "flows"),
+        total.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>()
+    );
     // A's windows show it absorbed at least everything it committed.
     let ma = metrics(&b, "ra-metrics");
-    let absorbed_a: u64 = ma.iter().map(|m| m["flows_absorbed"].as_u64().unwrap()).sum();
-    assert!(absorbed_a >= committed_a.iter().sum::<i64>() as u64, "A wrote metrics for {absorbed_a} flows, committed {committed_a:?}");
+    let absorbed_a: u64 = ma
+        .iter()
+        .map(|m| m["flows_absorbed"].as_u64().unwrap())
+        .sum();
+    assert!(
+        absorbed_a >= committed_a.iter().sum::<i64>() as u64,
+        "A wrote metrics for {absorbed_a} flows, committed {committed_a:?}"
+    );
 }
 
 /// Many pairs against a small per-worker budget (bincode on the wire): pair state stays under the budget, evictions
@@ -380,7 +598,9 @@ fn memory_budget_holds_with_many_pairs() {
         .map(|i| FlowRecord {
             start_us: 1_600_000_000_000_000 + (i as i64) * 2_500,
             duration_us: 1000,
-            src: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + (i.wrapping_mul(2_654_435_761) % 20_000))),
+            src: std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                0x0a00_0000 + (i.wrapping_mul(2_654_435_761) % 20_000),
+            )),
             dst: std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 0, (i % 7) as u8)),
             src_port: 40_000 + (i % 1000) as u16,
             dst_port: 443,
@@ -402,18 +622,28 @@ fn memory_budget_holds_with_many_pairs() {
     let rep = run(&cfg, timely::Config::process(2));
     assert_eq!(rep.flows, n as u64);
     assert_eq!(rep.flows_absorbed, n as u64);
-    assert!(rep.evictions > 0, "no eviction with {distinct} pairs in {budget} bytes");
+    assert!(
+        rep.evictions > 0,
+        "no eviction with {distinct} pairs in {budget} bytes"
+    );
     for w in &rep.workers {
-        assert!(w.peak_pair_bytes as usize <= budget, "worker {} peaked at {} > {budget}", w.worker, w.peak_pair_bytes);
+        assert!(
+            w.peak_pair_bytes as usize <= budget,
+            "worker {} peaked at {} > {budget}",
+            w.worker,
+            w.peak_pair_bytes
+        );
         assert_eq!(w.pair_flows + w.evicted_flows, w.flows_absorbed);
     }
     assert!(rep.pairs < distinct);
     let ms = metrics(&b, &cfg.metrics_topic);
     let last = ms.last().unwrap();
     assert_eq!(last["evictions_total"].as_u64(), Some(rep.evictions));
-    assert!(ms.iter().all(|m| m["pair_bytes"].as_u64().unwrap() <= 2 * budget as u64));
+    assert!(
+        ms.iter()
+            .all(|m| m["pair_bytes"].as_u64().unwrap() <= 2 * budget as u64)
+    );
 }
-
 
 /// A partition that never receives anything cannot stall the watermark: in streaming mode, windows close and
 /// offsets of the other partitions get committed.
@@ -424,24 +654,43 @@ fn idle_partition_does_not_stall() {
     let flows = iot_flows();
     // Partitions 0 and 1 only; partition 2 stays empty.
     let produced = produce(&b, "flows", &flows[..6000], 2, WireFormat::Json);
-    let args = cli_args(&b, "flows", "idle", "idle-group", &["-w", "1", "--window-epochs", "10"]);
-    let mut a = Command::new(temponet_bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let args = cli_args(
+        &b,
+        "flows",
+        "idle",
+        "idle-group",
+        &["-w", "1", "--window-epochs", "10"],
+    );
+    let mut a = Command::new(temponet_bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     let committed = loop {
         let c = b.committed("idle-group", "flows");
-        if c[0].is_some_and(|o| o as u64 > produced[0] / 2) && c[1].is_some_and(|o| o as u64 > produced[1] / 2) {
+        if c[0].is_some_and(|o| o as u64 > produced[0] / 2)
+            && c[1].is_some_and(|o| o as u64 > produced[1] / 2)
+        {
             break c;
         }
         if t0.elapsed() > Duration::from_secs(20) || a.try_wait().unwrap().is_some() {
             let _ = a.kill();
             let out = a.wait_with_output().unwrap();
-            panic!("no progress past the idle partition: {c:?} of {produced:?}: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "no progress past the idle partition: {c:?} of {produced:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     a.kill().unwrap();
     a.wait().unwrap();
-    assert_eq!(committed[2], None, "nothing to commit on the empty partition");
+    assert_eq!(
+        committed[2], None,
+        "nothing to commit on the empty partition"
+    );
 }
 
 /// A tiny in-flight bound makes the source pause (backpressure) without losing or duplicating anything.
@@ -457,6 +706,16 @@ fn backpressure_pauses_and_completes() {
     let rep = run(&cfg, timely::Config::process(2));
     assert_eq!(rep.flows, IOT_FLOWS as u64);
     assert_eq!(rep.pair_flows, IOT_FLOWS as u64);
-    assert!(rep.workers.iter().map(|w| w.source.paused_activations).sum::<u64>() > 0, "the source never paused");
-    assert_eq!(b.committed(&cfg.group, "flows"), produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>());
+    assert!(
+        rep.workers
+            .iter()
+            .map(|w| w.source.paused_activations)
+            .sum::<u64>()
+            > 0,
+        "the source never paused"
+    );
+    assert_eq!(
+        b.committed(&cfg.group, "flows"),
+        produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>()
+    );
 }

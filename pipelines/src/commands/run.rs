@@ -93,25 +93,55 @@ pub fn timely_config(a: &Args) -> anyhow::Result<timely::Config> {
     let communication = if a.processes > 1 {
         let addresses: Vec<String> = match &a.hostfile {
             Some(h) => {
-                let text = std::fs::read_to_string(h).with_context(|| format!("reading host file {}", h.display()))?;
-                text.lines().map(str::trim).filter(|l| !l.is_empty()).take(a.processes).map(String::from).collect()
+                let text = std::fs::read_to_string(h)
+                    .with_context(|| format!("reading host file {}", h.display()))?;
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .take(a.processes)
+                    .map(String::from)
+                    .collect()
             }
-            None => (0..a.processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
+            None => (0..a.processes)
+                .map(|i| format!("localhost:{}", 2101 + i))
+                .collect(),
         };
         if addresses.len() < a.processes {
-            bail!("the host file lists {} addresses, -n needs {}", addresses.len(), a.processes);
+            bail!(
+                "the host file lists {} addresses, -n needs {}",
+                addresses.len(),
+                a.processes
+            );
         }
-        C::Cluster { threads: a.workers, process: a.process, addresses, report: false, zerocopy: a.zerocopy }
+        C::Cluster {
+            threads: a.workers,
+            process: a.process,
+            addresses,
+            report: false,
+            zerocopy: a.zerocopy,
+        }
     } else if a.workers > 1 {
-        if a.zerocopy { C::ProcessBinary(a.workers) } else { C::Process(a.workers) }
+        if a.zerocopy {
+            C::ProcessBinary(a.workers)
+        } else {
+            C::Process(a.workers)
+        }
     } else {
         C::Thread
     };
-    Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
+    Ok(timely::Config {
+        communication,
+        worker: timely::WorkerConfig::default(),
+    })
 }
 
 pub fn run_config(a: &Args) -> RunConfig {
-    let mut cfg = RunConfig::new(&a.brokers, &a.input_topic, &a.output_topic, &a.metrics_topic);
+    let mut cfg = RunConfig::new(
+        &a.brokers,
+        &a.input_topic,
+        &a.output_topic,
+        &a.metrics_topic,
+    );
     if let Some(d) = &a.dead_letter_topic {
         cfg.dead_letter_topic = d.clone();
     }
@@ -122,7 +152,11 @@ pub fn run_config(a: &Args) -> RunConfig {
     cfg.lateness_epochs = a.lateness_epochs;
     cfg.idle_timeout = Duration::from_millis(a.idle_timeout_ms);
     cfg.max_in_flight = a.max_in_flight.max(1);
-    cfg.history = HistoryConfig { ring_len: a.ring_len.max(1), budget_bytes: a.pair_budget_bytes, ..HistoryConfig::default() };
+    cfg.history = HistoryConfig {
+        ring_len: a.ring_len.max(1),
+        budget_bytes: a.pair_budget_bytes,
+        ..HistoryConfig::default()
+    };
     cfg.until_end = a.until_end;
     cfg
 }
@@ -134,7 +168,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let report = dataflow::run(timely, cfg, |_| NoGenerator)?;
     let text = serde_json::to_string(&report)?;
     if let Some(path) = &a.report {
-        std::fs::write(path, &text).with_context(|| format!("writing the report to {}", path.display()))?;
+        std::fs::write(path, &text)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
     }
     eprintln!(
         "temponet run: {} flows ({} dead letters, {} late) into {} pairs in {:.2} s ({:.0} flows/s; latency p50 {} us, p99 {} us)",
