@@ -22,7 +22,7 @@ pub enum AdminError {
     Kafka {
         brokers: String,
         what: String,
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     #[error("kafka at {brokers}: creating topic {topic}: {code}")]
     CreateTopic {
@@ -76,7 +76,7 @@ pub fn create_topics(
             .map_err(|source| AdminError::Kafka {
                 brokers: brokers.into(),
                 what: "creating admin client".into(),
-                source,
+                source: Box::new(source),
             })?;
     let new: Vec<NewTopic> = topics
         .iter()
@@ -87,7 +87,7 @@ pub fn create_topics(
         block_on(admin.create_topics(new.iter(), &opts)).map_err(|source| AdminError::Kafka {
             brokers: brokers.into(),
             what: "create topics".into(),
-            source,
+            source: Box::new(source),
         })?;
     for r in results {
         match r {
@@ -117,7 +117,7 @@ pub fn partition_count<C: Consumer>(
         .map_err(|source| AdminError::Kafka {
             brokers: brokers.into(),
             what: format!("metadata of {topic}"),
-            source,
+            source: Box::new(source),
         })?;
     let n = md
         .topics()
@@ -147,7 +147,7 @@ pub fn committed_offsets(
         .map_err(|source| AdminError::Kafka {
             brokers: brokers.into(),
             what: "creating consumer".into(),
-            source,
+            source: Box::new(source),
         })?;
     let n = partition_count(&consumer, brokers, topic, Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
@@ -157,7 +157,7 @@ pub fn committed_offsets(
         .map_err(|source| AdminError::Kafka {
             brokers: brokers.into(),
             what: format!("committed offsets of {group}"),
-            source,
+            source: Box::new(source),
         })?;
     let mut out = vec![None; n as usize];
     for e in got.elements_for_topic(topic) {

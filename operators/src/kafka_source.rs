@@ -95,12 +95,12 @@ impl KafkaSourceConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(transparent)]
-    Admin(#[from] admin::AdminError),
+    Admin(#[from] Box<admin::AdminError>),
     #[error("kafka at {brokers}: {what}: {source}")]
     Kafka {
         brokers: String,
         what: String,
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 }
 
@@ -329,7 +329,7 @@ pub fn kafka_source<'s>(
         move |source| SourceError::Kafka {
             brokers,
             what,
-            source,
+            source: Box::new(source),
         }
     };
     let mut cc = admin::client_config(&cfg.brokers);
@@ -344,7 +344,8 @@ pub fn kafka_source<'s>(
         cc.set(k, v);
     }
     let consumer: BaseConsumer = cc.create().map_err(kafka("creating consumer"))?;
-    let n = admin::partition_count(&consumer, &cfg.brokers, &cfg.topic, Duration::from_secs(10))?;
+    let n = admin::partition_count(&consumer, &cfg.brokers, &cfg.topic, Duration::from_secs(10))
+        .map_err(Box::new)?;
     let owned: Vec<i32> = (0..n).filter(|p| *p as usize % peers == worker).collect();
     let now = Instant::now();
     let parts: Vec<PartState> = owned

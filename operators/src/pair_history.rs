@@ -139,12 +139,15 @@ pub enum HistoryOut<O> {
     Stats(HistoryStats),
 }
 
+/// The output stream of [`pair_history`].
+pub type HistoryStream<'s, O> = Stream<'s, u64, Vec<HistoryOut<O>>>;
+
 /// Builds the operator. See the module documentation for ownership, time and memory invariants.
 pub fn pair_history<'s, H: PairHook>(
     flows: Stream<'s, u64, Vec<FlowRecord>>,
     config: HistoryConfig,
     mut hook: H,
-) -> (Stream<'s, u64, Vec<HistoryOut<H::Output>>>, HistoryHandle) {
+) -> (HistoryStream<'s, H::Output>, HistoryHandle) {
     assert!(config.ring_len > 0, "ring_len must be positive");
     let shard: HistoryHandle = Rc::new(RefCell::new(Shard::default()));
     let handle = shard.clone();

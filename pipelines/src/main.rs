@@ -18,7 +18,7 @@ enum Command {
     Convert(commands::convert::Args),
     /// Run the streaming pipeline: flows from Kafka into sharded host-pair state, metrics (and, once the generator
     /// is plugged in, synthetic flows) back to Kafka.
-    Run(commands::run::Args),
+    Run(Box<commands::run::Args>),
 }
 
 fn main() {
@@ -30,7 +30,7 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Convert(a) => commands::convert::run(a),
-        Command::Run(a) => commands::run::run(a),
+        Command::Run(a) => commands::run::run(*a),
     };
     if let Err(e) = result {
         eprintln!("temponet: error: {e:#}");

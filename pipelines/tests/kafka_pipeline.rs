@@ -345,8 +345,7 @@ fn wait_child(mut c: std::process::Child, timeout: Duration, what: &str) -> Stri
             let text = String::from_utf8(out.stdout).unwrap();
             return text
                 .lines()
-                .filter(|l| !l.trim().is_empty())
-                .last()
+                .rfind(|l| !l.trim().is_empty())
                 .unwrap_or_default()
                 .to_string();
         }
