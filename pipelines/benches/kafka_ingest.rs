@@ -5,6 +5,8 @@
 //!   start-up and the end-of-input quiet period (50 ms), so it slightly understates steady-state throughput.
 //! - `pair_history_only/w{1,2}`: the same flows fed from memory into `pair_history` (no Kafka, no decoding): the
 //!   operator's own ceiling.
+//! - `raw_consumer/t{1,2}`: bare rdkafka consumers reading the same topic, nothing else: the broker's and
+//!   librdkafka's ceiling on this machine.
 //!
 //! After each Kafka group, the last run's flows/s and read-to-pair-state latency (p50/p99, hdrhistogram) are
 //! printed. Event-time epochs are 1 s and the flows are 10 k/s of event time, so a flow waits for its epoch to
@@ -169,5 +171,78 @@ fn in_memory(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, in_memory, kafka);
+/// The ceiling set by the broker and librdkafka alone: one bare consumer per partition thread reading the topic
+/// (no decoding, no dataflow), 1 and 2 threads.
+fn raw_consumer(c: &mut Criterion) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let broker = Broker::start();
+    broker.create_topic("raw", 2);
+    let data = flows();
+    broker.produce(
+        "raw",
+        data.iter()
+            .enumerate()
+            .map(|(i, r)| ((i % 2) as i32, WireFormat::Bincode.encode(r))),
+    );
+    let mut g = c.benchmark_group("raw_consumer");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Elements(FLOWS as u64));
+    let brokers = broker.brokers();
+    for threads in [1usize, 2] {
+        g.bench_function(format!("t{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let handles: Vec<_> = (0..threads)
+                        .map(|k| {
+                            let brokers = brokers.clone();
+                            std::thread::spawn(move || {
+                                let consumer: BaseConsumer =
+                                    temponet_operators::admin::client_config(&brokers)
+                                        .set("group.id", "raw")
+                                        .set("enable.auto.commit", "false")
+                                        .set("fetch.wait.max.ms", "50")
+                                        .create()
+                                        .unwrap();
+                                let mut tpl = TopicPartitionList::new();
+                                for p in (0..2).filter(|p| p % threads == k) {
+                                    tpl.add_partition_offset("raw", p as i32, Offset::Beginning)
+                                        .unwrap();
+                                }
+                                consumer.assign(&tpl).unwrap();
+                                let want = FLOWS / threads;
+                                let mut n = 0;
+                                let mut bytes = 0usize;
+                                while n < want {
+                                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                                        use rdkafka::message::Message;
+                                        bytes += m.payload().map_or(0, |p| p.len());
+                                        n += 1;
+                                    }
+                                }
+                                temponet_operators::admin::drop_with_timeout(
+                                    consumer,
+                                    Duration::from_secs(5),
+                                );
+                                bytes
+                            })
+                        })
+                        .collect();
+                    for h in handles {
+                        h.join().unwrap();
+                    }
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, in_memory, raw_consumer, kafka);
 criterion_main!(benches);
