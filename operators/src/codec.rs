@@ -74,11 +74,12 @@ impl WireFormat {
     }
 }
 
-/// The bincode layout of a flow: `FlowRecord`'s own serde skips an absent label, which a non-self-describing
-/// format cannot read back (`FlowRecord::from_bincode(&r.to_bincode())` fails when `label` is `None`), so the wire
-/// uses this mirror with every field always present.
-#[derive(Serialize, Deserialize)]
-struct WireFlow {
+/// The binary layout of a flow, on Kafka (bincode) and between timely processes. `FlowRecord`'s own serde skips an
+/// absent label, which a non-self-describing format cannot read back (`FlowRecord::from_bincode(&r.to_bincode())`
+/// fails when `label` is `None`, and so does timely's serialising exchange), so the wire uses this mirror with
+/// every field always present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireFlow {
     start_us: i64,
     duration_us: u64,
     src: std::net::IpAddr,
@@ -106,6 +107,34 @@ impl From<&FlowRecord> for WireFlow {
             packets: r.packets,
             bytes: r.bytes,
             label: r.label.clone(),
+        }
+    }
+}
+
+impl From<FlowRecord> for WireFlow {
+    fn from(r: FlowRecord) -> Self {
+        WireFlow {
+            start_us: r.start_us,
+            duration_us: r.duration_us,
+            src: r.src,
+            dst: r.dst,
+            src_port: r.src_port,
+            dst_port: r.dst_port,
+            proto: r.proto,
+            flags: r.flags.0,
+            packets: r.packets,
+            bytes: r.bytes,
+            label: r.label,
+        }
+    }
+}
+
+impl WireFlow {
+    /// The flow's host pair (for routing without converting back).
+    pub fn pair(&self) -> temponet::HostPair {
+        temponet::HostPair {
+            src: self.src,
+            dst: self.dst,
         }
     }
 }

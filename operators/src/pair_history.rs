@@ -17,6 +17,7 @@
 //! Evictions are counted; an evicted pair's flow count moves to `evicted_flows`, so
 //! `sum(pair totals) + evicted_flows == flows absorbed` always holds.
 
+use crate::codec::WireFlow;
 use crate::plugs::PairHook;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -28,6 +29,7 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
 
 /// One event in a pair's history: a flow without its addresses and label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,47 +154,52 @@ pub fn pair_history<'s, H: PairHook>(
     let shard: HistoryHandle = Rc::new(RefCell::new(Shard::default()));
     let handle = shard.clone();
     let worker = flows.scope().index();
-    let pact = Exchange::new(|r: &FlowRecord| r.pair().stable_hash());
-    let stream = flows.unary_frontier(pact, "PairHistory", move |_cap, _info| {
-        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<FlowRecord>)> = BTreeMap::new();
-        let mut touched: HashMap<HostPair, Vec<PairEvent>> = HashMap::new();
-        let mut hook_out: Vec<H::Output> = Vec::new();
-        move |(input, frontier), output| {
-            input.for_each_stamp(|cap, data| {
-                let t = *cap.least().expect("a time");
-                let entry = stash
-                    .entry(t)
-                    .or_insert_with(|| (cap.retain_least(0).expect("a capability"), Vec::new()));
-                for batch in data {
-                    entry.1.append(batch);
+    // Flows cross workers (and processes) as `WireFlow`: `FlowRecord`'s serde form does not survive bincode when it
+    // has no label (see `codec::WireFlow`).
+    let pact = Exchange::new(|w: &WireFlow| w.pair().stable_hash());
+    let stream =
+        flows
+            .map(WireFlow::from)
+            .unary_frontier(pact, "PairHistory", move |_cap, _info| {
+                let mut stash: BTreeMap<u64, (Capability<u64>, Vec<FlowRecord>)> = BTreeMap::new();
+                let mut touched: HashMap<HostPair, Vec<PairEvent>> = HashMap::new();
+                let mut hook_out: Vec<H::Output> = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|cap, data| {
+                        let t = *cap.least().expect("a time");
+                        let entry = stash.entry(t).or_insert_with(|| {
+                            (cap.retain_least(0).expect("a capability"), Vec::new())
+                        });
+                        for batch in data {
+                            entry.1.extend(batch.drain(..).map(FlowRecord::from));
+                        }
+                    });
+                    while let Some((&t, _)) = stash.first_key_value() {
+                        if frontier.less_equal(&t) {
+                            break;
+                        }
+                        let (cap, mut batch) = stash.pop_first().expect("present").1;
+                        batch.sort_by_key(|r| r.start_us);
+                        let mut s = shard.borrow_mut();
+                        let stats = apply(
+                            &mut s,
+                            worker,
+                            t,
+                            &config,
+                            &batch,
+                            &mut touched,
+                            &mut hook,
+                            &mut hook_out,
+                        );
+                        drop(s);
+                        let mut session = output.session(&cap);
+                        for o in hook_out.drain(..) {
+                            session.give(HistoryOut::Hook(o));
+                        }
+                        session.give(HistoryOut::Stats(stats));
+                    }
                 }
             });
-            while let Some((&t, _)) = stash.first_key_value() {
-                if frontier.less_equal(&t) {
-                    break;
-                }
-                let (cap, mut batch) = stash.pop_first().expect("present").1;
-                batch.sort_by_key(|r| r.start_us);
-                let mut s = shard.borrow_mut();
-                let stats = apply(
-                    &mut s,
-                    worker,
-                    t,
-                    &config,
-                    &batch,
-                    &mut touched,
-                    &mut hook,
-                    &mut hook_out,
-                );
-                drop(s);
-                let mut session = output.session(&cap);
-                for o in hook_out.drain(..) {
-                    session.give(HistoryOut::Hook(o));
-                }
-                session.give(HistoryOut::Stats(stats));
-            }
-        }
-    });
     (stream, handle)
 }
 

@@ -618,7 +618,12 @@ fn memory_budget_holds_with_many_pairs() {
     let budget = 256 * 1024;
     cfg.history.budget_bytes = budget;
     cfg.history.ring_len = 8;
-    let rep = run(&cfg, timely::Config::process(2));
+    // Zero-copy (serialising) exchange: these flows have no label, which the wire must carry too.
+    let timely = timely::Config {
+        communication: timely::CommunicationConfig::ProcessBinary(2),
+        worker: timely::WorkerConfig::default(),
+    };
+    let rep = run(&cfg, timely);
     assert_eq!(rep.flows, n as u64);
     assert_eq!(rep.flows_absorbed, n as u64);
     assert!(
