@@ -2,3 +2,4 @@
 //! `main.rs` only parses arguments and calls into [`commands`].
 
 pub mod commands;
+pub mod dataflow;

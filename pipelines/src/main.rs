@@ -24,6 +24,9 @@ enum Command {
     Eval(commands::eval::Args),
     /// Generate traffic of the built-in network simulator (known truth, optional labelled attacks and drift).
     Simulate(commands::simulate::Args),
+    /// Run the streaming pipeline: flows from Kafka into sharded host-pair state, metrics (and, once the generator
+    /// is plugged in, synthetic flows) back to Kafka.
+    Run(Box<commands::run::Args>),
 }
 
 fn main() {
@@ -39,6 +42,7 @@ fn main() {
         Command::Convert(a) => commands::convert::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Simulate(a) => commands::simulate::run(a),
+        Command::Run(a) => commands::run::run(*a),
     };
     if let Err(e) = result {
         eprintln!("temponet: error: {e:#}");

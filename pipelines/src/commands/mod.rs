@@ -4,6 +4,7 @@ pub mod convert;
 pub mod eval;
 pub mod inspect;
 pub mod simulate;
+pub mod run;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,591 @@
+//! `kafka_source`: flows from a Kafka topic into the dataflow.
+//!
+//! # Partitions
+//! One rdkafka consumer per worker, with an explicit assignment (no group rebalancing): worker `i` of `peers` owns
+//! the partitions `p` with `p % peers == i`. A worker that owns none drops its capability at once. Consumption
+//! starts at the group's committed offset (`auto.offset.reset=earliest` when there is none).
+//!
+//! # Time and watermark
+//! A flow's epoch is [`EpochClock::epoch_of`] its `start_us`. The source holds one capability at its *watermark*:
+//! the minimum over its non-idle partitions of (largest epoch seen - `lateness_epochs`). A partition is idle when
+//! it has reached its end (partition EOF) or delivered nothing for `idle_timeout`; idle partitions cannot stall the
+//! watermark. When every partition is idle the watermark moves past every epoch seen (they are declared complete).
+//! A flow whose epoch is behind the watermark is emitted at the watermark (counted as late), never dropped.
+//!
+//! # Backpressure
+//! The source stops reading while more than `max_in_flight` of its flows are not yet absorbed downstream (the
+//! `absorbed` probe, placed after the stateful stage, has not passed their time). librdkafka's own prefetch queue is
+//! bounded by `queued.max.messages.kbytes`. Since a paused source goes idle, the watermark still advances: no
+//! deadlock.
+//!
+//! # Offsets (at-least-once)
+//! The source records, per timely time and partition, the least and the largest offset emitted at that time. The
+//! `written` probe (placed after every sink) passing time `t` means every message emitted at `t` is fully written.
+//! [`SourceControl::commit_completed`] commits, per partition, the least offset still emitted at a time the probe
+//! has not passed (or, with none, the offset after the last one written). Event times within a partition may be out
+//! of order, so offsets are *not* emitted in time order: committing "the largest offset of a passed time" would be
+//! wrong, this rule is not. Nothing is committed before it is written, so a crash replays from there
+//! (at-least-once; what was written after the commit point is written again).
+//!
+//! # Bad messages
+//! A message that does not decode (garbage bytes, wrong JSON, out-of-range values, empty) becomes a
+//! [`SourceEvent::Dead`] with the reason, at the watermark time; its offset is committed like any other once the
+//! dead-letter sink has written it. The pipeline never stops for one.
+
+use crate::codec::{DeadLetter, WireFormat};
+use crate::{EpochClock, SourceEvent, SourceStats, admin};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+
+/// Configuration of [`kafka_source`].
+#[derive(Clone, Debug)]
+pub struct KafkaSourceConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    pub format: WireFormat,
+    pub clock: EpochClock,
+    /// Epochs a partition's watermark trails its largest epoch seen (tolerated disorder).
+    pub lateness_epochs: u64,
+    /// A partition that delivered nothing for this long no longer holds the watermark back.
+    pub idle_timeout: Duration,
+    /// Most flows of this worker not yet absorbed downstream before the source pauses.
+    pub max_in_flight: u64,
+    /// Most messages read per activation (keeps the worker responsive).
+    pub batch: usize,
+    /// Batch mode: finish once every owned partition reported its end and nothing arrived for `end_quiet`.
+    pub stop_at_end: bool,
+    pub end_quiet: Duration,
+    /// Least time between two asynchronous offset commits.
+    pub commit_interval: Duration,
+    /// Extra librdkafka consumer settings.
+    pub consumer_overrides: Vec<(String, String)>,
+}
+
+impl KafkaSourceConfig {
+    pub fn new(brokers: &str, topic: &str, group: &str) -> Self {
+        KafkaSourceConfig {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            group: group.into(),
+            format: WireFormat::Json,
+            clock: EpochClock::default(),
+            lateness_epochs: 2,
+            idle_timeout: Duration::from_millis(500),
+            max_in_flight: 500_000,
+            batch: 8192,
+            stop_at_end: false,
+            end_quiet: Duration::from_millis(300),
+            commit_interval: Duration::from_millis(200),
+            consumer_overrides: Vec::new(),
+        }
+    }
+}
+
+/// Errors of the Kafka source (setup only: once running, problems are counted and logged, not fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Admin(#[from] Box<admin::AdminError>),
+    #[error("kafka at {brokers}: {what}: {source}")]
+    Kafka {
+        brokers: String,
+        what: String,
+        source: Box<KafkaError>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct PartState {
+    partition: i32,
+    max_epoch: Option<u64>,
+    last_msg: Instant,
+    eof: bool,
+    /// Offset of the first message consumed in this run (-1: none yet).
+    first_offset: i64,
+    /// Next offset after the last consumed message (-1: none yet).
+    next_offset: i64,
+}
+
+/// Per-partition account of one run, for reports and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionReport {
+    pub partition: i32,
+    /// First offset consumed in this run (-1: nothing consumed).
+    pub first_offset: i64,
+    /// Next offset after the last one consumed (-1: nothing consumed).
+    pub next_offset: i64,
+    /// Messages consumed in this run (flows and dead letters).
+    pub consumed: u64,
+    /// Offset committed by this run (-1: none).
+    pub committed: i64,
+}
+
+/// What one worker's source did.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct SourceReport {
+    pub worker: usize,
+    pub partitions: Vec<PartitionReport>,
+    pub flows: u64,
+    pub dead: u64,
+    pub late: u64,
+    pub errors: u64,
+    pub commits: u64,
+    pub paused_activations: u64,
+}
+
+struct Inner {
+    cfg: KafkaSourceConfig,
+    worker: usize,
+    consumer: Option<BaseConsumer>,
+    parts: Vec<PartState>,
+    consumed: Vec<u64>,
+    /// time -> per partition index (least offset, next offset after the largest) of messages emitted at that time,
+    /// until the `written` probe passes the time. (-1, -1) where none.
+    pending: BTreeMap<u64, Vec<(i64, i64)>>,
+    /// Per partition index: next offset after the largest offset whose time the `written` probe has passed.
+    done_next: Vec<i64>,
+    /// time -> flows emitted at that time and not yet absorbed (backpressure).
+    unabsorbed: BTreeMap<u64, u64>,
+    unabsorbed_total: u64,
+    uncommitted_total: u64,
+    pending_counts: BTreeMap<u64, u64>,
+    commit_pos: Vec<i64>,
+    committed: Vec<i64>,
+    dirty: bool,
+    absorbed: ProbeHandle<u64>,
+    /// time -> (wall time read, flows) per batch, until absorbed: feeds `latency`.
+    read_at: BTreeMap<u64, Vec<(Instant, u64)>>,
+    /// Microseconds from a flow's read off Kafka to its absorption by the stage the `absorbed` probe watches.
+    latency: hdrhistogram::Histogram<u64>,
+    last_commit: Instant,
+    report: SourceReport,
+}
+
+impl Inner {
+    /// Forgets what the stateful stage has absorbed (backpressure) and records its latency.
+    fn prune_absorbed(&mut self) {
+        let now = Instant::now();
+        while let Some((&t, &k)) = self.unabsorbed.first_key_value() {
+            if self.absorbed.less_equal(&t) {
+                break;
+            }
+            self.unabsorbed.pop_first();
+            self.unabsorbed_total -= k;
+            for (at, n) in self.read_at.remove(&t).unwrap_or_default() {
+                let us = now
+                    .saturating_duration_since(at)
+                    .as_micros()
+                    .min(u64::MAX as u128) as u64;
+                self.latency.saturating_record_n(us.max(1), n);
+            }
+        }
+    }
+}
+
+/// The driver's side of a Kafka source: offset commits and the run's account. Lives on the worker thread.
+#[derive(Clone)]
+pub struct SourceControl {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl SourceControl {
+    /// Commits the offsets of every time the `written` probe has passed. Asynchronous and rate-limited to
+    /// `commit_interval` unless `force` (then synchronous). Returns an error only for a failed synchronous commit.
+    pub fn commit_completed(
+        &self,
+        written: &ProbeHandle<u64>,
+        force: bool,
+    ) -> Result<(), KafkaError> {
+        let mut s = self.inner.borrow_mut();
+        let s = &mut *s;
+        s.prune_absorbed();
+        while let Some((&t, _)) = s.pending.first_key_value() {
+            if written.less_equal(&t) {
+                break;
+            }
+            let (_, offs) = s.pending.pop_first().expect("present");
+            for (i, (_, next)) in offs.into_iter().enumerate() {
+                s.done_next[i] = s.done_next[i].max(next);
+            }
+            s.uncommitted_total -= s.pending_counts.remove(&t).unwrap_or(0);
+        }
+        // A partition's flows are not emitted in offset order when their event times are out of order (a later
+        // offset can carry an earlier epoch), so the commit point is the least offset still waiting at any time,
+        // or, with none waiting, the next offset after everything written.
+        for i in 0..s.parts.len() {
+            let waiting = s
+                .pending
+                .values()
+                .filter_map(|v| (v[i].0 >= 0).then_some(v[i].0))
+                .min();
+            let pos = waiting.unwrap_or(s.done_next[i]);
+            if pos > s.commit_pos[i] {
+                s.commit_pos[i] = pos;
+                s.dirty = true;
+            }
+        }
+        if !s.dirty || (!force && s.last_commit.elapsed() < s.cfg.commit_interval) {
+            return Ok(());
+        }
+        let Some(consumer) = s.consumer.as_ref() else {
+            return Ok(());
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (i, p) in s.parts.iter().enumerate() {
+            if s.commit_pos[i] >= 0 && s.commit_pos[i] != s.committed[i] {
+                tpl.add_partition_offset(
+                    &s.cfg.topic,
+                    p.partition,
+                    Offset::Offset(s.commit_pos[i]),
+                )
+                .expect("valid offset");
+            }
+        }
+        s.dirty = false;
+        s.last_commit = Instant::now();
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let mode = if force {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                s.committed.clone_from(&s.commit_pos);
+                s.report.commits += 1;
+                Ok(())
+            }
+            Err(e) => {
+                s.dirty = true;
+                s.report.errors += 1;
+                tracing::warn!(worker = s.worker, "offset commit failed (will retry): {e}");
+                if force { Err(e) } else { Ok(()) }
+            }
+        }
+    }
+
+    /// The account of this run so far.
+    pub fn report(&self) -> SourceReport {
+        let s = self.inner.borrow();
+        let mut r = s.report.clone();
+        r.worker = s.worker;
+        r.partitions = s
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PartitionReport {
+                partition: p.partition,
+                first_offset: p.first_offset,
+                next_offset: p.next_offset,
+                consumed: s.consumed[i],
+                committed: s.committed[i],
+            })
+            .collect();
+        r
+    }
+
+    /// Read-to-absorbed latency of this worker's flows so far (microseconds).
+    pub fn latency(&self) -> hdrhistogram::Histogram<u64> {
+        self.inner.borrow().latency.clone()
+    }
+
+    /// Messages consumed and not yet committed.
+    pub fn uncommitted(&self) -> u64 {
+        self.inner.borrow().uncommitted_total
+    }
+
+    /// Closes the consumer, waiting at most `timeout` (librdkafka's destroy can hang; see `admin::drop_with_timeout`).
+    pub fn shutdown(&self, timeout: Duration) {
+        if let Some(c) = self.inner.borrow_mut().consumer.take() {
+            admin::drop_with_timeout(c, timeout);
+        }
+    }
+}
+
+/// Builds the source on this worker. `absorbed` must probe the stateful stage (backpressure), `written` every sink
+/// (commits, through the returned [`SourceControl`]).
+pub fn kafka_source<'s>(
+    scope: Scope<'s, u64>,
+    cfg: KafkaSourceConfig,
+    absorbed: ProbeHandle<u64>,
+) -> Result<(Stream<'s, u64, Vec<SourceEvent>>, SourceControl), SourceError> {
+    let worker = scope.index();
+    let peers = scope.peers();
+    let kafka = |what: &str| {
+        let brokers = cfg.brokers.clone();
+        let what = what.to_string();
+        move |source| SourceError::Kafka {
+            brokers,
+            what,
+            source: Box::new(source),
+        }
+    };
+    let mut cc = admin::client_config(&cfg.brokers);
+    cc.set("group.id", &cfg.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "50")
+        .set("queued.max.messages.kbytes", "65536");
+    for (k, v) in &cfg.consumer_overrides {
+        cc.set(k, v);
+    }
+    let consumer: BaseConsumer = cc.create().map_err(kafka("creating consumer"))?;
+    let n = admin::partition_count(&consumer, &cfg.brokers, &cfg.topic, Duration::from_secs(10))
+        .map_err(Box::new)?;
+    let owned: Vec<i32> = (0..n).filter(|p| *p as usize % peers == worker).collect();
+    let now = Instant::now();
+    let parts: Vec<PartState> = owned
+        .iter()
+        .map(|&partition| PartState {
+            partition,
+            max_epoch: None,
+            last_msg: now,
+            eof: false,
+            first_offset: -1,
+            next_offset: -1,
+        })
+        .collect();
+    let consumer = if owned.is_empty() {
+        admin::drop_with_timeout(consumer, Duration::from_secs(5));
+        None
+    } else {
+        let mut tpl = TopicPartitionList::new();
+        for p in &owned {
+            tpl.add_partition_offset(&cfg.topic, *p, Offset::Stored)
+                .expect("valid offset");
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(kafka("assigning partitions"))?;
+        Some(consumer)
+    };
+    let np = parts.len();
+    let inner = Rc::new(RefCell::new(Inner {
+        cfg,
+        worker,
+        consumer,
+        parts,
+        consumed: vec![0; np],
+        pending: BTreeMap::new(),
+        unabsorbed: BTreeMap::new(),
+        unabsorbed_total: 0,
+        uncommitted_total: 0,
+        pending_counts: BTreeMap::new(),
+        commit_pos: vec![-1; np],
+        done_next: vec![-1; np],
+        committed: vec![-1; np],
+        dirty: false,
+        absorbed,
+        read_at: BTreeMap::new(),
+        latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .expect("valid histogram bounds"),
+        last_commit: now,
+        report: SourceReport {
+            worker,
+            ..Default::default()
+        },
+    }));
+    let control = SourceControl {
+        inner: inner.clone(),
+    };
+    let stream = source(scope, "KafkaSource", move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap: Option<Capability<u64>> = if np == 0 { None } else { Some(cap) };
+        let mut out: BTreeMap<u64, Vec<SourceEvent>> = BTreeMap::new();
+        let mut since = SourceStats {
+            worker,
+            ..Default::default()
+        };
+        let mut last_data = Instant::now();
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            let mut s = inner.borrow_mut();
+            let s = &mut *s;
+            // Backpressure: forget what the stateful stage has absorbed, pause while too much is outstanding.
+            s.prune_absorbed();
+            let paused = s.unabsorbed_total >= s.cfg.max_in_flight;
+            let wm = *c.time();
+            let mut read = 0usize;
+            if paused {
+                s.report.paused_activations += 1;
+            } else if let Some(consumer) = s.consumer.as_ref() {
+                while read < s.cfg.batch {
+                    match consumer.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Err(KafkaError::PartitionEOF(p))) => {
+                            if let Some(ps) = s.parts.iter_mut().find(|x| x.partition == p) {
+                                ps.eof = true;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            s.report.errors += 1;
+                            tracing::warn!(worker, "kafka consumer error (continuing): {e}");
+                            break;
+                        }
+                        Some(Ok(m)) => {
+                            read += 1;
+                            let pi = s
+                                .parts
+                                .iter()
+                                .position(|x| x.partition == m.partition())
+                                .expect("an owned partition");
+                            let ps = &mut s.parts[pi];
+                            ps.eof = false;
+                            ps.last_msg = Instant::now();
+                            if ps.first_offset < 0 {
+                                ps.first_offset = m.offset();
+                            }
+                            ps.next_offset = m.offset() + 1;
+                            s.consumed[pi] += 1;
+                            let payload = m.payload().unwrap_or_default();
+                            let (t, ev) = match s.cfg.format.decode(payload) {
+                                Ok(r) => {
+                                    let e = s.cfg.clock.epoch_of(r.start_us);
+                                    ps.max_epoch = Some(ps.max_epoch.map_or(e, |x| x.max(e)));
+                                    since.flows += 1;
+                                    if e < wm {
+                                        since.late += 1;
+                                    }
+                                    (e.max(wm), SourceEvent::Flow(r))
+                                }
+                                Err(reason) => {
+                                    since.dead += 1;
+                                    let reason = if payload.is_empty() {
+                                        "empty message".to_string()
+                                    } else {
+                                        reason
+                                    };
+                                    (
+                                        wm,
+                                        SourceEvent::Dead(DeadLetter::new(
+                                            &s.cfg.topic,
+                                            m.partition(),
+                                            m.offset(),
+                                            reason,
+                                            payload,
+                                        )),
+                                    )
+                                }
+                            };
+                            let offs = s.pending.entry(t).or_insert_with(|| vec![(-1, -1); np]);
+                            let o = m.offset();
+                            offs[pi] = if offs[pi].0 < 0 {
+                                (o, o + 1)
+                            } else {
+                                (offs[pi].0.min(o), offs[pi].1.max(o + 1))
+                            };
+                            *s.pending_counts.entry(t).or_insert(0) += 1;
+                            s.uncommitted_total += 1;
+                            *s.unabsorbed.entry(t).or_insert(0) += 1;
+                            s.unabsorbed_total += 1;
+                            out.entry(t).or_default().push(ev);
+                        }
+                    }
+                }
+            }
+            if read > 0 {
+                last_data = Instant::now();
+            }
+            let read_now = Instant::now();
+            for (t, evs) in std::mem::take(&mut out) {
+                s.read_at
+                    .entry(t)
+                    .or_default()
+                    .push((read_now, evs.len() as u64));
+                let tc = c.delayed(&t);
+                output.session(&tc).give_iterator(evs.into_iter());
+            }
+            // Watermark: see the module documentation.
+            let idle_timeout = s.cfg.idle_timeout;
+            let lateness = s.cfg.lateness_epochs;
+            let idle = |p: &PartState| p.eof || p.last_msg.elapsed() >= idle_timeout;
+            let held = s
+                .parts
+                .iter()
+                .filter(|p| !idle(p))
+                .map(|p| p.max_epoch.map_or(wm, |e| e.saturating_sub(lateness)))
+                .min();
+            let new_wm = match held {
+                Some(h) => h.max(wm),
+                None => s
+                    .parts
+                    .iter()
+                    .filter_map(|p| p.max_epoch)
+                    .max()
+                    .map_or(wm, |e| (e + 1).max(wm)),
+            };
+            let finished = s.cfg.stop_at_end
+                && s.parts.iter().all(|p| p.eof)
+                && last_data.elapsed() >= s.cfg.end_quiet;
+            if new_wm > wm || finished {
+                s.report.flows += since.flows;
+                s.report.dead += since.dead;
+                s.report.late += since.late;
+                since.consumed = s
+                    .parts
+                    .iter()
+                    .map(|p| (p.partition, p.next_offset))
+                    .collect();
+                since.in_flight = s.uncommitted_total;
+                output
+                    .session(&*c)
+                    .give(SourceEvent::Stats(std::mem::replace(
+                        &mut since,
+                        SourceStats {
+                            worker,
+                            ..Default::default()
+                        },
+                    )));
+            }
+            if finished {
+                cap = None;
+                return;
+            }
+            if new_wm > wm {
+                c.downgrade(&new_wm);
+            }
+            if read > 0 {
+                activator.activate();
+            } else {
+                activator.activate_after(Duration::from_millis(if paused { 2 } else { 5 }));
+            }
+        }
+    });
+    Ok((stream, control))
+}
+
+/// Splits a source's events into flows, dead letters and stats.
+#[allow(clippy::type_complexity)]
+pub fn split<'s>(
+    events: Stream<'s, u64, Vec<SourceEvent>>,
+) -> (
+    Stream<'s, u64, Vec<temponet::FlowRecord>>,
+    Stream<'s, u64, Vec<DeadLetter>>,
+    Stream<'s, u64, Vec<SourceStats>>,
+) {
+    use timely::dataflow::operators::OkErr;
+    let (flows, rest): (Stream<_, Vec<_>>, Stream<_, Vec<_>>) = events.ok_err(|e| match e {
+        SourceEvent::Flow(r) => Ok(r),
+        other => Err(other),
+    });
+    let (dead, stats): (Stream<_, Vec<_>>, Stream<_, Vec<_>>) = rest.ok_err(|e| match e {
+        SourceEvent::Dead(d) => Ok(d),
+        SourceEvent::Stats(s) => Err(s),
+        SourceEvent::Flow(_) => unreachable!("flows were split off first"),
+    });
+    (flows, dead, stats)
+}

@@ -1,0 +1,248 @@
+//! Throughput and latency from Kafka into pair state, training off (no hook), on a real Tansu broker.
+//!
+//! - `kafka_to_pair_state/{bincode,json}/w{1,2}`: one iteration = a whole pipeline run (fresh consumer group) over
+//!   a pre-produced 2-partition topic of `FLOWS` flows, until the end, with 1 or 2 workers. Includes consumer
+//!   start-up and the end-of-input quiet period (50 ms), so it slightly understates steady-state throughput.
+//! - `pair_history_only/w{1,2}`: the same flows fed from memory into `pair_history` (no Kafka, no decoding): the
+//!   operator's own ceiling.
+//! - `raw_consumer/t{1,2}`: bare rdkafka consumers reading the same topic, nothing else: the broker's and
+//!   librdkafka's ceiling on this machine.
+//!
+//! After each Kafka group, the last run's flows/s and read-to-pair-state latency (p50/p99, hdrhistogram) are
+//! printed. Event-time epochs are 1 s and the flows are 10 k/s of event time, so a flow waits for its epoch to
+//! close (the watermark) before it is absorbed: latency is dominated by that batching, not by the operators.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+use temponet::{FlowRecord, TcpFlags};
+use temponet_operators::codec::WireFormat;
+use temponet_operators::pair_history::{HistoryConfig, pair_history};
+use temponet_operators::plugs::NoHook;
+use temponet_operators::testkit::Broker;
+use temponet_pipelines::dataflow::{self, NoGenerator, RunConfig};
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandle, ProbeHandle};
+
+const FLOWS: usize = 400_000;
+
+fn flows() -> Vec<FlowRecord> {
+    (0..FLOWS)
+        .map(|i| {
+            let i = i as u32;
+            FlowRecord {
+                start_us: 1_600_000_000_000_000 + i as i64 * 100,
+                duration_us: 1_000 + (i % 5000) as u64,
+                src: IpAddr::V4(Ipv4Addr::from(
+                    0x0a00_0000 + (i.wrapping_mul(2_654_435_761) % 5_000),
+                )),
+                dst: IpAddr::V4(Ipv4Addr::new(192, 168, 1, (i % 16) as u8)),
+                src_port: 32_768 + (i % 20_000) as u16,
+                dst_port: [53, 80, 443, 8080][(i % 4) as usize],
+                proto: 6,
+                flags: TcpFlags(0x1b),
+                packets: 1 + (i % 40) as u64,
+                bytes: 60 + (i % 4000) as u64,
+                label: None,
+            }
+        })
+        .collect()
+}
+
+fn kafka(c: &mut Criterion) {
+    let broker = Broker::start();
+    let data = flows();
+    let mut g = c.benchmark_group("kafka_to_pair_state");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(FLOWS as u64));
+    let mut runs = 0;
+    for format in [WireFormat::Bincode, WireFormat::Json] {
+        let topic = format!("bench-{format:?}").to_lowercase();
+        broker.create_topic(&topic, 2);
+        let t0 = Instant::now();
+        broker.produce(
+            &topic,
+            data.iter()
+                .enumerate()
+                .map(|(i, r)| ((i % 2) as i32, format.encode(r))),
+        );
+        eprintln!(
+            "produced {FLOWS} {format:?} flows in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        for workers in [1usize, 2] {
+            let mut last = None;
+            g.bench_function(format!("{format:?}/w{workers}").to_lowercase(), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        runs += 1;
+                        let mut cfg =
+                            RunConfig::new(&broker.brokers(), &topic, "bench-out", "bench-metrics");
+                        cfg.dead_letter_topic = "bench-dead".into();
+                        cfg.group = format!("bench-{runs}");
+                        cfg.format = format;
+                        cfg.until_end = true;
+                        cfg.end_quiet = Duration::from_millis(50);
+                        cfg.idle_timeout = Duration::from_millis(200);
+                        cfg.window_epochs = 10;
+                        dataflow::ensure_sink_topics(&cfg, 1).unwrap();
+                        let timely = if workers == 1 {
+                            timely::Config::thread()
+                        } else {
+                            timely::Config::process(workers)
+                        };
+                        let t = Instant::now();
+                        let rep =
+                            dataflow::run(timely, cfg, |_| NoGenerator).expect("pipeline run");
+                        total += t.elapsed();
+                        assert_eq!(rep.flows_absorbed, FLOWS as u64);
+                        last = Some(rep);
+                    }
+                    total
+                })
+            });
+            if let Some(r) = last {
+                eprintln!(
+                    "kafka->pair state {format:?} w{workers}: {:.0} flows/s ({:.0} per worker), latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+                    r.flows_per_s,
+                    r.flows_per_s / workers as f64,
+                    r.latency_p50_us as f64 / 1e3,
+                    r.latency_p99_us as f64 / 1e3,
+                    r.latency_max_us as f64 / 1e3
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
+fn in_memory(c: &mut Criterion) {
+    let data = std::sync::Arc::new(flows());
+    let mut g = c.benchmark_group("pair_history_only");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Elements(FLOWS as u64));
+    for workers in [1usize, 2] {
+        g.bench_function(format!("w{workers}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let data = data.clone();
+                    let timely = if workers == 1 {
+                        timely::Config::thread()
+                    } else {
+                        timely::Config::process(workers)
+                    };
+                    let t = Instant::now();
+                    timely::execute(timely, move |worker| {
+                        let mut input = InputHandle::new();
+                        let probe = ProbeHandle::new();
+                        worker.dataflow::<u64, _, _>(|scope| {
+                            pair_history(input.to_stream(scope), HistoryConfig::default(), NoHook)
+                                .0
+                                .probe_with(&probe);
+                        });
+                        // Each worker feeds its share, epoch by epoch (1 s of event time).
+                        let (i, n) = (worker.index(), worker.peers());
+                        let mut epoch = 0u64;
+                        for r in data.iter().skip(i).step_by(n) {
+                            let e = (r.start_us / 1_000_000) as u64;
+                            if e > epoch {
+                                input.advance_to(e);
+                                epoch = e;
+                            }
+                            input.send(r.clone());
+                        }
+                        input.close();
+                        worker.step_while(|| !probe.done());
+                    })
+                    .unwrap()
+                    .join();
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The ceiling set by the broker and librdkafka alone: one bare consumer per partition thread reading the topic
+/// (no decoding, no dataflow), 1 and 2 threads.
+fn raw_consumer(c: &mut Criterion) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let broker = Broker::start();
+    broker.create_topic("raw", 2);
+    let data = flows();
+    broker.produce(
+        "raw",
+        data.iter()
+            .enumerate()
+            .map(|(i, r)| ((i % 2) as i32, WireFormat::Bincode.encode(r))),
+    );
+    let mut g = c.benchmark_group("raw_consumer");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Elements(FLOWS as u64));
+    let brokers = broker.brokers();
+    for threads in [1usize, 2] {
+        g.bench_function(format!("t{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let handles: Vec<_> = (0..threads)
+                        .map(|k| {
+                            let brokers = brokers.clone();
+                            std::thread::spawn(move || {
+                                let consumer: BaseConsumer =
+                                    temponet_operators::admin::client_config(&brokers)
+                                        .set("group.id", "raw")
+                                        .set("enable.auto.commit", "false")
+                                        .set("fetch.wait.max.ms", "50")
+                                        .create()
+                                        .unwrap();
+                                let mut tpl = TopicPartitionList::new();
+                                for p in (0..2).filter(|p| p % threads == k) {
+                                    tpl.add_partition_offset("raw", p as i32, Offset::Beginning)
+                                        .unwrap();
+                                }
+                                consumer.assign(&tpl).unwrap();
+                                let want = FLOWS / threads;
+                                let mut n = 0;
+                                let mut bytes = 0usize;
+                                while n < want {
+                                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                                        use rdkafka::message::Message;
+                                        bytes += m.payload().map_or(0, |p| p.len());
+                                        n += 1;
+                                    }
+                                }
+                                temponet_operators::admin::drop_with_timeout(
+                                    consumer,
+                                    Duration::from_secs(5),
+                                );
+                                bytes
+                            })
+                        })
+                        .collect();
+                    for h in handles {
+                        h.join().unwrap();
+                    }
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, in_memory, raw_consumer, kafka);
+criterion_main!(benches);

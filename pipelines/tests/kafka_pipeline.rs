@@ -1,0 +1,725 @@
+//! The streaming pipeline against a real Kafka broker (Tansu on a free loopback port, one per test).
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use temponet::{FlowRecord, HostPair};
+use temponet_operators::codec::WireFormat;
+use temponet_operators::testkit::Broker;
+use temponet_pipelines::dataflow::{self, NoGenerator, RunConfig, RunReport};
+
+const IOT: &str = "CTU-Malware-Capture-34-1-labeled.csv";
+const IOT_FLOWS: usize = 23_145;
+
+fn iot_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/iot23")
+        .join(IOT)
+}
+
+fn iot_flows() -> Vec<FlowRecord> {
+    let candidates = [
+        iot_path(),
+        PathBuf::from("/work/shared/data/iot23").join(IOT),
+    ];
+    let p = candidates
+        .iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("IoT-23 capture not found at {candidates:?}"));
+    let flows = temponet::format::reader::read_all(&[p]).expect("reading the IoT-23 capture");
+    assert_eq!(flows.len(), IOT_FLOWS);
+    flows
+}
+
+/// Produces flows round-robin over `partitions`; returns the count per partition.
+fn produce(
+    b: &Broker,
+    topic: &str,
+    flows: &[FlowRecord],
+    partitions: i32,
+    format: WireFormat,
+) -> Vec<u64> {
+    b.produce(
+        topic,
+        flows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((i % partitions as usize) as i32, format.encode(r))),
+    )
+}
+
+fn config(b: &Broker, input: &str, tag: &str) -> RunConfig {
+    let mut c = RunConfig::new(
+        &b.brokers(),
+        input,
+        &format!("{tag}-synthetic"),
+        &format!("{tag}-metrics"),
+    );
+    c.dead_letter_topic = format!("{tag}-dead");
+    c.group = format!("{tag}-group");
+    c.until_end = true;
+    c.collect_pairs = true;
+    c.idle_timeout = Duration::from_millis(300);
+    c
+}
+
+fn run(cfg: &RunConfig, timely: timely::Config) -> RunReport {
+    dataflow::ensure_sink_topics(cfg, 1).unwrap();
+    dataflow::run(timely, cfg.clone(), |_| NoGenerator).expect("pipeline run")
+}
+
+fn pair_counts(flows: &[FlowRecord]) -> HashMap<HostPair, u64> {
+    let mut m = HashMap::new();
+    for r in flows {
+        *m.entry(r.pair()).or_insert(0) += 1;
+    }
+    m
+}
+
+fn metrics(b: &Broker, topic: &str) -> Vec<Value> {
+    b.read_all(topic, Duration::from_millis(300), Duration::from_secs(15))
+        .into_iter()
+        .map(|(_, _, p)| serde_json::from_slice(&p).expect("a metrics record is JSON"))
+        .collect()
+}
+
+const METRIC_FIELDS: &[&str] = &[
+    "window",
+    "window_start_us",
+    "window_end_us",
+    "workers",
+    "flows_in",
+    "flows_absorbed",
+    "pairs_held",
+    "pair_bytes",
+    "evictions",
+    "evictions_total",
+    "flows_total",
+    "dead_letters",
+    "late_flows",
+    "in_flight",
+    "consumed_offsets",
+    "throughput_flows_per_s",
+    "emitted_at_us",
+];
+
+/// IoT-23 34-1 through a 3-partition topic with 2 workers: every flow lands once in the pair state of the worker
+/// that owns its pair, committed offsets equal what was produced, metrics windows add up.
+#[test]
+fn iot23_two_workers_exactly_once_and_committed() {
+    let b = Broker::start();
+    b.create_topic("flows", 3);
+    let flows = iot_flows();
+    let produced = produce(&b, "flows", &flows, 3, WireFormat::Json);
+    let cfg = config(&b, "flows", "t1");
+    let rep = run(&cfg, timely::Config::process(2));
+
+    assert_eq!(rep.flows, IOT_FLOWS as u64);
+    assert_eq!(rep.dead, 0);
+    assert_eq!(rep.flows_absorbed, IOT_FLOWS as u64);
+    assert_eq!(
+        rep.pair_flows, IOT_FLOWS as u64,
+        "no eviction with the default budget"
+    );
+    let want = pair_counts(&flows);
+    let mut got: HashMap<HostPair, u64> = HashMap::new();
+    for w in &rep.workers {
+        for (p, n) in &w.pair_counts {
+            assert_eq!(
+                (p.stable_hash() & 1) as usize,
+                w.worker,
+                "pair {p:?} on the wrong worker"
+            );
+            assert!(
+                got.insert(*p, *n).is_none(),
+                "pair {p:?} held by two workers"
+            );
+        }
+    }
+    assert_eq!(
+        got, want,
+        "per-pair counts in pair state differ from the file"
+    );
+
+    // Consumed and committed offsets: each partition read exactly from 0 to what was produced.
+    let mut consumed = [0u64; 3];
+    for w in &rep.workers {
+        for p in &w.source.partitions {
+            assert_eq!(
+                p.partition as usize % 2,
+                w.worker,
+                "partition {} on the wrong worker",
+                p.partition
+            );
+            assert_eq!(p.first_offset, 0);
+            assert_eq!(p.next_offset, produced[p.partition as usize] as i64);
+            consumed[p.partition as usize] += p.consumed;
+        }
+    }
+    assert_eq!(consumed.to_vec(), produced);
+    let committed = b.committed(&cfg.group, "flows");
+    assert_eq!(
+        committed,
+        produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>()
+    );
+
+    // Metrics: every record has every field, windows in order, and they add up to the input.
+    let ms = metrics(&b, &cfg.metrics_topic);
+    assert!(ms.len() > 10, "only {} metrics records", ms.len());
+    for m in &ms {
+        for f in METRIC_FIELDS {
+            assert!(m.get(f).is_some(), "metrics record lacks {f}: {m}");
+        }
+        assert_eq!(m["workers"], 2);
+    }
+    let sum = |k: &str| ms.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("flows_in"), IOT_FLOWS as u64);
+    assert_eq!(sum("flows_absorbed"), IOT_FLOWS as u64);
+    let last = ms.last().unwrap();
+    assert_eq!(last["flows_total"], IOT_FLOWS as u64);
+    assert_eq!(last["pairs_held"].as_u64().unwrap() as usize, want.len());
+    for (p, n) in produced.iter().enumerate() {
+        assert_eq!(last["consumed_offsets"][p.to_string()].as_u64(), Some(*n));
+    }
+    let starts: Vec<i64> = ms
+        .iter()
+        .map(|m| m["window_start_us"].as_i64().unwrap())
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] < w[1]),
+        "windows out of order"
+    );
+    // No generator is plugged in: nothing is invented on the output topic.
+    assert!(
+        b.read_all(
+            &cfg.output_topic,
+            Duration::from_millis(200),
+            Duration::from_secs(5)
+        )
+        .is_empty()
+    );
+    assert!(
+        b.read_all(
+            &cfg.dead_letter_topic,
+            Duration::from_millis(200),
+            Duration::from_secs(5)
+        )
+        .is_empty()
+    );
+}
+
+/// Garbage bytes, wrong JSON and out-of-range ports land on the dead-letter topic with their reason; the good
+/// flows around them still go through and every offset is committed.
+#[test]
+fn malformed_messages_go_to_dead_letters() {
+    let b = Broker::start();
+    b.create_topic("mixed", 2);
+    let flows: Vec<FlowRecord> = iot_flows().into_iter().take(200).collect();
+    let good = flows[0].to_json();
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("not UTF-8", vec![0xff, 0xfe, 0x00, 0x13, 0x37]),
+        ("invalid JSON", b"{\"ts\": 15454038".to_vec()),
+        (
+            "field dport",
+            good.replace(
+                &format!("\"dport\":{}", flows[0].dst_port),
+                "\"dport\":70000",
+            )
+            .into_bytes(),
+        ),
+        (
+            "field sport",
+            good.replace(&format!("\"sport\":{}", flows[0].src_port), "\"sport\":-1")
+                .into_bytes(),
+        ),
+        ("field ts", b"{\"hello\":\"world\"}".to_vec()),
+        ("not an object", b"[1,2,3]".to_vec()),
+        ("empty message", Vec::new()),
+    ];
+    let mut msgs: Vec<(i32, Vec<u8>)> = Vec::new();
+    for (i, r) in flows.iter().enumerate() {
+        msgs.push(((i % 2) as i32, r.to_json().into_bytes()));
+        if i % 25 == 3 && i / 25 < bad.len() {
+            msgs.push(((i % 2) as i32, bad[i / 25].1.clone()));
+        }
+    }
+    let produced = b.produce("mixed", msgs.clone());
+    let cfg = config(&b, "mixed", "t2");
+    // Three workers over two partitions: worker 2 owns none and must drop its capability at once.
+    let rep = run(&cfg, timely::Config::process(3));
+    assert!(rep.workers.iter().any(|w| w.source.partitions.is_empty()));
+    assert_eq!(rep.flows, 200);
+    assert_eq!(rep.dead, bad.len() as u64);
+    assert_eq!(rep.flows_absorbed, 200);
+    assert_eq!(
+        b.committed(&cfg.group, "mixed"),
+        produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>()
+    );
+
+    let dead = b.read_all(
+        &cfg.dead_letter_topic,
+        Duration::from_millis(300),
+        Duration::from_secs(15),
+    );
+    assert_eq!(dead.len(), bad.len());
+    let letters: Vec<Value> = dead
+        .iter()
+        .map(|(_, _, p)| serde_json::from_slice(p).expect("dead letter is JSON"))
+        .collect();
+    for (want, payload) in &bad {
+        let l = letters
+            .iter()
+            .find(|l| {
+                l["payload_len"].as_u64() == Some(payload.len() as u64)
+                    && l["reason"].as_str().unwrap().contains(want)
+            })
+            .unwrap_or_else(|| panic!("no dead letter with reason {want:?} in {letters:?}"));
+        // The letter points at the original message.
+        let (p, o) = (
+            l["partition"].as_i64().unwrap() as i32,
+            l["offset"].as_i64().unwrap(),
+        );
+        let original = msgs
+            .iter()
+            .filter(|(mp, _)| *mp == p)
+            .nth(o as usize)
+            .unwrap();
+        assert_eq!(
+            &original.1, payload,
+            "dead letter {l} does not point at its message"
+        );
+        assert_eq!(l["topic"], "mixed");
+    }
+    let ms = metrics(&b, &cfg.metrics_topic);
+    assert_eq!(
+        ms.iter()
+            .map(|m| m["dead_letters"].as_u64().unwrap())
+            .sum::<u64>(),
+        bad.len() as u64
+    );
+}
+
+fn temponet_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_temponet")
+}
+
+fn cli_args(b: &Broker, input: &str, tag: &str, group: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "run",
+        "--brokers",
+        &b.brokers(),
+        "--input-topic",
+        input,
+        "--output-topic",
+        &format!("{tag}-synthetic"),
+        "--metrics-topic",
+        &format!("{tag}-metrics"),
+        "--dead-letter-topic",
+        &format!("{tag}-dead"),
+        "--group",
+        group,
+        "--idle-timeout-ms",
+        "300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// Waits for a child with a deadline; kills it and panics on timeout.
+fn wait_child(mut c: std::process::Child, timeout: Duration, what: &str) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                st.success(),
+                "{what} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // The report is the last line (timely prints connection progress to stdout in cluster mode).
+            let text = String::from_utf8(out.stdout).unwrap();
+            return text
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or_default()
+                .to_string();
+        }
+        if t0.elapsed() > timeout {
+            let _ = c.kill();
+            let out = c.wait_with_output().unwrap();
+            panic!(
+                "{what} did not finish in {timeout:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn summary(r: &Value) -> (u64, u64, u64, u64) {
+    (
+        r["flows"].as_u64().unwrap(),
+        r["flows_absorbed"].as_u64().unwrap(),
+        r["pairs"].as_u64().unwrap(),
+        r["pair_digest"].as_u64().unwrap(),
+    )
+}
+
+/// `-w 1`, `-w 2`, `-w 2 -z` and two processes on loopback (`-n 2 -p 0/1 -h HOSTFILE`) give the same counts and
+/// the same per-pair digest.
+#[test]
+fn worker_and_process_layouts_agree() {
+    let b = Broker::start();
+    b.create_topic("flows", 3);
+    let flows = iot_flows();
+    produce(&b, "flows", &flows, 3, WireFormat::Json);
+    let want = pair_counts(&flows);
+
+    let mut results = Vec::new();
+    for (tag, extra) in [
+        ("w1", vec!["-w", "1"]),
+        ("w2", vec!["-w", "2"]),
+        ("w2z", vec!["-w", "2", "-z"]),
+    ] {
+        let mut args = cli_args(&b, "flows", tag, &format!("{tag}-group"), &extra);
+        args.push("--until-end".into());
+        let c = Command::new(temponet_bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_child(c, Duration::from_secs(60), tag);
+        let r: Value = serde_json::from_str(out.trim()).unwrap();
+        results.push((tag.to_string(), summary(&r)));
+    }
+    // Two processes, one worker each, over loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    let (p0, p1) = (
+        temponet_operators::testkit::free_port(),
+        temponet_operators::testkit::free_port(),
+    );
+    std::fs::write(&hosts, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).unwrap();
+    let hosts = hosts.to_str().unwrap().to_string();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            let mut args = cli_args(
+                &b,
+                "flows",
+                "n2",
+                "n2-group",
+                &["-w", "1", "-n", "2", "-p", &i.to_string(), "-h", &hosts],
+            );
+            args.push("--until-end".into());
+            Command::new(temponet_bin())
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = wait_child(c, Duration::from_secs(60), "n2");
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("n2 report {out:?}: {e}"))
+        })
+        .collect();
+    let s: Vec<_> = outs.iter().map(summary).collect();
+    results.push((
+        "n2".into(),
+        (
+            s[0].0 + s[1].0,
+            s[0].1 + s[1].1,
+            s[0].2 + s[1].2,
+            s[0].3.wrapping_add(s[1].3),
+        ),
+    ));
+    // Each process holds only its own worker's pairs.
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(o["workers"][0]["worker"].as_u64(), Some(i as u64));
+    }
+
+    let reference = (
+        IOT_FLOWS as u64,
+        IOT_FLOWS as u64,
+        want.len() as u64,
+        results[0].1.3,
+    );
+    for (tag, r) in &results {
+        assert_eq!(*r, reference, "layout {tag} differs: {results:?}");
+    }
+}
+
+/// Kill the pipeline (SIGKILL) after it committed part of the stream, produce more, start again with the same
+/// group: the second run resumes exactly at the committed offsets (replaying what the first run read but had not
+/// committed) and reads to the end: every offset is processed at least once.
+#[test]
+fn restart_after_kill_loses_nothing() {
+    let b = Broker::start();
+    b.create_topic("flows", 3);
+    let flows = iot_flows();
+    let half = flows.len() / 2;
+    let first = produce(&b, "flows", &flows[..half], 3, WireFormat::Json);
+    let group = "r-group";
+
+    // Run A: streaming (no --until-end), small windows so commits move along the first half. Once A has read
+    // everything, its watermark passes the last epoch seen (idle partitions), which must not end a window, or
+    // A could commit everything.
+    let last_epoch = flows[..half].iter().map(|r| r.start_us).max().unwrap() / 1_000_000;
+    let window = if (last_epoch + 1) % 10 == 0 {
+        "7"
+    } else {
+        "10"
+    };
+    let args = cli_args(
+        &b,
+        "flows",
+        "ra",
+        group,
+        &["-w", "2", "--window-epochs", window],
+    );
+    let mut a = Command::new(temponet_bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let c = b.committed(group, "flows");
+        if c.iter()
+            .zip(&first)
+            .all(|(c, n)| c.is_some_and(|c| c > (*n as i64) / 2))
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "run A committed too little: {c:?} of {first:?}"
+        );
+        if a.try_wait().unwrap().is_some() {
+            let out = a.wait_with_output().unwrap();
+            panic!(
+                "run A exited early: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let it settle on what the first half allows, then kill it hard.
+    std::thread::sleep(Duration::from_millis(1500));
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let committed_a: Vec<i64> = b
+        .committed(group, "flows")
+        .into_iter()
+        .map(|c| c.unwrap())
+        .collect();
+    for (c, n) in committed_a.iter().zip(&first) {
+        assert!(
+            *c <= *n as i64,
+            "A committed {c} of a partition holding {n}"
+        );
+    }
+    // The last event-time window of the first half is still open: A read it but could not commit it.
+    assert!(
+        committed_a.iter().zip(&first).any(|(c, n)| *c < *n as i64),
+        "A committed everything: nothing to replay"
+    );
+
+    let second = produce(&b, "flows", &flows[half..], 3, WireFormat::Json);
+    let total: Vec<u64> = first.iter().zip(&second).map(|(a, b)| a + b).collect();
+
+    // Run B: same group, to the end.
+    let args = cli_args(&b, "flows", "rb", group, &["-w", "2", "--until-end"]);
+    let c = Command::new(temponet_bin())
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r: Value =
+        serde_json::from_str(wait_child(c, Duration::from_secs(60), "run B").trim()).unwrap();
+    let mut consumed_b = 0;
+    for w in r["workers"].as_array().unwrap() {
+        for p in w["source"]["partitions"].as_array().unwrap() {
+            let part = p["partition"].as_u64().unwrap() as usize;
+            assert_eq!(
+                p["first_offset"].as_i64().unwrap(),
+                committed_a[part],
+                "B did not resume at A's commit"
+            );
+            assert_eq!(
+                p["next_offset"].as_i64().unwrap(),
+                total[part] as i64,
+                "B did not read to the end"
+            );
+            assert_eq!(
+                p["consumed"].as_i64().unwrap(),
+                total[part] as i64 - committed_a[part]
+            );
+            consumed_b += p["consumed"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(r["flows"].as_u64().unwrap(), consumed_b);
+    assert_eq!(
+        b.committed(group, "flows"),
+        total.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>()
+    );
+    // A's windows show it absorbed at least everything it committed.
+    let ma = metrics(&b, "ra-metrics");
+    let absorbed_a: u64 = ma
+        .iter()
+        .map(|m| m["flows_absorbed"].as_u64().unwrap())
+        .sum();
+    assert!(
+        absorbed_a >= committed_a.iter().sum::<i64>() as u64,
+        "A wrote metrics for {absorbed_a} flows, committed {committed_a:?}"
+    );
+}
+
+/// Many pairs against a small per-worker budget (bincode on the wire): pair state stays under the budget, evictions
+/// are counted and exported, and every flow is accounted for (held or evicted).
+#[test]
+fn memory_budget_holds_with_many_pairs() {
+    let b = Broker::start();
+    b.create_topic("many", 2);
+    let n = 40_000u32;
+    let flows: Vec<FlowRecord> = (0..n)
+        .map(|i| FlowRecord {
+            start_us: 1_600_000_000_000_000 + (i as i64) * 2_500,
+            duration_us: 1000,
+            src: std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                0x0a00_0000 + (i.wrapping_mul(2_654_435_761) % 20_000),
+            )),
+            dst: std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 0, (i % 7) as u8)),
+            src_port: 40_000 + (i % 1000) as u16,
+            dst_port: 443,
+            proto: 6,
+            flags: temponet::TcpFlags(0x12),
+            packets: 3,
+            bytes: 180,
+            label: None,
+        })
+        .collect();
+    produce(&b, "many", &flows, 2, WireFormat::Bincode);
+    let distinct = pair_counts(&flows).len() as u64;
+    let mut cfg = config(&b, "many", "t5");
+    cfg.format = WireFormat::Bincode;
+    cfg.window_epochs = 10;
+    let budget = 256 * 1024;
+    cfg.history.budget_bytes = budget;
+    cfg.history.ring_len = 8;
+    // Zero-copy (serialising) exchange: these flows have no label, which the wire must carry too.
+    let timely = timely::Config {
+        communication: timely::CommunicationConfig::ProcessBinary(2),
+        worker: timely::WorkerConfig::default(),
+    };
+    let rep = run(&cfg, timely);
+    assert_eq!(rep.flows, n as u64);
+    assert_eq!(rep.flows_absorbed, n as u64);
+    assert!(
+        rep.evictions > 0,
+        "no eviction with {distinct} pairs in {budget} bytes"
+    );
+    for w in &rep.workers {
+        assert!(
+            w.peak_pair_bytes as usize <= budget,
+            "worker {} peaked at {} > {budget}",
+            w.worker,
+            w.peak_pair_bytes
+        );
+        assert_eq!(w.pair_flows + w.evicted_flows, w.flows_absorbed);
+    }
+    assert!(rep.pairs < distinct);
+    let ms = metrics(&b, &cfg.metrics_topic);
+    let last = ms.last().unwrap();
+    assert_eq!(last["evictions_total"].as_u64(), Some(rep.evictions));
+    assert!(
+        ms.iter()
+            .all(|m| m["pair_bytes"].as_u64().unwrap() <= 2 * budget as u64)
+    );
+}
+
+/// A partition that never receives anything cannot stall the watermark: in streaming mode, windows close and
+/// offsets of the other partitions get committed.
+#[test]
+fn idle_partition_does_not_stall() {
+    let b = Broker::start();
+    b.create_topic("flows", 3);
+    let flows = iot_flows();
+    // Partitions 0 and 1 only; partition 2 stays empty.
+    let produced = produce(&b, "flows", &flows[..6000], 2, WireFormat::Json);
+    let args = cli_args(
+        &b,
+        "flows",
+        "idle",
+        "idle-group",
+        &["-w", "1", "--window-epochs", "10"],
+    );
+    let mut a = Command::new(temponet_bin())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let committed = loop {
+        let c = b.committed("idle-group", "flows");
+        if c[0].is_some_and(|o| o as u64 > produced[0] / 2)
+            && c[1].is_some_and(|o| o as u64 > produced[1] / 2)
+        {
+            break c;
+        }
+        if t0.elapsed() > Duration::from_secs(20) || a.try_wait().unwrap().is_some() {
+            let _ = a.kill();
+            let out = a.wait_with_output().unwrap();
+            panic!(
+                "no progress past the idle partition: {c:?} of {produced:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert_eq!(
+        committed[2], None,
+        "nothing to commit on the empty partition"
+    );
+}
+
+/// A tiny in-flight bound makes the source pause (backpressure) without losing or duplicating anything.
+#[test]
+fn backpressure_pauses_and_completes() {
+    let b = Broker::start();
+    b.create_topic("flows", 3);
+    let flows = iot_flows();
+    let produced = produce(&b, "flows", &flows, 3, WireFormat::Json);
+    let mut cfg = config(&b, "flows", "bp");
+    cfg.max_in_flight = 64;
+    cfg.idle_timeout = Duration::from_millis(100);
+    let rep = run(&cfg, timely::Config::process(2));
+    assert_eq!(rep.flows, IOT_FLOWS as u64);
+    assert_eq!(rep.pair_flows, IOT_FLOWS as u64);
+    assert!(
+        rep.workers
+            .iter()
+            .map(|w| w.source.paused_activations)
+            .sum::<u64>()
+            > 0,
+        "the source never paused"
+    );
+    assert_eq!(
+        b.committed(&cfg.group, "flows"),
+        produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>()
+    );
+}
