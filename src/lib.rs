@@ -5,6 +5,7 @@
 
 pub mod format;
 pub mod inspect;
+pub mod model;
 pub mod record;
 
 pub use record::{FlowRecord, HostPair, TcpFlags};
