@@ -345,6 +345,8 @@ impl FlowModel for Independent {
         super::audit(&mut g.flows, self.space.single_packet_duration, &mut g.repairs);
         Ok(g)
     }
+    /// The shared marginals (count tables and histograms). Per-pair Poisson counts are per-pair state, kept by
+    /// whoever owns the pair, and are not part of the flat parameters.
     fn params(&self) -> Vec<f32> {
         let mut v: Vec<f32> = Vec::new();
         for c in [&self.proto, &self.dport, &self.sport, &self.flags, &self.packets.counts, &self.bpp.counts, &self.duration.counts] {
