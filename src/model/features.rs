@@ -137,6 +137,13 @@ impl Normaliser {
     pub fn unz(&self, i: usize, z: f64) -> f64 {
         z * self.std[i] + self.mean[i]
     }
+    /// Training-time dequantisation of packets: the standardised `log(packets + 0.5)` becomes
+    /// `log(packets + u)` with `u` uniform in `[0, 1)`, so the continuous density cannot collapse onto the
+    /// integers (which made training unstable); scoring keeps the midpoint.
+    pub fn dequantise_packets(&self, z: f32, u: f64) -> f32 {
+        let p = (self.unz(cont::PACKETS, z as f64).exp() - 0.5).round().max(1.0);
+        self.z(cont::PACKETS, (p + u).ln())
+    }
 }
 
 /// Groups records by host pair, each group sorted by start time (stable: ties keep input order).
@@ -357,4 +364,66 @@ pub mod decode {
     }
     /// Inter-arrivals and durations are bounded at about 31 years so times cannot overflow.
     pub const TIME_LOG_MAX: f64 = 20.7;
+}
+
+/// Marginal frequencies of the discrete fields and of zero durations in training data. Used to initialise the
+/// output biases of softmax heads to the log marginal and the zero-duration logit to the data's log-odds: with
+/// Adam a logit moves about `lr` per step, so starting from 0 a rare class (or an almost-never zero duration) would
+/// keep a visible probability for thousands of steps.
+#[derive(Clone, Debug)]
+pub struct Marginals {
+    pub proto: Vec<f64>,
+    pub dport: Vec<f64>,
+    pub sport: Vec<f64>,
+    pub flags: Vec<f64>,
+    pub octets: Vec<Vec<f64>>,
+    pub zero_duration: f64,
+}
+
+impl Marginals {
+    pub fn fit(space: &FeatureSpace, records: &[FlowRecord]) -> Marginals {
+        let mut rep = super::compliance::RepairCounts::default();
+        let mut m = Marginals {
+            proto: vec![0.0; N_BYTE_CLASSES],
+            dport: vec![0.0; N_PORT_CLASSES],
+            sport: vec![0.0; N_PORT_CLASSES],
+            flags: vec![0.0; N_BYTE_CLASSES],
+            octets: vec![vec![0.0; 256]; 4],
+            zero_duration: 0.0,
+        };
+        for r in records {
+            let e = space.encode(r, None, &mut rep);
+            m.proto[e.proto as usize] += 1.0;
+            m.dport[e.dport as usize] += 1.0;
+            m.sport[e.sport as usize] += 1.0;
+            m.flags[e.flags as usize] += 1.0;
+            if let IpAddr::V4(d) = r.dst {
+                for (k, o) in d.octets().iter().enumerate() {
+                    m.octets[k][*o as usize] += 1.0;
+                }
+            }
+            m.zero_duration += e.duration.is_none() as u8 as f64;
+        }
+        m.zero_duration /= records.len().max(1) as f64;
+        m
+    }
+    /// Log frequencies with add-0.01 smoothing.
+    pub fn log_freq(counts: &[f64]) -> Vec<f32> {
+        let tot: f64 = counts.iter().sum::<f64>() + 0.01 * counts.len() as f64;
+        counts.iter().map(|c| ((c + 0.01) / tot).ln() as f32).collect()
+    }
+    pub fn zero_logit(&self) -> f32 {
+        let p = self.zero_duration.clamp(1e-4, 1.0 - 1e-4);
+        (p / (1.0 - p)).ln() as f32
+    }
+}
+
+/// Sets the first `values.len()` entries of a linear layer's bias (weights untouched).
+pub fn set_bias(l: &tch::nn::Linear, values: &[f32]) {
+    if let Some(b) = &l.bs {
+        tch::no_grad(|| {
+            let mut head = b.narrow(0, 0, values.len() as i64);
+            head.copy_(&tch::Tensor::from_slice(values).to_device(b.device()));
+        });
+    }
 }

@@ -5,8 +5,8 @@
 
 use tch::{Kind, Tensor};
 
-pub const LOG_SIGMA_MIN: f64 = -5.0;
-pub const LOG_SIGMA_MAX: f64 = 3.0;
+pub const LOG_SIGMA_MIN: f64 = -3.0;
+pub const LOG_SIGMA_MAX: f64 = 1.0;
 const HALF_LOG_TAU: f64 = 0.918_938_533_204_672_7;
 
 /// Splits a `[N, 3K]` head output into (log weights, means, sigmas).

@@ -311,7 +311,16 @@ impl Stan {
         if items.is_empty() {
             return Ok(TaskNll::default());
         }
-        let (ls, has) = self.losses(items);
+        let targets: Vec<Row> = items
+            .iter()
+            .map(|(_, r)| {
+                let mut r = (*r).clone();
+                r.pk = self.space.norm.dequantise_packets(r.pk, self.rng.r#gen());
+                r
+            })
+            .collect();
+        let items: Vec<(Vec<&Row>, &Row)> = items.iter().zip(&targets).map(|((p, _), t)| (p.clone(), t)).collect();
+        let (ls, has) = self.losses(&items);
         let mut loss = Tensor::zeros([], (Kind::Float, self.device));
         for (i, l) in ls.iter().enumerate() {
             let cnt = if i == task::IAT { has.sum(Kind::Float).clamp_min(1.0) } else { Tensor::from(items.len() as f32).to_device(self.device) };
@@ -320,7 +329,7 @@ impl Stan {
         if self.opt.is_none() {
             self.opt = Some(nn::Adam::default().build(&self.vs, self.config.lr)?);
         }
-        self.opt.as_mut().expect("built").backward_step_clip_norm(&loss, 10.0);
+        self.opt.as_mut().expect("built").backward_step_clip_norm(&loss, 1.0);
         Ok(tch::no_grad(|| Self::summarise(&ls, &has)))
     }
 
@@ -505,6 +514,16 @@ impl FlowModel for Stan {
         self.observed = self.observed_tails(records);
         self.rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
         tch::manual_seed(opts.seed as i64);
+        let m = features::Marginals::fit(&self.space, records);
+        let h = &self.net.heads;
+        for k in 0..4 {
+            features::set_bias(&h[1 + k], &features::Marginals::log_freq(&m.octets[k]));
+        }
+        features::set_bias(&h[5], &features::Marginals::log_freq(&m.proto));
+        features::set_bias(&h[6], &features::Marginals::log_freq(&m.dport));
+        features::set_bias(&h[7], &features::Marginals::log_freq(&m.sport));
+        features::set_bias(&h[8], &features::Marginals::log_freq(&m.flags));
+        features::set_bias(&h[11], &[m.zero_logit()]);
         let mut rep = RepairCounts::default();
         let seqs: Vec<(Vec<Row>, Vec<bool>)> = host_sequences(records)
             .into_iter()
@@ -521,6 +540,11 @@ impl FlowModel for Stan {
         for epoch in 0..opts.epochs {
             order.shuffle(&mut self.rng);
             for (bi, chunk) in order.chunks(bs).enumerate() {
+                // Linear decay to a tenth of the rate over the fit: the last iterates settle instead of jittering.
+                let done = (epoch * batches + bi) as f64 / (opts.epochs * batches).max(1) as f64;
+                if let Some(o) = self.opt.as_mut() {
+                    o.set_lr(self.config.lr * (1.0 - 0.9 * done));
+                }
                 let batch: Vec<(Vec<&Row>, &Row)> = chunk.iter().map(|&i| items[i].clone()).collect();
                 let nll = self.step(&batch)?;
                 self.version += 1;

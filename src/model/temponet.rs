@@ -364,9 +364,12 @@ impl TempoNet {
     }
 
     fn step(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
-        let bt = self.build_batch(windows);
+        let mut bt = self.build_batch(windows);
         if bt.y.is_empty() {
             return Ok(TaskNll::default());
+        }
+        for e in bt.y.iter_mut() {
+            e.packets = self.space.norm.dequantise_packets(e.packets, self.rng.r#gen());
         }
         let l = self.losses(&bt);
         let mut loss = Tensor::zeros([], (Kind::Float, self.device));
@@ -380,7 +383,7 @@ impl TempoNet {
             self.opt = Some(nn::Adam::default().build(&self.vs, self.config.lr)?);
         }
         let opt = self.opt.as_mut().expect("just built");
-        opt.backward_step_clip_norm(&loss, 10.0);
+        opt.backward_step_clip_norm(&loss, 1.0);
         Ok(tch::no_grad(|| self.summarise(&l, &bt)))
     }
 
@@ -637,6 +640,13 @@ impl FlowModel for TempoNet {
         self.observed = observed_tails(records);
         self.rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
         tch::manual_seed(opts.seed as i64);
+        let m = features::Marginals::fit(&self.space, records);
+        let h = &self.net.heads;
+        features::set_bias(&h[1].1, &features::Marginals::log_freq(&m.proto));
+        features::set_bias(&h[2].1, &features::Marginals::log_freq(&m.dport));
+        features::set_bias(&h[3].1, &features::Marginals::log_freq(&m.sport));
+        features::set_bias(&h[4].1, &features::Marginals::log_freq(&m.flags));
+        features::set_bias(&h[7].1, &[m.zero_logit()]);
         let windows = super::pair_windows(records, self.config.window, |_| true);
         let bw = self.config.batch_windows.max(1);
         let batches = windows.len().div_ceil(bw);
@@ -644,6 +654,11 @@ impl FlowModel for TempoNet {
         for epoch in 0..opts.epochs {
             order.shuffle(&mut self.rng);
             for (bi, chunk) in order.chunks(bw).enumerate() {
+                // Linear decay to a tenth of the rate over the fit: the last iterates settle instead of jittering.
+                let done = (epoch * batches + bi) as f64 / (opts.epochs * batches).max(1) as f64;
+                if let Some(o) = self.opt.as_mut() {
+                    o.set_lr(self.config.lr * (1.0 - 0.9 * done));
+                }
                 let ws: Vec<&PairWindow> = chunk.iter().map(|&i| &windows[i]).collect();
                 let nll = self.step(&ws)?;
                 self.version += 1;

@@ -1,4 +1,5 @@
-//! Known-truth checks of the models (small, seconds each).
+//! Known-truth check of TempoNet's timing and per-pair services (its own process: libtorch's global RNG
+//! seeds the weights, so each known-truth test runs alone and is reproducible).
 
 mod model_support;
 
@@ -22,12 +23,12 @@ fn span(model: &Model, hours: i64, pairs: PairSource) -> Vec<temponet::FlowRecor
 /// (Wasserstein-1 on log inter-arrival at least 3x smaller than the independent baseline's) and each pair's service.
 #[test]
 fn temponet_keeps_bimodal_timing_and_services() {
-    let data = bimodal_two_services(600, 1);
+    let data = bimodal_two_services(400, 1);
     let real = log_iats(&data);
     let mut cfg = ModelConfig::default();
     cfg.temponet.batch_windows = 4;
     cfg.temponet.window = 16;
-    let tn = fit(ModelKind::TempoNet, &cfg, &data, 40);
+    let tn = fit(ModelKind::TempoNet, &cfg, &data, 20);
     let ind = fit(ModelKind::Independent, &cfg, &data, 1);
     let gen_t = span(&tn, 6, PairSource::Observed);
     let gen_i = span(&ind, 6, PairSource::Observed);
@@ -50,33 +51,3 @@ fn temponet_keeps_bimodal_timing_and_services() {
     assert!(a_ok > 0.95 && b_ok > 0.95, "services: A {a_ok:.3} B {b_ok:.3}");
 }
 
-/// STAN's own check: corr(x_t, x_{t-1}) and corr(x_t, y_t) of STAN's samples within 0.05 of 0.9; the
-/// independent baseline shows about 0.
-#[test]
-fn stan_keeps_autoregressive_and_cross_field_correlation() {
-    let data = ar_stream(3000, 3);
-    let truth = ar_decode(&data);
-    let tx: Vec<f64> = truth.iter().map(|p| p.0).collect();
-    let ty: Vec<f64> = truth.iter().map(|p| p.1).collect();
-    eprintln!("data: lag corr {:.3}, cross corr {:.3}", corr(&tx[1..], &tx[..tx.len() - 1]), corr(&tx, &ty));
-    let mut cfg = ModelConfig::default();
-    cfg.stan.batch = 128;
-    cfg.stan.lr = 3e-3;
-    let check = |m: &Model| {
-        let req = GenerateRequest { start_us: T0 + 10_000_000_000, limit: GenLimit::Count(2000), seed: 5, pairs: PairSource::Observed };
-        let g = m.generate(&req, &mut |_| {}).unwrap();
-        let xy = ar_decode(&g.flows);
-        let x: Vec<f64> = xy.iter().map(|p| p.0).collect();
-        let y: Vec<f64> = xy.iter().map(|p| p.1).collect();
-        (corr(&x[1..], &x[..x.len() - 1]), corr(&x, &y))
-    };
-    let stan = fit(ModelKind::Stan, &cfg, &data, 12);
-    let (lag, cross) = check(&stan);
-    eprintln!("stan: lag corr {lag:.3}, cross corr {cross:.3}");
-    assert!((lag - 0.9).abs() <= 0.05, "stan lag corr {lag:.3}");
-    assert!((cross - 0.9).abs() <= 0.05, "stan cross corr {cross:.3}");
-    let ind = fit(ModelKind::Independent, &cfg, &data, 1);
-    let (lag, cross) = check(&ind);
-    eprintln!("independent: lag corr {lag:.3}, cross corr {cross:.3}");
-    assert!(lag.abs() < 0.1 && cross.abs() < 0.1, "independent lag {lag:.3} cross {cross:.3}");
-}
