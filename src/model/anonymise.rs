@@ -36,7 +36,11 @@ impl Anonymiser {
                 if keep_bits == 0 {
                     continue;
                 }
-                let mask: u8 = if keep_bits == 8 { 0xff } else { !(0xffu8 >> keep_bits) };
+                let mask: u8 = if keep_bits == 8 {
+                    0xff
+                } else {
+                    !(0xffu8 >> keep_bits)
+                };
                 let src = if j < input.len() { input[j] } else { 0 };
                 *b = (src & mask) | (*b & !mask);
             }

@@ -27,7 +27,13 @@ pub enum Violation {
     #[error("packets is 0")]
     ZeroPackets,
     #[error("{bytes} bytes outside [{lo}, {hi}] for {packets} packets of protocol {proto}")]
-    Bytes { bytes: u64, packets: u64, proto: u8, lo: u64, hi: u64 },
+    Bytes {
+        bytes: u64,
+        packets: u64,
+        proto: u8,
+        lo: u64,
+        hi: u64,
+    },
     #[error("TCP flags {0} on a non-TCP flow")]
     FlagsOnNonTcp(String),
     #[error("ports {0}/{1} on a protocol without ports")]
@@ -44,7 +50,13 @@ pub fn check(r: &FlowRecord, single_packet_duration: bool) -> Result<(), Violati
     let lo = proto::min_packet_bytes(r.proto).saturating_mul(r.packets);
     let hi = 65535u64.saturating_mul(r.packets);
     if r.bytes < lo || r.bytes > hi {
-        return Err(Violation::Bytes { bytes: r.bytes, packets: r.packets, proto: r.proto, lo, hi });
+        return Err(Violation::Bytes {
+            bytes: r.bytes,
+            packets: r.packets,
+            proto: r.proto,
+            lo,
+            hi,
+        });
     }
     if r.proto != proto::TCP && r.flags.0 != 0 {
         return Err(Violation::FlagsOnNonTcp(r.flags.to_string()));
@@ -83,7 +95,10 @@ impl RepairCounts {
         self.sample_violations += o.sample_violations;
     }
     pub fn data_total(&self) -> u64 {
-        self.data_ports_on_portless + self.data_flags_on_non_tcp + self.data_zero_packets + self.data_bytes_out_of_range
+        self.data_ports_on_portless
+            + self.data_flags_on_non_tcp
+            + self.data_zero_packets
+            + self.data_bytes_out_of_range
     }
     pub fn sample_total(&self) -> u64 {
         self.sample_clamped + self.sample_empty_mask + self.sample_violations
@@ -99,29 +114,56 @@ fn erfc(x: f64) -> f64 {
     // Numerical Recipes' erfcc (Chebyshev), relative error < 1.2e-7 everywhere.
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * (-z * z - 1.26551223
-        + t * (1.00002368
-            + t * (0.37409196
-                + t * (0.09678418
-                    + t * (-0.18628806
-                        + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-        .exp();
+    let r = t
+        * (-z * z - 1.26551223
+            + t * (1.00002368
+                + t * (0.37409196
+                    + t * (0.09678418
+                        + t * (-0.18628806
+                            + t * (0.27886807
+                                + t * (-1.13520398
+                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+            .exp();
     if x >= 0.0 { r } else { 2.0 - r }
 }
 
 /// Standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9), clamped to (0, 1).
 pub fn norm_ppf(p: f64) -> f64 {
     let p = p.clamp(1e-300, 1.0 - 1e-16);
-    const A: [f64; 6] =
-        [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.383577518672690e2, -3.066479806614716e1, 2.506628277459239];
-    const B: [f64; 5] = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
-    const C: [f64; 6] =
-        [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
-    const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383577518672690e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
     let pl = 0.02425;
     if p < pl {
         let q = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     } else if p <= 1.0 - pl {
         let q = p - 0.5;
         let r = q * q;
@@ -129,7 +171,8 @@ pub fn norm_ppf(p: f64) -> f64 {
             / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     } else {
         let q = (-2.0 * (1.0 - p).ln()).sqrt();
-        -(((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+        -(((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     }
 }
 
@@ -155,8 +198,16 @@ pub fn sample_truncated_mixture<R: Rng>(
     let mut total = 0.0;
     for j in 0..k.min(16) {
         let s = (sigma[j] as f64).max(1e-6);
-        let a = if lo.is_finite() { norm_cdf((lo - mu[j] as f64) / s) } else { 0.0 };
-        let b = if hi.is_finite() { norm_cdf((hi - mu[j] as f64) / s) } else { 1.0 };
+        let a = if lo.is_finite() {
+            norm_cdf((lo - mu[j] as f64) / s)
+        } else {
+            0.0
+        };
+        let b = if hi.is_finite() {
+            norm_cdf((hi - mu[j] as f64) / s)
+        } else {
+            1.0
+        };
         cdf_lo[j] = a;
         cdf_hi[j] = b;
         w[j] = ((logits[j] - max) as f64).exp() * (b - a).max(0.0);
@@ -190,7 +241,12 @@ pub fn sample_masked<R: Rng>(
     rng: &mut R,
     repairs: &mut RepairCounts,
 ) -> usize {
-    let total: f64 = probs.iter().enumerate().filter(|(i, _)| allowed(*i)).map(|(_, p)| *p as f64).sum();
+    let total: f64 = probs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| allowed(*i))
+        .map(|(_, p)| *p as f64)
+        .sum();
     if !(total > 0.0) {
         repairs.sample_empty_mask += 1;
         return (0..probs.len()).find(|i| allowed(*i)).unwrap_or(0);
@@ -225,7 +281,15 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut rep = RepairCounts::default();
         for _ in 0..2000 {
-            let x = sample_truncated_mixture(&[0.0, 1.0], &[-3.0, 5.0], &[1.0, 0.5], 4.0, 4.5, &mut rng, &mut rep);
+            let x = sample_truncated_mixture(
+                &[0.0, 1.0],
+                &[-3.0, 5.0],
+                &[1.0, 0.5],
+                4.0,
+                4.5,
+                &mut rng,
+                &mut rep,
+            );
             assert!((4.0..=4.5).contains(&x));
         }
         assert_eq!(rep.sample_total(), 0);

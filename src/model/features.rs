@@ -17,8 +17,17 @@ pub const N_PORT_CLASSES: usize = 1670;
 pub const N_BYTE_CLASSES: usize = 256;
 
 /// The tasks (fields) every model reports a negative log-likelihood for, in the order TempoNet samples them.
-pub const TASKS: [&str; 9] =
-    ["inter_arrival", "protocol", "dst_port", "src_port", "flags", "packets", "bytes_per_packet", "duration", "address"];
+pub const TASKS: [&str; 9] = [
+    "inter_arrival",
+    "protocol",
+    "dst_port",
+    "src_port",
+    "flags",
+    "packets",
+    "bytes_per_packet",
+    "duration",
+    "address",
+];
 pub const N_TASKS: usize = TASKS.len();
 pub mod task {
     pub const IAT: usize = 0;
@@ -34,7 +43,11 @@ pub mod task {
 
 /// STAN port class of a port.
 pub fn port_class(port: u16) -> u16 {
-    if port < 1024 { port } else { 1024 + (port - 1024) / 100 }
+    if port < 1024 {
+        port
+    } else {
+        1024 + (port - 1024) / 100
+    }
 }
 
 /// Inclusive port range of a class.
@@ -82,7 +95,12 @@ pub fn seasonality(start_us: i64) -> [f32; 4] {
     let h = (secs.rem_euclid(86_400)) as f64 / 86_400.0 * std::f64::consts::TAU;
     // 1970-01-01 was a Thursday; the phase does not matter, only that it is fixed.
     let d = ((day.rem_euclid(7)) as f64 + h / std::f64::consts::TAU) / 7.0 * std::f64::consts::TAU;
-    [h.sin() as f32, h.cos() as f32, d.sin() as f32, d.cos() as f32]
+    [
+        h.sin() as f32,
+        h.cos() as f32,
+        d.sin() as f32,
+        d.cos() as f32,
+    ]
 }
 
 /// Index of the continuous features in [`Normaliser`].
@@ -110,7 +128,10 @@ impl Normaliser {
             acc[i].1 += v * v;
             acc[i].2 += 1;
         };
-        for (prev, r) in pair_sequences(records).into_iter().flat_map(|(_, s)| pairs_with_prev(s)) {
+        for (prev, r) in pair_sequences(records)
+            .into_iter()
+            .flat_map(|(_, s)| pairs_with_prev(s))
+        {
             if let Some(p) = prev {
                 add(cont::IAT, log_iat(r.start_us - p.start_us));
             }
@@ -126,7 +147,10 @@ impl Normaliser {
             let (s, ss, n) = acc[i];
             if n > 0 {
                 mean[i] = s / n as f64;
-                std[i] = (ss / n as f64 - mean[i] * mean[i]).max(0.0).sqrt().max(0.05);
+                std[i] = (ss / n as f64 - mean[i] * mean[i])
+                    .max(0.0)
+                    .sqrt()
+                    .max(0.05);
             }
         }
         Normaliser { mean, std }
@@ -141,7 +165,9 @@ impl Normaliser {
     /// `log(packets + u)` with `u` uniform in `[0, 1)`, so the continuous density cannot collapse onto the
     /// integers (which made training unstable); scoring keeps the midpoint.
     pub fn dequantise_packets(&self, z: f32, u: f64) -> f32 {
-        let p = (self.unz(cont::PACKETS, z as f64).exp() - 0.5).round().max(1.0);
+        let p = (self.unz(cont::PACKETS, z as f64).exp() - 0.5)
+            .round()
+            .max(1.0);
         self.z(cont::PACKETS, (p + u).ln())
     }
 }
@@ -165,7 +191,9 @@ pub fn pair_sequences(records: &[FlowRecord]) -> Vec<(HostPair, Vec<&FlowRecord>
 }
 
 fn pairs_with_prev(s: Vec<&FlowRecord>) -> Vec<(Option<&FlowRecord>, &FlowRecord)> {
-    (0..s.len()).map(|i| (i.checked_sub(1).map(|j| s[j]), s[i])).collect()
+    (0..s.len())
+        .map(|i| (i.checked_sub(1).map(|j| s[j]), s[i]))
+        .collect()
 }
 
 /// One flow as the models see it. Continuous fields are standardised log values (see [`Normaliser`]).
@@ -230,7 +258,11 @@ impl FeatureSpace {
     pub fn fit(records: &[FlowRecord], buckets: u32) -> FeatureSpace {
         let first_us = records.iter().map(|r| r.start_us).min().unwrap_or(0);
         let last_us = records.iter().map(|r| r.start_us).max().unwrap_or(0);
-        let pairs = records.iter().map(|r| r.pair()).collect::<std::collections::HashSet<_>>().len() as u64;
+        let pairs = records
+            .iter()
+            .map(|r| r.pair())
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
         FeatureSpace {
             norm: Normaliser::fit(records),
             buckets: buckets.max(1),
@@ -410,7 +442,10 @@ impl Marginals {
     /// Log frequencies with add-0.01 smoothing.
     pub fn log_freq(counts: &[f64]) -> Vec<f32> {
         let tot: f64 = counts.iter().sum::<f64>() + 0.01 * counts.len() as f64;
-        counts.iter().map(|c| ((c + 0.01) / tot).ln() as f32).collect()
+        counts
+            .iter()
+            .map(|c| ((c + 0.01) / tot).ln() as f32)
+            .collect()
     }
     pub fn zero_logit(&self) -> f32 {
         let p = self.zero_duration.clamp(1e-4, 1.0 - 1e-4);

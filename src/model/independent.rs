@@ -10,7 +10,8 @@ use super::compliance::{RepairCounts, sample_masked};
 use super::features::{self, FeatureSpace, N_BYTE_CLASSES, N_PORT_CLASSES, decode, task};
 use super::pair_arrival::PairArrivals;
 use super::{
-    FitOptions, FitProgress, FlowModel, GenerateRequest, Generated, ModelError, ModelKind, PairSource, PairWindow, TaskNll,
+    FitOptions, FitProgress, FlowModel, GenerateRequest, Generated, ModelError, ModelKind,
+    PairSource, PairWindow, TaskNll,
 };
 use crate::record::{FlowRecord, HostPair, TcpFlags, proto};
 use rand::{Rng, SeedableRng};
@@ -27,7 +28,11 @@ pub struct IndependentConfig {
 
 impl Default for IndependentConfig {
     fn default() -> Self {
-        IndependentConfig { bins: 320, lo: -16.0, hi: 24.0 }
+        IndependentConfig {
+            bins: 320,
+            lo: -16.0,
+            hi: 24.0,
+        }
     }
 }
 
@@ -45,7 +50,11 @@ pub struct Hist {
 
 impl Hist {
     fn new(c: &IndependentConfig) -> Hist {
-        Hist { lo: c.lo, hi: c.hi, counts: vec![0.0; c.bins] }
+        Hist {
+            lo: c.lo,
+            hi: c.hi,
+            counts: vec![0.0; c.bins],
+        }
     }
     fn width(&self) -> f64 {
         (self.hi - self.lo) / self.counts.len() as f64
@@ -80,7 +89,10 @@ impl Hist {
         let mut u = rng.r#gen::<f64>() * tot;
         for (i, wt) in weights.iter().enumerate() {
             if u < *wt || i + 1 == weights.len() {
-                let (l, h) = ((self.lo + i as f64 * w).max(a), (self.lo + (i + 1) as f64 * w).min(b));
+                let (l, h) = (
+                    (self.lo + i as f64 * w).max(a),
+                    (self.lo + (i + 1) as f64 * w).min(b),
+                );
                 return if h > l { rng.gen_range(l..h) } else { l };
             }
             u -= wt;
@@ -146,7 +158,12 @@ impl Independent {
     }
 
     pub(crate) fn rebuild_index(&mut self) {
-        self.index = self.pair_counts.iter().enumerate().map(|(i, p)| (p.0, i)).collect();
+        self.index = self
+            .pair_counts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.0, i))
+            .collect();
     }
 
     fn mean_rate(&self) -> f64 {
@@ -157,7 +174,9 @@ impl Independent {
     /// Poisson rate (flows per second) of a pair; unseen pairs get the mean rate.
     pub fn rate(&self, pair: &HostPair) -> f64 {
         match self.index.get(pair) {
-            Some(&i) => (self.pair_counts[i].1 + 0.5) / (self.pair_counts[i].2.max(1_000_000) as f64 * 1e-6),
+            Some(&i) => {
+                (self.pair_counts[i].1 + 0.5) / (self.pair_counts[i].2.max(1_000_000) as f64 * 1e-6)
+            }
             None => self.mean_rate().max(1e-9),
         }
     }
@@ -201,11 +220,38 @@ impl Independent {
             out.add_task(task::ADDRESS, a);
         }
         out.add_task(task::PROTO, cat_nll(&self.proto, e.proto as usize));
-        out.add_task(task::DPORT, if proto::has_ports(r.proto) { cat_nll(&self.dport, e.dport as usize) } else { 0.0 });
-        out.add_task(task::SPORT, if proto::has_ports(r.proto) { cat_nll(&self.sport, e.sport as usize) } else { 0.0 });
-        out.add_task(task::FLAGS, if r.proto == proto::TCP { cat_nll(&self.flags, e.flags as usize) } else { 0.0 });
-        out.add_task(task::PACKETS, self.packets.nll(features::log_packets(r.packets)));
-        out.add_task(task::BPP, self.bpp.nll(features::log_bpp(r.bytes, r.packets, r.proto)));
+        out.add_task(
+            task::DPORT,
+            if proto::has_ports(r.proto) {
+                cat_nll(&self.dport, e.dport as usize)
+            } else {
+                0.0
+            },
+        );
+        out.add_task(
+            task::SPORT,
+            if proto::has_ports(r.proto) {
+                cat_nll(&self.sport, e.sport as usize)
+            } else {
+                0.0
+            },
+        );
+        out.add_task(
+            task::FLAGS,
+            if r.proto == proto::TCP {
+                cat_nll(&self.flags, e.flags as usize)
+            } else {
+                0.0
+            },
+        );
+        out.add_task(
+            task::PACKETS,
+            self.packets.nll(features::log_packets(r.packets)),
+        );
+        out.add_task(
+            task::BPP,
+            self.bpp.nll(features::log_bpp(r.bytes, r.packets, r.proto)),
+        );
         let nz = self.duration.counts.iter().sum::<f64>();
         let p0 = (self.zero_duration + 0.5) / (nz + self.zero_duration + 1.0);
         out.add_task(
@@ -217,25 +263,55 @@ impl Independent {
         );
     }
 
-    fn each_scored(&self, windows: &[PairWindow], mut f: impl FnMut(&FlowRecord, Option<i64>, bool)) {
+    fn each_scored(
+        &self,
+        windows: &[PairWindow],
+        mut f: impl FnMut(&FlowRecord, Option<i64>, bool),
+    ) {
         for w in windows {
             for (i, r) in w.events.iter().enumerate() {
                 if !w.score[i] {
                     continue;
                 }
-                let prev = if i > 0 { Some(w.events[i - 1].start_us) } else { w.prev_start_us };
+                let prev = if i > 0 {
+                    Some(w.events[i - 1].start_us)
+                } else {
+                    w.prev_start_us
+                };
                 f(r, prev, w.starts_pair && i == 0);
             }
         }
     }
 
-    fn sample_flow<R: Rng>(&self, pair: HostPair, t: i64, rng: &mut R, rep: &mut RepairCounts) -> FlowRecord {
+    fn sample_flow<R: Rng>(
+        &self,
+        pair: HostPair,
+        t: i64,
+        rng: &mut R,
+        rep: &mut RepairCounts,
+    ) -> FlowRecord {
         let p = sample_masked(&cat_probs(&self.proto), |_| true, rng, rep) as u8;
         let ports = proto::has_ports(p);
-        let dc = if ports { sample_masked(&cat_probs(&self.dport), |_| true, rng, rep) as u16 } else { 0 };
-        let sc = if ports { sample_masked(&cat_probs(&self.sport), |_| true, rng, rep) as u16 } else { 0 };
-        let flags = if p == proto::TCP { sample_masked(&cat_probs(&self.flags), |_| true, rng, rep) as u8 } else { 0 };
-        let packets = decode::packets(self.packets.sample(decode::PACKETS_LOG.0, decode::PACKETS_LOG.1, rng));
+        let dc = if ports {
+            sample_masked(&cat_probs(&self.dport), |_| true, rng, rep) as u16
+        } else {
+            0
+        };
+        let sc = if ports {
+            sample_masked(&cat_probs(&self.sport), |_| true, rng, rep) as u16
+        } else {
+            0
+        };
+        let flags = if p == proto::TCP {
+            sample_masked(&cat_probs(&self.flags), |_| true, rng, rep) as u8
+        } else {
+            0
+        };
+        let packets = decode::packets(self.packets.sample(
+            decode::PACKETS_LOG.0,
+            decode::PACKETS_LOG.1,
+            rng,
+        ));
         let (blo, bhi) = decode::bpp_log(p);
         let (bytes, clamped) = decode::bytes(self.bpp.sample(blo, bhi, rng), packets, p);
         rep.sample_clamped += clamped as u64;
@@ -245,15 +321,26 @@ impl Independent {
         let duration_us = if forced_zero || rng.r#gen::<f64>() < p0 {
             0
         } else {
-            decode::duration_us(self.duration.sample(self.duration.lo, decode::TIME_LOG_MAX, rng))
+            decode::duration_us(
+                self.duration
+                    .sample(self.duration.lo, decode::TIME_LOG_MAX, rng),
+            )
         };
         FlowRecord {
             start_us: t,
             duration_us,
             src: pair.src,
             dst: pair.dst,
-            src_port: if ports { features::port_from_class(sc, rng) } else { 0 },
-            dst_port: if ports { features::port_from_class(dc, rng) } else { 0 },
+            src_port: if ports {
+                features::port_from_class(sc, rng)
+            } else {
+                0
+            },
+            dst_port: if ports {
+                features::port_from_class(dc, rng)
+            } else {
+                0
+            },
             proto: p,
             flags: TcpFlags(flags),
             packets,
@@ -270,14 +357,25 @@ impl FlowModel for Independent {
     fn space(&self) -> &FeatureSpace {
         &self.space
     }
-    fn fit(&mut self, records: &[FlowRecord], _opts: &FitOptions, progress: &mut dyn FnMut(&FitProgress)) -> Result<(), ModelError> {
+    fn fit(
+        &mut self,
+        records: &[FlowRecord],
+        _opts: &FitOptions,
+        progress: &mut dyn FnMut(&FitProgress),
+    ) -> Result<(), ModelError> {
         let mut rep = RepairCounts::default();
         for r in records {
             self.observe(r, &mut rep);
         }
         let w = super::pair_windows(records, 64, |_| true);
         let nll = self.windows_nll(&w)?;
-        progress(&FitProgress { epoch: 1, epochs: 1, batch: 1, batches: 1, batch_nll: nll });
+        progress(&FitProgress {
+            epoch: 1,
+            epochs: 1,
+            batch: 1,
+            batches: 1,
+            batch_nll: nll,
+        });
         self.version += 1;
         Ok(())
     }
@@ -295,7 +393,9 @@ impl FlowModel for Independent {
     }
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let mut out = TaskNll::default();
-        self.each_scored(windows, |r, prev, new| self.event_nll(r, prev, new, &mut out));
+        self.each_scored(windows, |r, prev, new| {
+            self.event_nll(r, prev, new, &mut out)
+        });
         Ok(out)
     }
     fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError> {
@@ -307,10 +407,18 @@ impl FlowModel for Independent {
         });
         Ok(v)
     }
-    fn heldout_nll(&self, context: &[FlowRecord], heldout: &[FlowRecord]) -> Result<TaskNll, ModelError> {
+    fn heldout_nll(
+        &self,
+        context: &[FlowRecord],
+        heldout: &[FlowRecord],
+    ) -> Result<TaskNll, ModelError> {
         self.windows_nll(&super::heldout_windows(context, heldout, 64))
     }
-    fn generate(&self, req: &GenerateRequest, progress: &mut dyn FnMut(u64)) -> Result<Generated, ModelError> {
+    fn generate(
+        &self,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Generated, ModelError> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(req.seed);
         let mut rep = RepairCounts::default();
         // Lanes: (pair, next flow time, rate per µs).
@@ -329,8 +437,17 @@ impl FlowModel for Independent {
             &self.space,
             |end, out| {
                 if req.pairs == PairSource::Synthetic {
-                    for (t, pair) in self.arrivals.sample_arrivals(horizon, end, horizon == req.start_us, &mut rng) {
-                        let r = if rates.is_empty() { self.mean_rate() } else { rates[rng.gen_range(0..rates.len())] };
+                    for (t, pair) in self.arrivals.sample_arrivals(
+                        horizon,
+                        end,
+                        horizon == req.start_us,
+                        &mut rng,
+                    ) {
+                        let r = if rates.is_empty() {
+                            self.mean_rate()
+                        } else {
+                            rates[rng.gen_range(0..rates.len())]
+                        };
                         lanes.push((pair, t as f64, r * 1e-6));
                     }
                 }
@@ -345,15 +462,31 @@ impl FlowModel for Independent {
             },
             progress,
         )?;
-        let mut g = Generated { flows, repairs: rep, pairs_used: lanes.len() as u64 };
-        super::audit(&mut g.flows, self.space.single_packet_duration, &mut g.repairs);
+        let mut g = Generated {
+            flows,
+            repairs: rep,
+            pairs_used: lanes.len() as u64,
+        };
+        super::audit(
+            &mut g.flows,
+            self.space.single_packet_duration,
+            &mut g.repairs,
+        );
         Ok(g)
     }
     /// The shared marginals (count tables and histograms). Per-pair Poisson counts are per-pair state, kept by
     /// whoever owns the pair, and are not part of the flat parameters.
     fn params(&self) -> Vec<f32> {
         let mut v: Vec<f32> = Vec::new();
-        for c in [&self.proto, &self.dport, &self.sport, &self.flags, &self.packets.counts, &self.bpp.counts, &self.duration.counts] {
+        for c in [
+            &self.proto,
+            &self.dport,
+            &self.sport,
+            &self.flags,
+            &self.packets.counts,
+            &self.bpp.counts,
+            &self.duration.counts,
+        ] {
             v.extend(c.iter().map(|x| *x as f32));
         }
         v.push(self.zero_duration as f32);
@@ -363,7 +496,10 @@ impl FlowModel for Independent {
     fn set_params(&mut self, flat: &[f32]) -> Result<(), ModelError> {
         let n = self.params().len();
         if flat.len() != n {
-            return Err(ModelError::Invalid(format!("independent: {} parameters given, {n} expected", flat.len())));
+            return Err(ModelError::Invalid(format!(
+                "independent: {} parameters given, {n} expected",
+                flat.len()
+            )));
         }
         let mut it = flat.iter().map(|x| *x as f64);
         for c in [

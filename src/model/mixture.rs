@@ -28,6 +28,9 @@ pub fn nll(out: &Tensor, z: &Tensor, k: i64) -> Tensor {
 /// Mixture parameters of every row copied to the CPU: `(weights as logits, means, sigmas)`, each `N x K` row-major.
 pub fn to_cpu(out: &Tensor, k: i64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (lw, mu, ls) = split(out, k);
-    let v = |t: Tensor| Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).contiguous().view([-1])).unwrap_or_default();
+    let v = |t: Tensor| {
+        Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).contiguous().view([-1]))
+            .unwrap_or_default()
+    };
     (v(lw), v(mu), v(ls.exp()))
 }

@@ -12,13 +12,13 @@
 //! bytes per packet, duration in seconds with a point mass at zero), discrete fields in nats over the same class
 //! sets (256 protocols, 1,670 STAN port classes, 256 flag bytes). So numbers are comparable across models.
 
+pub mod anonymise;
 pub mod compliance;
 pub mod features;
 pub mod file;
 pub mod independent;
 pub mod mixture;
 pub mod pair_arrival;
-pub mod anonymise;
 pub mod stan;
 pub mod temponet;
 
@@ -69,7 +69,9 @@ impl std::str::FromStr for ModelKind {
             "temponet" => Ok(ModelKind::TempoNet),
             "stan" => Ok(ModelKind::Stan),
             "independent" => Ok(ModelKind::Independent),
-            _ => Err(format!("unknown model {s:?} (temponet, stan or independent)")),
+            _ => Err(format!(
+                "unknown model {s:?} (temponet, stan or independent)"
+            )),
         }
     }
 }
@@ -89,7 +91,9 @@ pub enum ModelError {
     File { file: String, message: String },
     #[error("{0}")]
     Invalid(String),
-    #[error("CUDA was asked for but tch sees no CUDA device (build with `--features cuda` on a GPU machine)")]
+    #[error(
+        "CUDA was asked for but tch sees no CUDA device (build with `--features cuda` on a GPU machine)"
+    )]
     NoCuda,
 }
 
@@ -156,7 +160,9 @@ impl TaskNll {
     /// Sum of the eight per-flow tasks' means (the address task is left out: it is scored on different events
     /// by different models).
     pub fn flow_total(&self) -> f64 {
-        (0..features::task::ADDRESS).filter_map(|t| self.mean(t)).sum()
+        (0..features::task::ADDRESS)
+            .filter_map(|t| self.mean(t))
+            .sum()
     }
 }
 
@@ -168,7 +174,12 @@ impl fmt::Display for TaskNll {
                 None => writeln!(f, "  {name:<17} {:>9}", "-")?,
             }
         }
-        write!(f, "  {:<17} {:>9.4}", "total (flow tasks)", self.flow_total())
+        write!(
+            f,
+            "  {:<17} {:>9.4}",
+            "total (flow tasks)",
+            self.flow_total()
+        )
     }
 }
 
@@ -191,7 +202,11 @@ pub struct PairWindow {
 /// overlap by one event (the last target of one window is the first, context-only input of the next), which is
 /// exactly how generation restarts its bounded history. `scored(i)` says whether record `i` (its index in
 /// `records`) is scored.
-pub fn pair_windows(records: &[FlowRecord], len: usize, scored: impl Fn(usize) -> bool) -> Vec<PairWindow> {
+pub fn pair_windows(
+    records: &[FlowRecord],
+    len: usize,
+    scored: impl Fn(usize) -> bool,
+) -> Vec<PairWindow> {
     let len = len.max(1);
     let mut index: std::collections::HashMap<HostPair, usize> = std::collections::HashMap::new();
     let mut seqs: Vec<Vec<usize>> = Vec::new();
@@ -209,7 +224,11 @@ pub fn pair_windows(records: &[FlowRecord], len: usize, scored: impl Fn(usize) -
         let mut first = true;
         let mut pos = 0usize; // index in s of the window's first event
         while pos < s.len() {
-            let (lo, hi) = if first { (0, len.min(s.len())) } else { (pos, (pos + len + 1).min(s.len())) };
+            let (lo, hi) = if first {
+                (0, len.min(s.len()))
+            } else {
+                (pos, (pos + len + 1).min(s.len()))
+            };
             if hi - lo < if first { 1 } else { 2 } {
                 break;
             }
@@ -219,7 +238,11 @@ pub fn pair_windows(records: &[FlowRecord], len: usize, scored: impl Fn(usize) -
                 starts_pair: first,
                 prev_start_us: (!first && lo > 0).then(|| records[s[lo - 1]].start_us),
                 events: idx.iter().map(|&i| records[i].clone()).collect(),
-                score: idx.iter().enumerate().map(|(j, &i)| (first || j > 0) && scored(i)).collect(),
+                score: idx
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| (first || j > 0) && scored(i))
+                    .collect(),
             };
             out.push(w);
             pos = hi - 1;
@@ -242,7 +265,11 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { epochs: 5, device: DeviceChoice::Cpu, seed: 0 }
+        FitOptions {
+            epochs: 5,
+            device: DeviceChoice::Cpu,
+            seed: 0,
+        }
     }
 }
 
@@ -308,7 +335,12 @@ pub trait FlowModel: Send {
     fn kind(&self) -> ModelKind;
     fn space(&self) -> &FeatureSpace;
     /// Fits on training records (already read, any order).
-    fn fit(&mut self, records: &[FlowRecord], opts: &FitOptions, progress: &mut dyn FnMut(&FitProgress)) -> Result<(), ModelError>;
+    fn fit(
+        &mut self,
+        records: &[FlowRecord],
+        opts: &FitOptions,
+        progress: &mut dyn FnMut(&FitProgress),
+    ) -> Result<(), ModelError>;
     /// One optimisation step (or sufficient-statistics update) on a batch of windows; returns the batch's NLL.
     fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError>;
     /// Summed per-task NLL of the scored events of the windows (no parameter change).
@@ -316,10 +348,18 @@ pub trait FlowModel: Send {
     /// Per scored event, the sum of its task NLLs (windows in order, events in order).
     fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError>;
     /// Per-task NLL of `heldout` given `context` (earlier flows, typically the training part).
-    fn heldout_nll(&self, context: &[FlowRecord], heldout: &[FlowRecord]) -> Result<TaskNll, ModelError>;
+    fn heldout_nll(
+        &self,
+        context: &[FlowRecord],
+        heldout: &[FlowRecord],
+    ) -> Result<TaskNll, ModelError>;
     /// Generates flows with start in `[start_us, end_us)` for the lanes in `state`, appending to `out`; repeated
     /// calls with growing `end_us` continue the same process.
-    fn generate(&self, req: &GenerateRequest, progress: &mut dyn FnMut(u64)) -> Result<Generated, ModelError>;
+    fn generate(
+        &self,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Generated, ModelError>;
     fn params(&self) -> Vec<f32>;
     fn set_params(&mut self, flat: &[f32]) -> Result<(), ModelError>;
     fn version(&self) -> u64;
@@ -343,11 +383,27 @@ pub struct ModelConfig {
 
 impl Model {
     /// A new, untrained model whose feature space is fitted on `records`.
-    pub fn new(kind: ModelKind, config: &ModelConfig, records: &[FlowRecord], device: DeviceChoice) -> Result<Model, ModelError> {
+    pub fn new(
+        kind: ModelKind,
+        config: &ModelConfig,
+        records: &[FlowRecord],
+        device: DeviceChoice,
+    ) -> Result<Model, ModelError> {
         Ok(Model(match kind {
-            ModelKind::TempoNet => Box::new(temponet::TempoNet::new(config.temponet.clone(), records, device.device()?)?),
-            ModelKind::Stan => Box::new(stan::Stan::new(config.stan.clone(), records, device.device()?)?),
-            ModelKind::Independent => Box::new(independent::Independent::new(config.independent.clone(), records)),
+            ModelKind::TempoNet => Box::new(temponet::TempoNet::new(
+                config.temponet.clone(),
+                records,
+                device.device()?,
+            )?),
+            ModelKind::Stan => Box::new(stan::Stan::new(
+                config.stan.clone(),
+                records,
+                device.device()?,
+            )?),
+            ModelKind::Independent => Box::new(independent::Independent::new(
+                config.independent.clone(),
+                records,
+            )),
         }))
     }
     /// Builds and fits in one call.
@@ -368,13 +424,26 @@ impl Model {
     pub fn space(&self) -> &FeatureSpace {
         self.0.space()
     }
-    pub fn fit(&mut self, records: &[FlowRecord], opts: &FitOptions, progress: &mut dyn FnMut(&FitProgress)) -> Result<(), ModelError> {
+    pub fn fit(
+        &mut self,
+        records: &[FlowRecord],
+        opts: &FitOptions,
+        progress: &mut dyn FnMut(&FitProgress),
+    ) -> Result<(), ModelError> {
         self.0.fit(records, opts, progress)
     }
-    pub fn heldout_nll(&self, context: &[FlowRecord], heldout: &[FlowRecord]) -> Result<TaskNll, ModelError> {
+    pub fn heldout_nll(
+        &self,
+        context: &[FlowRecord],
+        heldout: &[FlowRecord],
+    ) -> Result<TaskNll, ModelError> {
         self.0.heldout_nll(context, heldout)
     }
-    pub fn generate(&self, req: &GenerateRequest, progress: &mut dyn FnMut(u64)) -> Result<Generated, ModelError> {
+    pub fn generate(
+        &self,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Generated, ModelError> {
         self.0.generate(req, progress)
     }
     pub fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
@@ -419,7 +488,11 @@ pub fn split_holdout(records: &[FlowRecord], holdout: f64) -> (&[FlowRecord], &[
 }
 
 /// Shared by the models: the context+held-out records and which of them are scored.
-pub(crate) fn heldout_windows(context: &[FlowRecord], heldout: &[FlowRecord], len: usize) -> Vec<PairWindow> {
+pub(crate) fn heldout_windows(
+    context: &[FlowRecord],
+    heldout: &[FlowRecord],
+    len: usize,
+) -> Vec<PairWindow> {
     let mut all = Vec::with_capacity(context.len() + heldout.len());
     all.extend_from_slice(context);
     all.extend_from_slice(heldout);
@@ -475,7 +548,11 @@ pub(crate) fn drive_generation(
 }
 
 /// Final compliance pass over generated flows: counts (and, being a bug, repairs) any flow that breaks a rule.
-pub(crate) fn audit(flows: &mut [FlowRecord], single_packet_duration: bool, repairs: &mut RepairCounts) {
+pub(crate) fn audit(
+    flows: &mut [FlowRecord],
+    single_packet_duration: bool,
+    repairs: &mut RepairCounts,
+) {
     for r in flows.iter_mut() {
         if compliance::check(r, single_packet_duration).is_err() {
             repairs.sample_violations += 1;

@@ -90,7 +90,10 @@ impl PairArrivals {
             self.marginal[k][o[k] as usize] += 1;
             if self.context > 0 && k > 0 {
                 let ctx = &o[k.saturating_sub(self.context)..k];
-                let e = self.next.entry(key(&[&[k as u8][..], ctx].concat())).or_default();
+                let e = self
+                    .next
+                    .entry(key(&[&[k as u8][..], ctx].concat()))
+                    .or_default();
                 match e.iter_mut().find(|(b, _)| *b == o[k]) {
                     Some((_, c)) => *c += 1,
                     None => e.push((o[k], 1)),
@@ -108,7 +111,11 @@ impl PairArrivals {
         if self.context == 0 || k == 0 {
             return None;
         }
-        self.next.get(&key(&[&[k as u8][..], &o[k.saturating_sub(self.context)..k]].concat()))
+        self.next.get(&key(&[
+            &[k as u8][..],
+            &o[k.saturating_sub(self.context)..k],
+        ]
+        .concat()))
     }
 
     fn p(&self, k: usize, o: &[u8], b: u8) -> f64 {
@@ -153,7 +160,13 @@ impl PairArrivals {
 
     /// New pairs with their first-flow times in `[start_us, end_us)`: the initial pairs within the first minute
     /// (only when `from_start`), then Poisson arrivals.
-    pub fn sample_arrivals<R: Rng>(&self, start_us: i64, end_us: i64, from_start: bool, rng: &mut R) -> Vec<(i64, HostPair)> {
+    pub fn sample_arrivals<R: Rng>(
+        &self,
+        start_us: i64,
+        end_us: i64,
+        from_start: bool,
+        rng: &mut R,
+    ) -> Vec<(i64, HostPair)> {
         let mut out = Vec::new();
         if from_start {
             for _ in 0..self.initial_pairs.max(1) {

@@ -16,10 +16,14 @@
 //! octet model.
 
 use super::compliance::{RepairCounts, sample_masked, sample_truncated_mixture};
-use super::features::{self, EncodedEvent, FeatureSpace, N_BYTE_CLASSES, N_CONT_INPUTS, N_PORT_CLASSES, N_TASKS, cont, decode, task};
+use super::features::{
+    self, EncodedEvent, FeatureSpace, N_BYTE_CLASSES, N_CONT_INPUTS, N_PORT_CLASSES, cont, decode,
+    task,
+};
 use super::pair_arrival::PairArrivals;
 use super::{
-    FitOptions, FitProgress, FlowModel, GenerateRequest, Generated, ModelError, ModelKind, PairSource, PairWindow, TaskNll, mixture,
+    FitOptions, FitProgress, FlowModel, GenerateRequest, Generated, ModelError, ModelKind,
+    PairSource, PairWindow, TaskNll, mixture,
 };
 use crate::record::{FlowRecord, HostPair, TcpFlags, proto};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
@@ -94,15 +98,34 @@ impl Net {
         let k = c.mixtures;
         let h = c.hidden;
         let in_dim = N_CONT_INPUTS as i64 + c.proto_dim + 2 * c.port_dim + c.flags_dim;
-        let outs = [3 * k, N_BYTE_CLASSES as i64, N_PORT_CLASSES as i64, N_PORT_CLASSES as i64, N_BYTE_CLASSES as i64, 3 * k, 3 * k, 1 + 3 * k];
+        let outs = [
+            3 * k,
+            N_BYTE_CLASSES as i64,
+            N_PORT_CLASSES as i64,
+            N_PORT_CLASSES as i64,
+            N_BYTE_CLASSES as i64,
+            3 * k,
+            3 * k,
+            1 + 3 * k,
+        ];
         Net {
             e_proto: nn::embedding(p / "e_proto", 256, c.proto_dim, ec()),
             e_dport: nn::embedding(p / "e_dport", N_PORT_CLASSES as i64, c.port_dim, ec()),
             e_sport: nn::embedding(p / "e_sport", N_PORT_CLASSES as i64, c.port_dim, ec()),
             e_flags: nn::embedding(p / "e_flags", 256, c.flags_dim, ec()),
             in_proj: nn::linear(p / "in_proj", in_dim, c.embed, Default::default()),
-            gru: nn::gru(p / "gru", c.embed, h, nn::RNNConfig { batch_first: true, ..Default::default() }),
-            pair: (0..4).map(|i| nn::embedding(p / format!("pair{i}"), c.buckets as i64, c.pair_dim, ec())).collect(),
+            gru: nn::gru(
+                p / "gru",
+                c.embed,
+                h,
+                nn::RNNConfig {
+                    batch_first: true,
+                    ..Default::default()
+                },
+            ),
+            pair: (0..4)
+                .map(|i| nn::embedding(p / format!("pair{i}"), c.buckets as i64, c.pair_dim, ec()))
+                .collect(),
             ctx: nn::linear(p / "ctx", h + c.pair_dim, h, Default::default()),
             c_iat: nn::linear(p / "c_iat", 2, h, Default::default()),
             c_proto: nn::embedding(p / "c_proto", 256, h, ec()),
@@ -126,13 +149,21 @@ impl Net {
     }
 
     fn head(&self, i: usize, c: &Tensor) -> Tensor {
-        self.heads[i].1.forward(&self.heads[i].0.forward(&c.relu()).relu())
+        self.heads[i]
+            .1
+            .forward(&self.heads[i].0.forward(&c.relu()).relu())
     }
 
     /// Event embeddings of inputs `[B, T]`.
     fn embed(&self, cont: &Tensor, pr: &Tensor, dp: &Tensor, sp: &Tensor, fl: &Tensor) -> Tensor {
         let x = Tensor::cat(
-            &[cont.shallow_clone(), self.e_proto.forward(pr), self.e_dport.forward(dp), self.e_sport.forward(sp), self.e_flags.forward(fl)],
+            &[
+                cont.shallow_clone(),
+                self.e_proto.forward(pr),
+                self.e_dport.forward(dp),
+                self.e_sport.forward(sp),
+                self.e_flags.forward(fl),
+            ],
             -1,
         );
         self.in_proj.forward(&x).relu()
@@ -195,11 +226,24 @@ pub(crate) struct Header {
 }
 
 impl TempoNet {
-    pub fn new(config: TempoNetConfig, records: &[FlowRecord], device: Device) -> Result<TempoNet, ModelError> {
+    pub fn new(
+        config: TempoNetConfig,
+        records: &[FlowRecord],
+        device: Device,
+    ) -> Result<TempoNet, ModelError> {
         let space = FeatureSpace::fit(records, config.buckets);
         let mut arrivals = PairArrivals::new(config.address_context);
         arrivals.fit(records, space.span_us());
-        Ok(Self::from_parts(Header { config, space, arrivals, observed: observed_tails(records), version: 0 }, device))
+        Ok(Self::from_parts(
+            Header {
+                config,
+                space,
+                arrivals,
+                observed: observed_tails(records),
+                version: 0,
+            },
+            device,
+        ))
     }
 
     pub(crate) fn from_parts(h: Header, device: Device) -> TempoNet {
@@ -227,7 +271,18 @@ impl TempoNet {
 
     fn build_batch(&self, windows: &[&PairWindow]) -> Batch {
         let mut rep = RepairCounts::default();
-        let t = windows.iter().map(|w| if w.starts_pair { w.events.len() } else { w.events.len().saturating_sub(1) }).max().unwrap_or(1).max(1);
+        let t = windows
+            .iter()
+            .map(|w| {
+                if w.starts_pair {
+                    w.events.len()
+                } else {
+                    w.events.len().saturating_sub(1)
+                }
+            })
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let b = windows.len();
         let mut bt = Batch {
             b: b as i64,
@@ -244,13 +299,20 @@ impl TempoNet {
             new_pair: Vec::new(),
         };
         for (bi, w) in windows.iter().enumerate() {
-            bt.pairs.extend_from_slice(&self.space.pair_buckets(&w.pair));
+            bt.pairs
+                .extend_from_slice(&self.space.pair_buckets(&w.pair));
             let enc: Vec<EncodedEvent> = w
                 .events
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
-                    let prev = if i > 0 { Some(w.events[i - 1].start_us) } else if w.starts_pair { None } else { w.prev_start_us };
+                    let prev = if i > 0 {
+                        Some(w.events[i - 1].start_us)
+                    } else if w.starts_pair {
+                        None
+                    } else {
+                        w.prev_start_us
+                    };
                     self.space.encode(r, prev, &mut rep)
                 })
                 .collect();
@@ -279,14 +341,13 @@ impl TempoNet {
                 if !w.score[j] {
                     continue;
                 }
-                let input_pos = j + if w.starts_pair { 0 } else { 0 };
-                // Target j is predicted from the GRU output after input position (j - first_target) + (starts? 0 : 0).
+                // Target j is predicted from the GRU output after input position j (start token first) or j - 1.
                 let p = if w.starts_pair { j } else { j - 1 };
-                let _ = input_pos;
                 bt.pos.push((bi * t + p) as i64);
                 bt.row.push(bi as i64);
                 bt.y.push(*e);
-                bt.new_pair.push((w.starts_pair && j == 0).then_some(w.pair));
+                bt.new_pair
+                    .push((w.starts_pair && j == 0).then_some(w.pair));
             }
         }
         bt
@@ -298,8 +359,16 @@ impl TempoNet {
         let (b, t) = (bt.b, bt.t);
         let li = |v: &[i64], shape: &[i64]| Tensor::from_slice(v).view(shape).to_device(d);
         let lf = |v: &[f32]| Tensor::from_slice(v).to_device(d);
-        let cont = Tensor::from_slice(&bt.cont).view([b, t, N_CONT_INPUTS as i64]).to_device(d);
-        let x = n.embed(&cont, &li(&bt.x_proto, &[b, t]), &li(&bt.x_dport, &[b, t]), &li(&bt.x_sport, &[b, t]), &li(&bt.x_flags, &[b, t]));
+        let cont = Tensor::from_slice(&bt.cont)
+            .view([b, t, N_CONT_INPUTS as i64])
+            .to_device(d);
+        let x = n.embed(
+            &cont,
+            &li(&bt.x_proto, &[b, t]),
+            &li(&bt.x_dport, &[b, t]),
+            &li(&bt.x_sport, &[b, t]),
+            &li(&bt.x_flags, &[b, t]),
+        );
         let (out, _) = n.gru.seq(&x);
         let hcfg = self.config.hidden;
         let pos = li(&bt.pos, &[-1]);
@@ -322,14 +391,23 @@ impl TempoNet {
         let k = self.config.mixtures;
         let ln_std = |i: usize| self.space.norm.std[i].ln();
         let c1 = n.ctx.forward(&Tensor::cat(&[h, pe], 1));
-        let c2 = &c1 + n.c_iat.forward(&Tensor::stack(&[iat.shallow_clone(), has_iat.shallow_clone()], 1));
+        let c2 = &c1
+            + n.c_iat.forward(&Tensor::stack(
+                &[iat.shallow_clone(), has_iat.shallow_clone()],
+                1,
+            ));
         let c3 = &c2 + n.c_proto.forward(&pr);
         let c4 = &c3 + n.c_dport.forward(&dp);
         let c5 = &c4 + n.c_sport.forward(&sp);
         let c6 = &c5 + n.c_flags.forward(&fl);
         let c7 = &c6 + n.c_pkts.forward(&pk.unsqueeze(1));
         let c8 = &c7 + n.c_bpp.forward(&bp.unsqueeze(1));
-        let ce = |logits: Tensor, y: &Tensor| -logits.log_softmax(1, Kind::Float).gather(1, &y.unsqueeze(1), false).squeeze_dims([1]);
+        let ce = |logits: Tensor, y: &Tensor| {
+            -logits
+                .log_softmax(1, Kind::Float)
+                .gather(1, &y.unsqueeze(1), false)
+                .squeeze_dims([1])
+        };
         let nll_iat = (mixture::nll(&n.head(0, &c1), &iat, k) + ln_std(cont::IAT)) * &has_iat;
         let nll_pr = ce(n.head(1, &c2), &pr);
         let nll_dp = ce(n.head(2, &c3), &dp);
@@ -339,12 +417,25 @@ impl TempoNet {
         let nll_bp = mixture::nll(&n.head(6, &c7), &bp, k) + ln_std(cont::BPP);
         let od = n.head(7, &c8);
         let l0 = od.select(1, 0);
-        let nz = -(-&l0).log_sigmoid() + mixture::nll(&od.narrow(1, 1, 3 * k), &du, k) + ln_std(cont::DURATION);
+        let nz = -(-&l0).log_sigmoid()
+            + mixture::nll(&od.narrow(1, 1, 3 * k), &du, k)
+            + ln_std(cont::DURATION);
         let nll_du = -l0.log_sigmoid() * &dz + nz * (1.0 - &dz);
         let ones = Tensor::ones_like(&pk);
         Losses {
-            per_task: vec![nll_iat, nll_pr, nll_dp, nll_sp, nll_fl, nll_pk, nll_bp, nll_du],
-            masks: vec![has_iat, ones.shallow_clone(), ones.shallow_clone(), ones.shallow_clone(), ones.shallow_clone(), ones.shallow_clone(), ones.shallow_clone(), ones],
+            per_task: vec![
+                nll_iat, nll_pr, nll_dp, nll_sp, nll_fl, nll_pk, nll_bp, nll_du,
+            ],
+            masks: vec![
+                has_iat,
+                ones.shallow_clone(),
+                ones.shallow_clone(),
+                ones.shallow_clone(),
+                ones.shallow_clone(),
+                ones.shallow_clone(),
+                ones.shallow_clone(),
+                ones,
+            ],
         }
     }
 
@@ -369,7 +460,10 @@ impl TempoNet {
             return Ok(TaskNll::default());
         }
         for e in bt.y.iter_mut() {
-            e.packets = self.space.norm.dequantise_packets(e.packets, self.rng.r#gen());
+            e.packets = self
+                .space
+                .norm
+                .dequantise_packets(e.packets, self.rng.r#gen());
         }
         let l = self.losses(&bt);
         let mut loss = Tensor::zeros([], (Kind::Float, self.device));
@@ -485,15 +579,27 @@ impl TempoNet {
             pb.extend_from_slice(&l.buckets);
         }
         let ti = |v: &[i64]| Tensor::from_slice(v).view([a as i64, 1]).to_device(d);
-        let x = n.embed(&Tensor::from_slice(&cont).view([a as i64, 1, N_CONT_INPUTS as i64]).to_device(d), &ti(&xp), &ti(&xd), &ti(&xs), &ti(&xf));
-        let rows = Tensor::from_slice(&idx.iter().map(|i| *i as i64).collect::<Vec<_>>()).to_device(d);
+        let x = n.embed(
+            &Tensor::from_slice(&cont)
+                .view([a as i64, 1, N_CONT_INPUTS as i64])
+                .to_device(d),
+            &ti(&xp),
+            &ti(&xd),
+            &ti(&xs),
+            &ti(&xf),
+        );
+        let rows =
+            Tensor::from_slice(&idx.iter().map(|i| *i as i64).collect::<Vec<_>>()).to_device(d);
         let h0 = hidden.index_select(0, &rows).unsqueeze(0);
         let (o, _) = n.gru.seq_init(&x, &nn::GRUState(h0));
         let h = o.squeeze_dims([1]);
         let _ = hidden.index_copy_(0, &rows, &h);
         let pe = n.pair_embed(&Tensor::from_slice(&pb).view([a as i64, 4]).to_device(d));
         let c1 = n.ctx.forward(&Tensor::cat(&[h, pe], 1));
-        let cpu = |t: Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu).contiguous().view([-1])).unwrap_or_default();
+        let cpu = |t: Tensor| {
+            Vec::<f32>::try_from(t.to_device(Device::Cpu).contiguous().view([-1]))
+                .unwrap_or_default()
+        };
         let probs = |t: Tensor| cpu(t.softmax(1, Kind::Float));
 
         // Inter-arrival.
@@ -506,7 +612,15 @@ impl TempoNet {
             if let Some(t0) = l.arrival {
                 times[j] = t0;
             } else {
-                let z = sample_truncated_mixture(&w[j * k..(j + 1) * k], &mu[j * k..(j + 1) * k], &sg[j * k..(j + 1) * k], f64::NEG_INFINITY, zmax, rng, rep);
+                let z = sample_truncated_mixture(
+                    &w[j * k..(j + 1) * k],
+                    &mu[j * k..(j + 1) * k],
+                    &sg[j * k..(j + 1) * k],
+                    f64::NEG_INFINITY,
+                    zmax,
+                    rng,
+                    rep,
+                );
                 let dt = decode::iat_us(norm.unz(cont::IAT, z));
                 times[j] = match l.phase_from {
                     Some(s) => s + (dt as f64 * rng.r#gen::<f64>()) as i64,
@@ -516,29 +630,65 @@ impl TempoNet {
                 iat_in[2 * j + 1] = 1.0;
             }
         }
-        let c2 = &c1 + n.c_iat.forward(&Tensor::from_slice(&iat_in).view([a as i64, 2]).to_device(d));
+        let c2 = &c1
+            + n.c_iat
+                .forward(&Tensor::from_slice(&iat_in).view([a as i64, 2]).to_device(d));
         // Protocol: any of the 256 values.
         let pp = probs(n.head(1, &c2));
-        let protos: Vec<u8> = (0..a).map(|j| sample_masked(&pp[j * 256..(j + 1) * 256], |_| true, rng, rep) as u8).collect();
-        let pt = Tensor::from_slice(&protos.iter().map(|p| *p as i64).collect::<Vec<_>>()).to_device(d);
+        let protos: Vec<u8> = (0..a)
+            .map(|j| sample_masked(&pp[j * 256..(j + 1) * 256], |_| true, rng, rep) as u8)
+            .collect();
+        let pt =
+            Tensor::from_slice(&protos.iter().map(|p| *p as i64).collect::<Vec<_>>()).to_device(d);
         let c3 = &c2 + n.c_proto.forward(&pt);
         // Ports: masked to class 0 for protocols without ports.
         let np = N_PORT_CLASSES;
         let dpp = probs(n.head(2, &c3));
         let dcls: Vec<u16> = (0..a)
-            .map(|j| if proto::has_ports(protos[j]) { sample_masked(&dpp[j * np..(j + 1) * np], |_| true, rng, rep) as u16 } else { 0 })
+            .map(|j| {
+                if proto::has_ports(protos[j]) {
+                    sample_masked(&dpp[j * np..(j + 1) * np], |_| true, rng, rep) as u16
+                } else {
+                    0
+                }
+            })
             .collect();
-        let c4 = &c3 + n.c_dport.forward(&Tensor::from_slice(&dcls.iter().map(|c| *c as i64).collect::<Vec<_>>()).to_device(d));
+        let c4 = &c3
+            + n.c_dport.forward(
+                &Tensor::from_slice(&dcls.iter().map(|c| *c as i64).collect::<Vec<_>>())
+                    .to_device(d),
+            );
         let spp = probs(n.head(3, &c4));
         let scls: Vec<u16> = (0..a)
-            .map(|j| if proto::has_ports(protos[j]) { sample_masked(&spp[j * np..(j + 1) * np], |_| true, rng, rep) as u16 } else { 0 })
+            .map(|j| {
+                if proto::has_ports(protos[j]) {
+                    sample_masked(&spp[j * np..(j + 1) * np], |_| true, rng, rep) as u16
+                } else {
+                    0
+                }
+            })
             .collect();
-        let c5 = &c4 + n.c_sport.forward(&Tensor::from_slice(&scls.iter().map(|c| *c as i64).collect::<Vec<_>>()).to_device(d));
+        let c5 = &c4
+            + n.c_sport.forward(
+                &Tensor::from_slice(&scls.iter().map(|c| *c as i64).collect::<Vec<_>>())
+                    .to_device(d),
+            );
         // Flags: only on TCP.
         let fp = probs(n.head(4, &c5));
-        let flags: Vec<u8> =
-            (0..a).map(|j| if protos[j] == proto::TCP { sample_masked(&fp[j * 256..(j + 1) * 256], |_| true, rng, rep) as u8 } else { 0 }).collect();
-        let c6 = &c5 + n.c_flags.forward(&Tensor::from_slice(&flags.iter().map(|c| *c as i64).collect::<Vec<_>>()).to_device(d));
+        let flags: Vec<u8> = (0..a)
+            .map(|j| {
+                if protos[j] == proto::TCP {
+                    sample_masked(&fp[j * 256..(j + 1) * 256], |_| true, rng, rep) as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let c6 = &c5
+            + n.c_flags.forward(
+                &Tensor::from_slice(&flags.iter().map(|c| *c as i64).collect::<Vec<_>>())
+                    .to_device(d),
+            );
         // Packets: truncated to at least one.
         let (w, mu, sg) = mixture::to_cpu(&n.head(5, &c6), k as i64);
         let zl = |i: usize, v: f64| (v - norm.mean[i]) / norm.std[i];
@@ -557,20 +707,32 @@ impl TempoNet {
             packets[j] = decode::packets(norm.unz(cont::PACKETS, z));
             pk_in[j] = norm.z(cont::PACKETS, features::log_packets(packets[j]));
         }
-        let c7 = &c6 + n.c_pkts.forward(&Tensor::from_slice(&pk_in).view([a as i64, 1]).to_device(d));
+        let c7 = &c6
+            + n.c_pkts
+                .forward(&Tensor::from_slice(&pk_in).view([a as i64, 1]).to_device(d));
         // Bytes per packet: truncated to the protocol's bounds.
         let (w, mu, sg) = mixture::to_cpu(&n.head(6, &c7), k as i64);
         let mut bytes = vec![0u64; a];
         let mut bp_in = vec![0f32; a];
         for j in 0..a {
             let (lo, hi) = decode::bpp_log(protos[j]);
-            let z = sample_truncated_mixture(&w[j * k..(j + 1) * k], &mu[j * k..(j + 1) * k], &sg[j * k..(j + 1) * k], zl(cont::BPP, lo), zl(cont::BPP, hi), rng, rep);
+            let z = sample_truncated_mixture(
+                &w[j * k..(j + 1) * k],
+                &mu[j * k..(j + 1) * k],
+                &sg[j * k..(j + 1) * k],
+                zl(cont::BPP, lo),
+                zl(cont::BPP, hi),
+                rng,
+                rep,
+            );
             let (b, clamped) = decode::bytes(norm.unz(cont::BPP, z), packets[j], protos[j]);
             rep.sample_clamped += clamped as u64;
             bytes[j] = b;
             bp_in[j] = norm.z(cont::BPP, features::log_bpp(b, packets[j], protos[j]));
         }
-        let c8 = &c7 + n.c_bpp.forward(&Tensor::from_slice(&bp_in).view([a as i64, 1]).to_device(d));
+        let c8 = &c7
+            + n.c_bpp
+                .forward(&Tensor::from_slice(&bp_in).view([a as i64, 1]).to_device(d));
         // Duration: point mass at zero, forced for single-packet flows unless the data had such flows.
         let od = n.head(7, &c8);
         let p0 = cpu(od.select(1, 0).sigmoid());
@@ -581,7 +743,15 @@ impl TempoNet {
             let duration_us = if forced || rng.r#gen::<f32>() < p0[j] {
                 0
             } else {
-                let z = sample_truncated_mixture(&w[j * k..(j + 1) * k], &mu[j * k..(j + 1) * k], &sg[j * k..(j + 1) * k], f64::NEG_INFINITY, zmax_d, rng, rep);
+                let z = sample_truncated_mixture(
+                    &w[j * k..(j + 1) * k],
+                    &mu[j * k..(j + 1) * k],
+                    &sg[j * k..(j + 1) * k],
+                    f64::NEG_INFINITY,
+                    zmax_d,
+                    rng,
+                    rep,
+                );
                 decode::duration_us(norm.unz(cont::DURATION, z))
             };
             let ports = proto::has_ports(protos[j]);
@@ -591,8 +761,16 @@ impl TempoNet {
                 duration_us,
                 src: lane.pair.src,
                 dst: lane.pair.dst,
-                src_port: if ports { features::port_from_class(scls[j], rng) } else { 0 },
-                dst_port: if ports { features::port_from_class(dcls[j], rng) } else { 0 },
+                src_port: if ports {
+                    features::port_from_class(scls[j], rng)
+                } else {
+                    0
+                },
+                dst_port: if ports {
+                    features::port_from_class(dcls[j], rng)
+                } else {
+                    0
+                },
                 proto: protos[j],
                 flags: TcpFlags(flags[j]),
                 packets: packets[j],
@@ -615,7 +793,11 @@ impl TempoNet {
             }
         }
         // Bounded history: after `window` predicted flows, restart from a zero state with the last flow as input.
-        let reset: Vec<i64> = idx.iter().filter(|&&i| lanes[i].steps >= self.config.window).map(|&i| i as i64).collect();
+        let reset: Vec<i64> = idx
+            .iter()
+            .filter(|&&i| lanes[i].steps >= self.config.window)
+            .map(|&i| i as i64)
+            .collect();
         for &i in &reset {
             lanes[i as usize].steps = 0;
         }
@@ -634,7 +816,12 @@ impl FlowModel for TempoNet {
     fn space(&self) -> &FeatureSpace {
         &self.space
     }
-    fn fit(&mut self, records: &[FlowRecord], opts: &FitOptions, progress: &mut dyn FnMut(&FitProgress)) -> Result<(), ModelError> {
+    fn fit(
+        &mut self,
+        records: &[FlowRecord],
+        opts: &FitOptions,
+        progress: &mut dyn FnMut(&FitProgress),
+    ) -> Result<(), ModelError> {
         self.arrivals = PairArrivals::new(self.config.address_context);
         self.arrivals.fit(records, self.space.span_us());
         self.observed = observed_tails(records);
@@ -662,7 +849,13 @@ impl FlowModel for TempoNet {
                 let ws: Vec<&PairWindow> = chunk.iter().map(|&i| &windows[i]).collect();
                 let nll = self.step(&ws)?;
                 self.version += 1;
-                progress(&FitProgress { epoch: epoch + 1, epochs: opts.epochs, batch: bi + 1, batches, batch_nll: nll });
+                progress(&FitProgress {
+                    epoch: epoch + 1,
+                    epochs: opts.epochs,
+                    batch: bi + 1,
+                    batches,
+                    batch_nll: nll,
+                });
             }
         }
         Ok(())
@@ -703,16 +896,30 @@ impl FlowModel for TempoNet {
                 Vec::<f32>::try_from(s.to_device(Device::Cpu)).unwrap_or_default()
             });
             for (j, e) in ev.into_iter().enumerate() {
-                let a = bt.new_pair[j].and_then(|p| self.arrivals.nll(&p)).unwrap_or(0.0);
+                let a = bt.new_pair[j]
+                    .and_then(|p| self.arrivals.nll(&p))
+                    .unwrap_or(0.0);
                 v.push(e + a as f32);
             }
         }
         Ok(v)
     }
-    fn heldout_nll(&self, context: &[FlowRecord], heldout: &[FlowRecord]) -> Result<TaskNll, ModelError> {
-        self.windows_nll(&super::heldout_windows(context, heldout, self.config.window))
+    fn heldout_nll(
+        &self,
+        context: &[FlowRecord],
+        heldout: &[FlowRecord],
+    ) -> Result<TaskNll, ModelError> {
+        self.windows_nll(&super::heldout_windows(
+            context,
+            heldout,
+            self.config.window,
+        ))
     }
-    fn generate(&self, req: &GenerateRequest, progress: &mut dyn FnMut(u64)) -> Result<Generated, ModelError> {
+    fn generate(
+        &self,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Generated, ModelError> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(req.seed);
         let mut rep = RepairCounts::default();
         let mut lanes: Vec<Lane> = Vec::new();
@@ -734,14 +941,22 @@ impl FlowModel for TempoNet {
             }
         }
         rep = RepairCounts::default();
-        let mut hidden = Tensor::zeros([lanes.len() as i64, self.config.hidden], (Kind::Float, self.device));
+        let mut hidden = Tensor::zeros(
+            [lanes.len() as i64, self.config.hidden],
+            (Kind::Float, self.device),
+        );
         let mut horizon = req.start_us;
         let flows = super::drive_generation(
             req,
             &self.space,
             |end, out| {
                 if req.pairs == PairSource::Synthetic {
-                    let new = self.arrivals.sample_arrivals(horizon, end, horizon == req.start_us, &mut rng);
+                    let new = self.arrivals.sample_arrivals(
+                        horizon,
+                        end,
+                        horizon == req.start_us,
+                        &mut rng,
+                    );
                     let added = new.len() as i64;
                     for (t, pair) in new {
                         lanes.push(Lane {
@@ -755,7 +970,16 @@ impl FlowModel for TempoNet {
                         });
                     }
                     if added > 0 {
-                        hidden = Tensor::cat(&[hidden.shallow_clone(), Tensor::zeros([added, self.config.hidden], (Kind::Float, self.device))], 0);
+                        hidden = Tensor::cat(
+                            &[
+                                hidden.shallow_clone(),
+                                Tensor::zeros(
+                                    [added, self.config.hidden],
+                                    (Kind::Float, self.device),
+                                ),
+                            ],
+                            0,
+                        );
                     }
                 }
                 horizon = end;
@@ -763,8 +987,16 @@ impl FlowModel for TempoNet {
             },
             progress,
         )?;
-        let mut g = Generated { flows, repairs: rep, pairs_used: lanes.len() as u64 };
-        super::audit(&mut g.flows, self.space.single_packet_duration, &mut g.repairs);
+        let mut g = Generated {
+            flows,
+            repairs: rep,
+            pairs_used: lanes.len() as u64,
+        };
+        super::audit(
+            &mut g.flows,
+            self.space.single_packet_duration,
+            &mut g.repairs,
+        );
         Ok(g)
     }
     fn params(&self) -> Vec<f32> {
@@ -802,7 +1034,11 @@ pub(crate) fn flat_params(vs: &nn::VarStore) -> Vec<f32> {
     names.sort();
     let mut out = Vec::new();
     for n in names {
-        let t = vars[n].to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+        let t = vars[n]
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view([-1]);
         out.extend(Vec::<f32>::try_from(t).unwrap_or_default());
     }
     out
@@ -815,14 +1051,20 @@ pub(crate) fn set_flat_params(vs: &nn::VarStore, flat: &[f32]) -> Result<(), Mod
     names.sort();
     let total: i64 = names.iter().map(|n| vars[n].numel() as i64).sum();
     if total as usize != flat.len() {
-        return Err(ModelError::Invalid(format!("{} parameters given, the model has {total}", flat.len())));
+        return Err(ModelError::Invalid(format!(
+            "{} parameters given, the model has {total}",
+            flat.len()
+        )));
     }
     let mut off = 0usize;
     tch::no_grad(|| {
         for n in &names {
             let t = vars.get_mut(n).expect("name from keys");
             let len = t.numel();
-            let src = Tensor::from_slice(&flat[off..off + len]).view(t.size().as_slice()).to_device(t.device()).to_kind(t.kind());
+            let src = Tensor::from_slice(&flat[off..off + len])
+                .view(t.size().as_slice())
+                .to_device(t.device())
+                .to_kind(t.kind());
             t.copy_(&src);
             off += len;
         }
@@ -830,9 +1072,8 @@ pub(crate) fn set_flat_params(vs: &nn::VarStore, flat: &[f32]) -> Result<(), Mod
     Ok(())
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<TempoNet>();
-    let _ = N_TASKS;
-}
+/// Models move between threads (the streaming workers own one each): TempoNet must stay `Send`.
+const _: () = {
+    const fn is_send<T: Send>() {}
+    is_send::<TempoNet>()
+};

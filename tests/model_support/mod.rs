@@ -7,7 +7,18 @@ use temponet::record::{FlowRecord, TcpFlags, proto};
 
 pub const T0: i64 = 1_545_403_816_000_000;
 
-pub fn flow(t: i64, src: &str, dst: &str, p: u8, sport: u16, dport: u16, flags: u8, packets: u64, bytes: u64, dur: u64) -> FlowRecord {
+pub fn flow(
+    t: i64,
+    src: &str,
+    dst: &str,
+    p: u8,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    packets: u64,
+    bytes: u64,
+    dur: u64,
+) -> FlowRecord {
     FlowRecord {
         start_us: t,
         duration_us: dur,
@@ -32,14 +43,40 @@ pub fn bimodal_two_services(n_per_pair: usize, seed: u64) -> Vec<FlowRecord> {
     for pair in 0..2 {
         let mut t = T0 + pair * 7_000_000;
         for _ in 0..n_per_pair {
-            let mode: f64 = if rng.r#gen::<bool>() { (0.05f64).ln() } else { (30.0f64).ln() };
+            let mode: f64 = if rng.r#gen::<bool>() {
+                (0.05f64).ln()
+            } else {
+                (30.0f64).ln()
+            };
             let dt = (mode + noise.sample(&mut rng)).exp();
             t += (dt * 1e6) as i64;
             let r = if pair == 0 {
                 let pk = rng.gen_range(8..14);
-                flow(t, "10.0.0.1", "10.0.0.2", proto::TCP, rng.gen_range(40000..60000), 443, 0x1b, pk, pk * rng.gen_range(300..700), rng.gen_range(50_000..400_000))
+                flow(
+                    t,
+                    "10.0.0.1",
+                    "10.0.0.2",
+                    proto::TCP,
+                    rng.gen_range(40000..60000),
+                    443,
+                    0x1b,
+                    pk,
+                    pk * rng.gen_range(300..700),
+                    rng.gen_range(50_000..400_000),
+                )
             } else {
-                flow(t, "10.0.0.3", "8.8.8.8", proto::UDP, rng.gen_range(30000..60000), 53, 0, 2, rng.gen_range(120..200), rng.gen_range(5_000..20_000))
+                flow(
+                    t,
+                    "10.0.0.3",
+                    "8.8.8.8",
+                    proto::UDP,
+                    rng.gen_range(30000..60000),
+                    53,
+                    0,
+                    2,
+                    rng.gen_range(120..200),
+                    rng.gen_range(5_000..20_000),
+                )
             };
             out.push(r);
         }
@@ -61,7 +98,18 @@ pub fn ar_stream(n: usize, seed: u64) -> Vec<FlowRecord> {
         let y = 0.9 * x + e.sample(&mut rng);
         t += 1_000_000 + rng.gen_range(0..1000);
         let bytes = (10.0 * (6.0 + x).exp()).round() as u64;
-        out.push(flow(t, "10.0.0.1", "10.0.0.9", proto::TCP, 50000, 80, 0x1b, 10, bytes, (y.exp() * 1e6).round() as u64));
+        out.push(flow(
+            t,
+            "10.0.0.1",
+            "10.0.0.9",
+            proto::TCP,
+            50000,
+            80,
+            0x1b,
+            10,
+            bytes,
+            (y.exp() * 1e6).round() as u64,
+        ));
     }
     out
 }
@@ -71,7 +119,12 @@ pub fn ar_decode(flows: &[FlowRecord]) -> Vec<(f64, f64)> {
     let mut f: Vec<&FlowRecord> = flows.iter().collect();
     f.sort_by_key(|r| r.start_us);
     f.iter()
-        .map(|r| ((r.bytes as f64 / r.packets as f64).ln() - 6.0, (r.duration_us.max(1) as f64 * 1e-6).ln()))
+        .map(|r| {
+            (
+                (r.bytes as f64 / r.packets as f64).ln() - 6.0,
+                (r.duration_us.max(1) as f64 * 1e-6).ln(),
+            )
+        })
         .collect()
 }
 
@@ -110,7 +163,10 @@ pub fn log_iats(flows: &[FlowRecord]) -> Vec<f64> {
     let mut out = Vec::new();
     for (_, mut t) in by {
         t.sort();
-        out.extend(t.windows(2).map(|w| ((w[1] - w[0]).max(1) as f64 * 1e-6).ln()));
+        out.extend(
+            t.windows(2)
+                .map(|w| ((w[1] - w[0]).max(1) as f64 * 1e-6).ln()),
+        );
     }
     out
 }
@@ -130,9 +186,35 @@ pub fn mixed_stream(n: usize, seed: u64) -> Vec<FlowRecord> {
             match i % 5 {
                 0 | 1 => {
                     let pk = rng.gen_range(1..40);
-                    flow(t, s, d, proto::TCP, rng.gen_range(1024..65535), [80, 443, 22][i % 3], rng.r#gen(), pk, pk * rng.gen_range(40..1500), if pk == 1 { 0 } else { rng.gen_range(0..5_000_000) })
+                    flow(
+                        t,
+                        s,
+                        d,
+                        proto::TCP,
+                        rng.gen_range(1024..65535),
+                        [80, 443, 22][i % 3],
+                        rng.r#gen(),
+                        pk,
+                        pk * rng.gen_range(40..1500),
+                        if pk == 1 {
+                            0
+                        } else {
+                            rng.gen_range(0..5_000_000)
+                        },
+                    )
                 }
-                2 => flow(t, s, d, proto::UDP, rng.gen_range(1024..65535), 53, 0, 1, rng.gen_range(60..300), 0),
+                2 => flow(
+                    t,
+                    s,
+                    d,
+                    proto::UDP,
+                    rng.gen_range(1024..65535),
+                    53,
+                    0,
+                    1,
+                    rng.gen_range(60..300),
+                    0,
+                ),
                 // ICMP with ports and flags as some exporters write them: the models must not copy them.
                 3 => flow(t, s, d, proto::ICMP, 8, 3, 0x10, rng.gen_range(1..4), 84, 0),
                 // Too few bytes for the packets (broken row).

@@ -1,7 +1,9 @@
 //! One file per `temponet` subcommand. Each takes its parsed arguments and returns `anyhow::Result`.
 
 pub mod convert;
+pub mod generate;
 pub mod inspect;
+pub mod train;
 
 use std::path::PathBuf;
 
@@ -19,11 +21,19 @@ pub struct InputOpts {
 
 impl InputOpts {
     /// Reads the files with this policy, then reports what was rejected and where it went.
-    pub fn read(&self, paths: &[PathBuf], each: impl FnMut(temponet::FlowRecord)) -> anyhow::Result<temponet::format::ReadStats> {
+    pub fn read(
+        &self,
+        paths: &[PathBuf],
+        each: impl FnMut(temponet::FlowRecord),
+    ) -> anyhow::Result<temponet::format::ReadStats> {
         let mut sink = temponet::format::RejectSink::new(&self.rejects);
         let stats = temponet::format::read_files(paths, self.on_error, Some(&mut sink), each)?;
         if stats.rejected() > 0 {
-            eprintln!("rejected {} rows (written to {})", stats.rejected(), sink.path().display());
+            eprintln!(
+                "rejected {} rows (written to {})",
+                stats.rejected(),
+                sink.path().display()
+            );
         }
         Ok(stats)
     }
