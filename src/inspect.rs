@@ -60,13 +60,7 @@ fn top(map: HashMap<String, u64>, total: u64, n: usize) -> Vec<Share> {
     let mut v: Vec<(String, u64)> = map.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v.truncate(n);
-    v.into_iter()
-        .map(|(value, flows)| Share {
-            value,
-            flows,
-            percent: 100.0 * flows as f64 / total.max(1) as f64,
-        })
-        .collect()
+    v.into_iter().map(|(value, flows)| Share { value, flows, percent: 100.0 * flows as f64 / total.max(1) as f64 }).collect()
 }
 
 /// Value at quantile `q` of sorted data (nearest rank, linear interpolation between neighbours).
@@ -83,11 +77,7 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 impl SummaryBuilder {
     pub fn add(&mut self, r: &FlowRecord) {
         self.starts.push(r.start_us);
-        self.last_end = if self.starts.len() == 1 {
-            r.end_us()
-        } else {
-            self.last_end.max(r.end_us())
-        };
+        self.last_end = if self.starts.len() == 1 { r.end_us() } else { self.last_end.max(r.end_us()) };
         self.hosts.insert(r.src);
         self.hosts.insert(r.dst);
         self.pairs.insert(r.pair());
@@ -107,21 +97,9 @@ impl SummaryBuilder {
     pub fn finish(mut self) -> Summary {
         let rows = self.starts.len() as u64;
         self.starts.sort_unstable();
-        let gaps: Vec<f64> = self
-            .starts
-            .windows(2)
-            .map(|w| (w[1] - w[0]) as f64 / 1e6)
-            .collect();
-        let mean = if gaps.is_empty() {
-            f64::NAN
-        } else {
-            gaps.iter().sum::<f64>() / gaps.len() as f64
-        };
-        let var = if gaps.len() < 2 {
-            f64::NAN
-        } else {
-            gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (gaps.len() - 1) as f64
-        };
+        let gaps: Vec<f64> = self.starts.windows(2).map(|w| (w[1] - w[0]) as f64 / 1e6).collect();
+        let mean = if gaps.is_empty() { f64::NAN } else { gaps.iter().sum::<f64>() / gaps.len() as f64 };
+        let var = if gaps.len() < 2 { f64::NAN } else { gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (gaps.len() - 1) as f64 };
         let mut sorted = gaps;
         sorted.sort_by(f64::total_cmp);
         let first = self.starts.first().copied().unwrap_or(0);
@@ -136,35 +114,11 @@ impl SummaryBuilder {
             ipv6_flows: self.ipv6,
             packets: self.packets,
             bytes: self.bytes,
-            protocols: top(
-                self.protos
-                    .into_iter()
-                    .map(|(p, n)| (proto::name(p), n))
-                    .collect(),
-                rows,
-                10,
-            ),
-            top_dst_ports: top(
-                self.dports
-                    .into_iter()
-                    .map(|((p, port), n)| (format!("{}/{}", proto::name(p), port), n))
-                    .collect(),
-                rows,
-                10,
-            ),
-            tcp_flags: top(
-                self.flags
-                    .into_iter()
-                    .map(|(f, n)| (crate::record::TcpFlags(f).to_string(), n))
-                    .collect(),
-                tcp_flows,
-                8,
-            ),
+            protocols: top(self.protos.into_iter().map(|(p, n)| (proto::name(p), n)).collect(), rows, 10),
+            top_dst_ports: top(self.dports.into_iter().map(|((p, port), n)| (format!("{}/{}", proto::name(p), port), n)).collect(), rows, 10),
+            tcp_flags: top(self.flags.into_iter().map(|(f, n)| (crate::record::TcpFlags(f).to_string(), n)).collect(), tcp_flows, 8),
             labels: top(self.labels, rows, 10),
-            inter_arrival_quantiles: QUANTILES
-                .iter()
-                .map(|&q| (q, quantile_sorted(&sorted, q)))
-                .collect(),
+            inter_arrival_quantiles: QUANTILES.iter().map(|&q| (q, quantile_sorted(&sorted, q))).collect(),
             inter_arrival_mean: mean,
             inter_arrival_cv: var.sqrt() / mean,
         }
@@ -185,13 +139,7 @@ fn shares(f: &mut fmt::Formatter<'_>, title: &str, v: &[Share]) -> fmt::Result {
         write!(f, "-")?;
     }
     for (i, s) in v.iter().enumerate() {
-        write!(
-            f,
-            "{}{} {:.1}%",
-            if i > 0 { ", " } else { "" },
-            s.value,
-            s.percent
-        )?;
+        write!(f, "{}{} {:.1}%", if i > 0 { ", " } else { "" }, s.value, s.percent)?;
     }
     writeln!(f)
 }
@@ -203,13 +151,7 @@ impl fmt::Display for Summary {
         if self.rows == 0 {
             return Ok(());
         }
-        writeln!(
-            f,
-            "time span       {} .. {} UTC ({:.3} s)",
-            t(self.first_start_us),
-            t(self.last_end_us),
-            self.span_seconds
-        )?;
+        writeln!(f, "time span       {} .. {} UTC ({:.3} s)", t(self.first_start_us), t(self.last_end_us), self.span_seconds)?;
         writeln!(f, "hosts           {}", self.hosts)?;
         writeln!(f, "host pairs      {}", self.host_pairs)?;
         writeln!(f, "IPv6 flows      {}", self.ipv6_flows)?;
@@ -229,10 +171,6 @@ impl fmt::Display for Summary {
             write!(f, "{}{name} {v:.6}", if i > 0 { ", " } else { "" })?;
         }
         writeln!(f)?;
-        writeln!(
-            f,
-            "                mean {:.6}, CV {:.3}",
-            self.inter_arrival_mean, self.inter_arrival_cv
-        )
+        writeln!(f, "                mean {:.6}, CV {:.3}", self.inter_arrival_mean, self.inter_arrival_cv)
     }
 }

@@ -68,10 +68,7 @@ pub mod proto {
         if lower == "ipv6-icmp" || lower == "icmp6" {
             return Some(ICMPV6);
         }
-        NAMES
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(&lower))
-            .map(|(p, _)| *p)
+        NAMES.iter().find(|(_, n)| n.eq_ignore_ascii_case(&lower)).map(|(p, _)| *p)
     }
 
     /// Whether flows of this protocol carry port numbers.
@@ -171,11 +168,7 @@ impl fmt::Display for TcpFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (bit, c) in Self::LETTERS {
             let mut buf = [0; 4];
-            f.write_str(if self.contains(bit) {
-                c.encode_utf8(&mut buf)
-            } else {
-                "."
-            })?;
+            f.write_str(if self.contains(bit) { c.encode_utf8(&mut buf) } else { "." })?;
         }
         Ok(())
     }
@@ -208,11 +201,8 @@ impl<'de> Deserialize<'de> for TcpFlags {
             }
             match Text::deserialize(d)? {
                 Text::N(n) => Ok(TcpFlags(n)),
-                Text::S(s) => TcpFlags::parse(&s).ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "invalid TCP flags {s:?} (expected e.g. \"..A..S.F\")"
-                    ))
-                }),
+                Text::S(s) => TcpFlags::parse(&s)
+                    .ok_or_else(|| serde::de::Error::custom(format!("invalid TCP flags {s:?} (expected e.g. \"..A..S.F\")"))),
             }
         } else {
             u8::deserialize(d).map(TcpFlags)
@@ -281,10 +271,7 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 
 impl FlowRecord {
     pub fn pair(&self) -> HostPair {
-        HostPair {
-            src: self.src,
-            dst: self.dst,
-        }
+        HostPair { src: self.src, dst: self.dst }
     }
     /// End of the flow, microseconds since the epoch.
     pub fn end_us(&self) -> i64 {
@@ -357,10 +344,7 @@ mod tests {
         // The value is part of the routing contract between processes: it must never change.
         let p = sample().pair();
         assert_eq!(p.stable_hash(), p.stable_hash());
-        let q = HostPair {
-            src: p.dst,
-            dst: p.src,
-        };
+        let q = HostPair { src: p.dst, dst: p.src };
         assert_ne!(p.stable_hash(), q.stable_hash());
         assert_eq!(p.stable_hash(), 1_099_417_180_116_825_202);
     }

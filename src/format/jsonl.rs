@@ -12,17 +12,11 @@ pub fn parse(line: &str) -> Result<FlowRecord, FieldError> {
     serde_json::from_str::<FlowRecord>(line).map_err(|e| diagnose(line, e))
 }
 
-fn check<T: DeserializeOwned>(
-    o: &serde_json::Map<String, Value>,
-    key: &str,
-    required: bool,
-) -> Option<FieldError> {
+fn check<T: DeserializeOwned>(o: &serde_json::Map<String, Value>, key: &str, required: bool) -> Option<FieldError> {
     match o.get(key) {
         None if required => Some(FieldError::new(key, "missing")),
         None => None,
-        Some(v) => serde_json::from_value::<T>(v.clone())
-            .err()
-            .map(|e| FieldError::new(key, format!("invalid value {v}: {e}"))),
+        Some(v) => serde_json::from_value::<T>(v.clone()).err().map(|e| FieldError::new(key, format!("invalid value {v}: {e}"))),
     }
 }
 
@@ -61,17 +55,9 @@ mod tests {
         let e = parse(&ok.replace("\"10.0.0.2\"", "\"10.0.0.256\"")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("dst"));
         let e = parse(&ok.replace("\"pkts\":1,", "")).unwrap_err();
-        assert_eq!(
-            (e.field.as_deref(), e.message.as_str()),
-            (Some("pkts"), "missing")
-        );
+        assert_eq!((e.field.as_deref(), e.message.as_str()), (Some("pkts"), "missing"));
         let e = parse(&ok.replace("......S.", "SYN")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("flags"));
-        assert!(
-            parse("{\"ts\":")
-                .unwrap_err()
-                .message
-                .starts_with("invalid JSON")
-        );
+        assert!(parse("{\"ts\":").unwrap_err().message.starts_with("invalid JSON"));
     }
 }

@@ -74,16 +74,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, message: impl Into<String>) -> Self {
-        FieldError {
-            field: Some(field.to_string()),
-            message: message.into(),
-        }
+        FieldError { field: Some(field.to_string()), message: message.into() }
     }
     pub fn row(message: impl Into<String>) -> Self {
-        FieldError {
-            field: None,
-            message: message.into(),
-        }
+        FieldError { field: None, message: message.into() }
     }
 }
 
@@ -105,21 +99,13 @@ pub enum FormatError {
     #[error(transparent)]
     Row(#[from] ParseError),
     #[error("{file}: {rejected} of {total} rows rejected; first: {first}")]
-    TooManyRejected {
-        file: String,
-        rejected: u64,
-        total: u64,
-        first: ParseError,
-    },
+    TooManyRejected { file: String, rejected: u64, total: u64, first: ParseError },
 }
 
 /// Recognises the family of a file from its first non-blank line (already stripped of BOM and line ending).
 pub fn detect(first_line: &str) -> Option<Format> {
     let line = first_line.trim();
-    if line.starts_with("#separator")
-        || line.starts_with("#fields")
-        || line.starts_with("#set_separator")
-    {
+    if line.starts_with("#separator") || line.starts_with("#fields") || line.starts_with("#set_separator") {
         return Some(Format::ZeekTsv);
     }
     if line.starts_with('{') {

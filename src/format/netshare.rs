@@ -2,8 +2,8 @@
 //! `ts` in epoch microseconds (often written as a float, `1458298072364000.0`), `td` in seconds, no TCP flags,
 //! `type` the label.
 
-use super::FieldError;
 use super::values::{self, Columns};
+use super::FieldError;
 use crate::record::{FlowRecord, TcpFlags};
 
 #[derive(Clone, Debug)]
@@ -37,15 +37,9 @@ impl NetShareColumns {
     }
 
     pub fn parse(&self, row: &[&str]) -> Result<FlowRecord, FieldError> {
-        let get = |i: usize, name: &str| {
-            row.get(i).copied().ok_or_else(|| {
-                FieldError::new(name, format!("missing (row has {} columns)", row.len()))
-            })
-        };
+        let get = |i: usize, name: &str| row.get(i).copied().ok_or_else(|| FieldError::new(name, format!("missing (row has {} columns)", row.len())));
         let ts = get(self.ts, "ts")?;
-        let start_us = values::decimal_scaled(ts, 0).ok_or_else(|| {
-            FieldError::new("ts", format!("invalid epoch microseconds {:?}", ts.trim()))
-        })?;
+        let start_us = values::decimal_scaled(ts, 0).ok_or_else(|| FieldError::new("ts", format!("invalid epoch microseconds {:?}", ts.trim())))?;
         Ok(FlowRecord {
             start_us,
             duration_us: values::duration_seconds("td", get(self.td, "td")?)?,
@@ -57,12 +51,7 @@ impl NetShareColumns {
             flags: TcpFlags(0),
             packets: values::count("pkt", get(self.pkt, "pkt")?)?,
             bytes: values::count("byt", get(self.byt, "byt")?)?,
-            label: self
-                .label
-                .and_then(|i| row.get(i))
-                .map(|s| s.trim())
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
+            label: self.label.and_then(|i| row.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_string),
         })
     }
 }

@@ -2,8 +2,8 @@
 //! (a blank first line, CRLF); `nfdump -o csv` writes a header and may give `ts` (start) and split directions
 //! (`ipkt`,`opkt`,`ibyt`,`obyt`). Times are taken as UTC; start = `ts` when present, else `te` - `td`.
 
-use super::FieldError;
 use super::values::{self, Columns};
+use super::FieldError;
 use crate::record::{FlowRecord, TcpFlags};
 
 /// Column positions of one nfdump file.
@@ -50,17 +50,11 @@ impl NfdumpColumns {
         }
         let pkt = match c.find(&["pkt", "packets"]) {
             Some(i) => vec![i],
-            None => [c.find(&["ipkt"]), c.find(&["opkt"])]
-                .into_iter()
-                .flatten()
-                .collect(),
+            None => [c.find(&["ipkt"]), c.find(&["opkt"])].into_iter().flatten().collect(),
         };
         let byt = match c.find(&["byt", "bytes"]) {
             Some(i) => vec![i],
-            None => [c.find(&["ibyt"]), c.find(&["obyt"])]
-                .into_iter()
-                .flatten()
-                .collect(),
+            None => [c.find(&["ibyt"]), c.find(&["obyt"])].into_iter().flatten().collect(),
         };
         if pkt.is_empty() || byt.is_empty() {
             return Err("header has no packet (`pkt`/`ipkt`) or byte (`byt`/`ibyt`) column".into());
@@ -87,20 +81,12 @@ impl NfdumpColumns {
     }
 
     pub fn parse(&self, row: &[&str]) -> Result<FlowRecord, FieldError> {
-        let get = |i: usize, name: &str| {
-            row.get(i).copied().ok_or_else(|| {
-                FieldError::new(name, format!("missing (row has {} columns)", row.len()))
-            })
-        };
+        let get = |i: usize, name: &str| row.get(i).copied().ok_or_else(|| FieldError::new(name, format!("missing (row has {} columns)", row.len())));
         let duration_us = values::duration_seconds("td", get(self.td, "td")?)?;
         let start_us = match (self.ts, self.te) {
-            (Some(i), _) => values::parse_datetime_us(get(i, "ts")?).ok_or_else(|| {
-                FieldError::new("ts", format!("invalid date {:?}", row[i].trim()))
-            })?,
+            (Some(i), _) => values::parse_datetime_us(get(i, "ts")?).ok_or_else(|| FieldError::new("ts", format!("invalid date {:?}", row[i].trim())))?,
             (None, Some(i)) => {
-                let te = values::parse_datetime_us(get(i, "te")?).ok_or_else(|| {
-                    FieldError::new("te", format!("invalid date {:?}", row[i].trim()))
-                })?;
+                let te = values::parse_datetime_us(get(i, "te")?).ok_or_else(|| FieldError::new("te", format!("invalid date {:?}", row[i].trim())))?;
                 te - duration_us as i64
             }
             (None, None) => unreachable!("checked in from_header"),
@@ -109,9 +95,7 @@ impl NfdumpColumns {
         let flags = match self.flg {
             Some(i) => {
                 let s = get(i, "flg")?;
-                TcpFlags::parse(s).ok_or_else(|| {
-                    FieldError::new("flg", format!("invalid TCP flags {:?}", s.trim()))
-                })?
+                TcpFlags::parse(s).ok_or_else(|| FieldError::new("flg", format!("invalid TCP flags {:?}", s.trim())))?
             }
             None => TcpFlags(0),
         };
@@ -123,12 +107,7 @@ impl NfdumpColumns {
         for &i in &self.byt {
             bytes += values::count("byt", get(i, "byt")?)?;
         }
-        let label = self
-            .label
-            .and_then(|i| row.get(i))
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
+        let label = self.label.and_then(|i| row.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_string);
         Ok(FlowRecord {
             start_us,
             duration_us,

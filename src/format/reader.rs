@@ -22,25 +22,14 @@ enum CsvKind {
 }
 
 enum LineKind {
-    ZeekTsv {
-        sep: char,
-        cols: Option<ZeekColumns>,
-    },
+    ZeekTsv { sep: char, cols: Option<ZeekColumns> },
     ZeekJson,
     Jsonl,
 }
 
 enum Rows {
-    Csv {
-        rdr: csv::Reader<Box<dyn Read + Send>>,
-        rec: csv::StringRecord,
-        kind: CsvKind,
-    },
-    Lines {
-        lines: io::Lines<Box<dyn BufRead + Send>>,
-        line_no: u64,
-        kind: LineKind,
-    },
+    Csv { rdr: csv::Reader<Box<dyn Read + Send>>, rec: csv::StringRecord, kind: CsvKind },
+    Lines { lines: io::Lines<Box<dyn BufRead + Send>>, line_no: u64, kind: LineKind },
 }
 
 /// Reads one flow file of any supported family. Iterate it for records.
@@ -56,23 +45,14 @@ impl FlowReader {
     pub fn open(path: impl AsRef<Path>) -> Result<FlowReader, FormatError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let f = File::open(path).map_err(|source| FormatError::Io {
-            file: name.clone(),
-            source,
-        })?;
+        let f = File::open(path).map_err(|source| FormatError::Io { file: name.clone(), source })?;
         FlowReader::from_reader(name, BufReader::with_capacity(1 << 16, f))
     }
 
     /// Reads from any buffered source; `name` is used in error messages.
-    pub fn from_reader(
-        name: impl Into<String>,
-        mut input: impl BufRead + Send + 'static,
-    ) -> Result<FlowReader, FormatError> {
+    pub fn from_reader(name: impl Into<String>, mut input: impl BufRead + Send + 'static) -> Result<FlowReader, FormatError> {
         let file = name.into();
-        let io_err = |source| FormatError::Io {
-            file: file.clone(),
-            source,
-        };
+        let io_err = |source| FormatError::Io { file: file.clone(), source };
         // Consume up to the first non-blank line, keep every byte so line numbers stay true, then re-chain.
         let mut prefix = Vec::new();
         let mut first_line_no = 0u64;
@@ -80,10 +60,7 @@ impl FlowReader {
             let mut line = Vec::new();
             let n = input.read_until(b'\n', &mut line).map_err(io_err)?;
             if n == 0 {
-                return Err(FormatError::Header {
-                    file,
-                    message: "empty file: no flow records".into(),
-                });
+                return Err(FormatError::Header { file, message: "empty file: no flow records".into() });
             }
             first_line_no += 1;
             prefix.extend_from_slice(&line);
@@ -96,77 +73,40 @@ impl FlowReader {
         if prefix.starts_with(b"\xef\xbb\xbf") {
             prefix.drain(..3);
         }
-        let format = detect(&first).ok_or_else(|| FormatError::Unknown {
-            file: file.clone(),
-            first_line: first.chars().take(200).collect(),
-        })?;
+        let format = detect(&first).ok_or_else(|| FormatError::Unknown { file: file.clone(), first_line: first.chars().take(200).collect() })?;
         let body: Box<dyn Read + Send> = Box::new(Cursor::new(prefix).chain(input));
-        let header_err = |message: String| FormatError::Header {
-            file: file.clone(),
-            message,
-        };
+        let header_err = |message: String| FormatError::Header { file: file.clone(), message };
         let rows = match format {
             Format::ZeekTsv | Format::ZeekJson | Format::Jsonl => {
                 let kind = match format {
-                    Format::ZeekTsv => LineKind::ZeekTsv {
-                        sep: '\t',
-                        cols: None,
-                    },
+                    Format::ZeekTsv => LineKind::ZeekTsv { sep: '\t', cols: None },
                     Format::ZeekJson => LineKind::ZeekJson,
                     _ => LineKind::Jsonl,
                 };
                 let lines = (Box::new(BufReader::new(body)) as Box<dyn BufRead + Send>).lines();
-                Rows::Lines {
-                    lines,
-                    line_no: 0,
-                    kind,
-                }
+                Rows::Lines { lines, line_no: 0, kind }
             }
             _ => {
-                let mut rdr = csv::ReaderBuilder::new()
-                    .has_headers(false)
-                    .flexible(true)
-                    .from_reader(body);
-                let headerless = format == Format::Nfdump
-                    && !first
-                        .split(',')
-                        .any(|c| matches!(c.trim(), "te" | "ts" | "sa"));
+                let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(body);
+                let headerless = format == Format::Nfdump && !first.split(',').any(|c| matches!(c.trim(), "te" | "ts" | "sa"));
                 let kind = if headerless {
                     CsvKind::Nfdump(NfdumpColumns::headerless())
                 } else {
                     let mut header = csv::StringRecord::new();
-                    rdr.read_record(&mut header)
-                        .map_err(|e| header_err(format!("line {first_line_no}: {e}")))?;
+                    rdr.read_record(&mut header).map_err(|e| header_err(format!("line {first_line_no}: {e}")))?;
                     let cols = Columns::new(header.iter());
                     match format {
-                        Format::Nfdump => {
-                            CsvKind::Nfdump(NfdumpColumns::from_header(&cols).map_err(header_err)?)
-                        }
-                        Format::NetShare => CsvKind::NetShare(
-                            NetShareColumns::from_header(&cols).map_err(header_err)?,
-                        ),
-                        Format::ZeekCsv => CsvKind::Zeek(
-                            ZeekColumns::from_names(header.iter()).map_err(header_err)?,
-                        ),
-                        Format::CicFlowMeter => {
-                            CsvKind::Cic(CicColumns::from_header(&cols).map_err(header_err)?)
-                        }
+                        Format::Nfdump => CsvKind::Nfdump(NfdumpColumns::from_header(&cols).map_err(header_err)?),
+                        Format::NetShare => CsvKind::NetShare(NetShareColumns::from_header(&cols).map_err(header_err)?),
+                        Format::ZeekCsv => CsvKind::Zeek(ZeekColumns::from_names(header.iter()).map_err(header_err)?),
+                        Format::CicFlowMeter => CsvKind::Cic(CicColumns::from_header(&cols).map_err(header_err)?),
                         _ => unreachable!(),
                     }
                 };
-                Rows::Csv {
-                    rdr,
-                    rec: csv::StringRecord::new(),
-                    kind,
-                }
+                Rows::Csv { rdr, rec: csv::StringRecord::new(), kind }
             }
         };
-        Ok(FlowReader {
-            file,
-            format,
-            rows,
-            done: false,
-        })
+        Ok(FlowReader { file, format, rows, done: false })
     }
 
     pub fn format(&self) -> Format {
@@ -175,25 +115,18 @@ impl FlowReader {
     pub fn file(&self) -> &str {
         &self.file
     }
+
 }
 
 impl Iterator for FlowReader {
     type Item = Result<FlowRecord, ParseError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let FlowReader {
-            file, rows, done, ..
-        } = self;
+        let FlowReader { file, rows, done, .. } = self;
         if *done {
             return None;
         }
-        let error = |line: u64, e: FieldError, raw: String| ParseError {
-            file: file.clone(),
-            line,
-            field: e.field,
-            message: e.message,
-            raw,
-        };
+        let error = |line: u64, e: FieldError, raw: String| ParseError { file: file.clone(), line, field: e.field, message: e.message, raw };
         loop {
             match rows {
                 Rows::Csv { rdr, rec, kind } => {
@@ -207,11 +140,7 @@ impl Iterator for FlowReader {
                             let line = e.position().map_or(0, |p| p.line());
                             // A CSV syntax error (bad UTF-8, unbalanced quote) stops the file: the parser cannot resync.
                             *done = !matches!(e.kind(), csv::ErrorKind::Utf8 { .. });
-                            return Some(Err(error(
-                                line,
-                                FieldError::row(format!("CSV: {e}")),
-                                String::new(),
-                            )));
+                            return Some(Err(error(line, FieldError::row(format!("CSV: {e}")), String::new())));
                         }
                     }
                     let line = rec.position().map_or(0, |p| p.line());
@@ -236,11 +165,7 @@ impl Iterator for FlowReader {
                         error(line, e, raw)
                     }));
                 }
-                Rows::Lines {
-                    lines,
-                    line_no,
-                    kind,
-                } => {
+                Rows::Lines { lines, line_no, kind } => {
                     let text = match lines.next() {
                         None => {
                             *done = true;
@@ -250,11 +175,7 @@ impl Iterator for FlowReader {
                             *line_no += 1;
                             let line = *line_no;
                             *done = e.kind() != io::ErrorKind::InvalidData;
-                            return Some(Err(error(
-                                line,
-                                FieldError::row(format!("read error: {e}")),
-                                String::new(),
-                            )));
+                            return Some(Err(error(line, FieldError::row(format!("read error: {e}")), String::new())));
                         }
                         Some(Ok(t)) => t,
                     };
@@ -270,26 +191,19 @@ impl Iterator for FlowReader {
                                 if meta.starts_with("separator") {
                                     *sep = zeek::parse_separator(t).unwrap_or('\t');
                                 } else if let Some(names) = meta.strip_prefix("fields") {
-                                    let names: Vec<&str> =
-                                        names.split(*sep).filter(|s| !s.is_empty()).collect();
+                                    let names: Vec<&str> = names.split(*sep).filter(|s| !s.is_empty()).collect();
                                     match ZeekColumns::from_names(names) {
                                         Ok(c) => *cols = Some(c),
                                         Err(m) => {
                                             *done = true;
-                                            return Some(Err(error(
-                                                line,
-                                                FieldError::row(m),
-                                                t.to_string(),
-                                            )));
+                                            return Some(Err(error(line, FieldError::row(m), t.to_string())));
                                         }
                                     }
                                 }
                                 continue;
                             }
                             match cols {
-                                None => {
-                                    Err(FieldError::row("data line before the `#fields` header"))
-                                }
+                                None => Err(FieldError::row("data line before the `#fields` header")),
                                 Some(c) => {
                                     let fields: Vec<&str> = t.split(*sep).collect();
                                     c.parse(&fields)
@@ -337,11 +251,7 @@ pub struct RejectSink {
 impl RejectSink {
     /// The file is created only when the first row is rejected.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        RejectSink {
-            path: path.into(),
-            out: None,
-            count: 0,
-        }
+        RejectSink { path: path.into(), out: None, count: 0 }
     }
     pub fn path(&self) -> &Path {
         &self.path
@@ -401,12 +311,7 @@ pub fn read_files<P: AsRef<Path>>(
     let mut stats = ReadStats::default();
     for p in paths {
         let reader = FlowReader::open(p)?;
-        let mut fs = FileStats {
-            file: reader.file().to_string(),
-            format: reader.format(),
-            rows: 0,
-            rejected: 0,
-        };
+        let mut fs = FileStats { file: reader.file().to_string(), format: reader.format(), rows: 0, rejected: 0 };
         let mut first_err = None;
         for item in reader {
             match item {
@@ -416,10 +321,7 @@ pub fn read_files<P: AsRef<Path>>(
                 }
                 Err(e) => match (on_error, rejects.as_deref_mut()) {
                     (OnError::Skip, Some(sink)) => {
-                        sink.write(&e).map_err(|source| FormatError::Io {
-                            file: sink.path().display().to_string(),
-                            source,
-                        })?;
+                        sink.write(&e).map_err(|source| FormatError::Io { file: sink.path().display().to_string(), source })?;
                         fs.rejected += 1;
                         first_err.get_or_insert(e);
                     }
@@ -429,20 +331,12 @@ pub fn read_files<P: AsRef<Path>>(
         }
         if fs.rows == 0 && fs.rejected > 0 {
             let first = first_err.expect("rejected > 0");
-            return Err(FormatError::TooManyRejected {
-                file: fs.file,
-                rejected: fs.rejected,
-                total: fs.rejected,
-                first,
-            });
+            return Err(FormatError::TooManyRejected { file: fs.file, rejected: fs.rejected, total: fs.rejected, first });
         }
         stats.files.push(fs);
     }
     if let Some(sink) = rejects {
-        sink.flush().map_err(|source| FormatError::Io {
-            file: sink.path().display().to_string(),
-            source,
-        })?;
+        sink.flush().map_err(|source| FormatError::Io { file: sink.path().display().to_string(), source })?;
     }
     Ok(stats)
 }

@@ -7,12 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// Lowercase ASCII letters and digits only: `" Flow ID"` -> `flowid`, `id.orig_h` -> `idorigh`.
 pub fn normalise_name(s: &str) -> String {
-    s.trim()
-        .trim_start_matches('\u{feff}')
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
+    s.trim().trim_start_matches('\u{feff}').chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
 }
 
 /// Whether a textual field means "no value": empty, Zeek's `-` and `(empty)`.
@@ -37,27 +32,19 @@ pub fn decimal_scaled(s: &str, scale: u32) -> Option<i64> {
     if body.is_empty() {
         return None;
     }
-    if body.bytes().any(|b| b == b'e' || b == b'E')
-        || body.eq_ignore_ascii_case("inf")
-        || body.eq_ignore_ascii_case("nan")
-    {
+    if body.bytes().any(|b| b == b'e' || b == b'E') || body.eq_ignore_ascii_case("inf") || body.eq_ignore_ascii_case("nan") {
         let v: f64 = s.parse().ok()?;
         let scaled = (v * 10f64.powi(scale as i32)).round();
         return (scaled.is_finite() && scaled.abs() < 9.0e18).then_some(scaled as i64);
     }
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    if (int.is_empty() && frac.is_empty())
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
+    if (int.is_empty() && frac.is_empty()) || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let mut v: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
     let fb = frac.as_bytes();
     for i in 0..scale as usize {
-        v = v
-            .checked_mul(10)?
-            .checked_add(fb.get(i).map(|b| (b - b'0') as i64).unwrap_or(0))?;
+        v = v.checked_mul(10)?.checked_add(fb.get(i).map(|b| (b - b'0') as i64).unwrap_or(0))?;
     }
     if fb.get(scale as usize).is_some_and(|b| *b >= b'5') {
         v = v.checked_add(1)?;
@@ -85,10 +72,7 @@ pub fn parse_datetime_us(s: &str) -> Option<i64> {
         return Some(dt.timestamp_micros());
     }
     let s = s.strip_suffix('Z').unwrap_or(s);
-    DATE_FORMATS
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .map(|dt| dt.and_utc().timestamp_micros())
+    DATE_FORMATS.iter().find_map(|f| NaiveDateTime::parse_from_str(s, f).ok()).map(|dt| dt.and_utc().timestamp_micros())
 }
 
 /// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC).
@@ -107,9 +91,7 @@ pub fn format_seconds(us: i64) -> String {
 }
 
 pub fn ip(field: &str, s: &str) -> Result<IpAddr, FieldError> {
-    s.trim()
-        .parse::<IpAddr>()
-        .map_err(|_| FieldError::new(field, format!("invalid IP address {:?}", s.trim())))
+    s.trim().parse::<IpAddr>().map_err(|_| FieldError::new(field, format!("invalid IP address {:?}", s.trim())))
 }
 
 /// An IPv4 address written as an unsigned 32-bit integer (NetShare), possibly with a `.0` suffix.
@@ -118,12 +100,7 @@ pub fn ip_u32(field: &str, s: &str) -> Result<IpAddr, FieldError> {
     let t = t.strip_suffix(".0").unwrap_or(t);
     match t.parse::<u32>() {
         Ok(n) => Ok(IpAddr::V4(Ipv4Addr::from(n))),
-        Err(_) => ip(field, s).map_err(|_| {
-            FieldError::new(
-                field,
-                format!("invalid IPv4 address as uint32 {:?}", s.trim()),
-            )
-        }),
+        Err(_) => ip(field, s).map_err(|_| FieldError::new(field, format!("invalid IPv4 address as uint32 {:?}", s.trim()))),
     }
 }
 
@@ -135,10 +112,7 @@ pub fn port(field: &str, s: &str) -> Result<u16, FieldError> {
     let t = t.strip_suffix(".0").unwrap_or(t);
     match t.parse::<i64>() {
         Ok(n) if (0..=65535).contains(&n) => Ok(n as u16),
-        Ok(n) => Err(FieldError::new(
-            field,
-            format!("port {n} out of range 0..=65535"),
-        )),
+        Ok(n) => Err(FieldError::new(field, format!("port {n} out of range 0..=65535"))),
         Err(_) => Err(FieldError::new(field, format!("invalid port {t:?}"))),
     }
 }
@@ -189,16 +163,12 @@ pub fn duration_seconds(field: &str, s: &str) -> Result<u64, FieldError> {
     match seconds_to_us(s) {
         Some(v) if v >= 0 => Ok(v as u64),
         Some(v) => Err(FieldError::new(field, format!("negative duration {v} us"))),
-        None => Err(FieldError::new(
-            field,
-            format!("invalid duration {:?}", s.trim()),
-        )),
+        None => Err(FieldError::new(field, format!("invalid duration {:?}", s.trim()))),
     }
 }
 
 pub fn protocol(field: &str, s: &str) -> Result<u8, FieldError> {
-    crate::record::proto::parse(s)
-        .ok_or_else(|| FieldError::new(field, format!("unknown protocol {:?}", s.trim())))
+    crate::record::proto::parse(s).ok_or_else(|| FieldError::new(field, format!("unknown protocol {:?}", s.trim())))
 }
 
 /// Positions of named columns in a header row, looked up by normalised name with aliases.
@@ -209,9 +179,7 @@ pub struct Columns {
 
 impl Columns {
     pub fn new<'a>(header: impl IntoIterator<Item = &'a str>) -> Self {
-        Columns {
-            names: header.into_iter().map(normalise_name).collect(),
-        }
+        Columns { names: header.into_iter().map(normalise_name).collect() }
     }
     pub fn len(&self) -> usize {
         self.names.len()
@@ -228,12 +196,7 @@ impl Columns {
     }
     /// Like [`Columns::find`], but a missing column is an error naming what was expected.
     pub fn require(&self, what: &str, aliases: &[&str]) -> Result<usize, String> {
-        self.find(aliases).ok_or_else(|| {
-            format!(
-                "header has no `{what}` column (looked for {})",
-                aliases.join(", ")
-            )
-        })
+        self.find(aliases).ok_or_else(|| format!("header has no `{what}` column (looked for {})", aliases.join(", ")))
     }
 }
 
@@ -243,10 +206,7 @@ mod tests {
 
     #[test]
     fn exact_seconds() {
-        assert_eq!(
-            seconds_to_us("1545403816.962094"),
-            Some(1_545_403_816_962_094)
-        );
+        assert_eq!(seconds_to_us("1545403816.962094"), Some(1_545_403_816_962_094));
         assert_eq!(seconds_to_us("305.63599999999997"), Some(305_636_000));
         assert_eq!(seconds_to_us("48.380"), Some(48_380_000));
         assert_eq!(seconds_to_us("0"), Some(0));
@@ -256,35 +216,17 @@ mod tests {
         assert_eq!(seconds_to_us("abc"), None);
         assert_eq!(seconds_to_us("1.2.3"), None);
         assert_eq!(seconds_to_us(""), None);
-        assert_eq!(
-            decimal_scaled("1458298072364000.0", 0),
-            Some(1_458_298_072_364_000)
-        );
+        assert_eq!(decimal_scaled("1458298072364000.0", 0), Some(1_458_298_072_364_000));
     }
 
     #[test]
     fn dates() {
-        assert_eq!(
-            parse_datetime_us("2016-07-27 13:43:21"),
-            Some(1_469_627_001_000_000)
-        );
-        assert_eq!(
-            parse_datetime_us("2017-07-06 12:39:06.818901"),
-            Some(1_499_344_746_818_901)
-        );
-        assert_eq!(
-            parse_datetime_us("2016-07-27T13:43:21Z"),
-            Some(1_469_627_001_000_000)
-        );
-        assert_eq!(
-            parse_datetime_us("6/7/2017 8:59"),
-            Some(1_499_331_540_000_000)
-        );
+        assert_eq!(parse_datetime_us("2016-07-27 13:43:21"), Some(1_469_627_001_000_000));
+        assert_eq!(parse_datetime_us("2017-07-06 12:39:06.818901"), Some(1_499_344_746_818_901));
+        assert_eq!(parse_datetime_us("2016-07-27T13:43:21Z"), Some(1_469_627_001_000_000));
+        assert_eq!(parse_datetime_us("6/7/2017 8:59"), Some(1_499_331_540_000_000));
         assert_eq!(parse_datetime_us("2016-13-27 13:43:21"), None);
-        assert_eq!(
-            format_datetime_us(1_499_344_746_818_901),
-            "2017-07-06 12:39:06.818901"
-        );
+        assert_eq!(format_datetime_us(1_499_344_746_818_901), "2017-07-06 12:39:06.818901");
         assert_eq!(format_seconds(3_139_211), "3.139211");
     }
 
@@ -292,14 +234,8 @@ mod tests {
     fn fields() {
         assert_eq!(port("dp", "443").unwrap(), 443);
         assert_eq!(port("dp", "").unwrap(), 0);
-        assert_eq!(
-            port("dp", "70000").unwrap_err().message,
-            "port 70000 out of range 0..=65535"
-        );
-        assert_eq!(
-            ip_u32("srcip", "1730436467").unwrap().to_string(),
-            "103.36.93.115"
-        );
+        assert_eq!(port("dp", "70000").unwrap_err().message, "port 70000 out of range 0..=65535");
+        assert_eq!(ip_u32("srcip", "1730436467").unwrap().to_string(), "103.36.93.115");
         assert!(ip("sa", "300.1.1.1").is_err());
         assert_eq!(count("byt", "1.5 M").unwrap(), 1_500_000);
         assert!(count("pkt", "-3").is_err());

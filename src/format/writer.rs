@@ -53,18 +53,11 @@ impl<W: Write> FlowWriter<W> {
             OutputFormat::Jsonl => {}
             OutputFormat::Csv => writeln!(out, "te,td,sa,da,sp,dp,pr,flg,fwd,stos,pkt,byt,label")?,
             OutputFormat::Zeek => {
-                writeln!(
-                    out,
-                    "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn"
-                )?;
+                writeln!(out, "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn")?;
                 writeln!(out, "#fields\t{ZEEK_FIELDS}\n#types\t{ZEEK_TYPES}")?;
             }
         }
-        Ok(FlowWriter {
-            out,
-            format,
-            written: 0,
-        })
+        Ok(FlowWriter { out, format, written: 0 })
     }
 
     pub fn written(&self) -> u64 {
@@ -97,16 +90,8 @@ impl<W: Write> FlowWriter<W> {
                 )?;
             }
             OutputFormat::Zeek => {
-                let history = if r.is_tcp() {
-                    flags_history(r.flags)
-                } else {
-                    String::new()
-                };
-                let label = r
-                    .label
-                    .as_deref()
-                    .map(|l| l.replace(['\t', '\n'], " "))
-                    .unwrap_or_else(|| "-".into());
+                let history = if r.is_tcp() { flags_history(r.flags) } else { String::new() };
+                let label = r.label.as_deref().map(|l| l.replace(['\t', '\n'], " ")).unwrap_or_else(|| "-".into());
                 writeln!(
                     out,
                     "{}\tC{:016x}\t{}\t{}\t{}\t{}\t{}\t-\t{}\t-\t-\t-\t-\t-\t0\t{}\t{}\t{}\t0\t0\t(empty)\t{}",
@@ -118,11 +103,7 @@ impl<W: Write> FlowWriter<W> {
                     r.dst_port,
                     proto::name(r.proto).to_ascii_lowercase(),
                     format_seconds(r.duration_us as i64),
-                    if history.is_empty() {
-                        "-".into()
-                    } else {
-                        history
-                    },
+                    if history.is_empty() { "-".into() } else { history },
                     r.packets,
                     r.bytes,
                     label
@@ -135,11 +116,7 @@ impl<W: Write> FlowWriter<W> {
 
     pub fn finish(mut self) -> io::Result<W> {
         if self.format == OutputFormat::Zeek {
-            writeln!(
-                self.out,
-                "#close\t{}",
-                chrono::Utc::now().format("%Y-%m-%d-%H-%M-%S")
-            )?;
+            writeln!(self.out, "#close\t{}", chrono::Utc::now().format("%Y-%m-%d-%H-%M-%S"))?;
         }
         self.out.flush()?;
         Ok(self.out)
@@ -147,9 +124,5 @@ impl<W: Write> FlowWriter<W> {
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }

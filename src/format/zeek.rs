@@ -7,8 +7,8 @@
 //! ICMP's type/code (which Zeek puts in the port fields) become ports 0, as for every portless protocol;
 //! label = `label`, plus `/detailed-label` when that is set (IoT-23: `Malicious/C&C`).
 
-use super::FieldError;
 use super::values::{self, Columns};
+use super::FieldError;
 use crate::record::{FlowRecord, TcpFlags, proto};
 use std::borrow::Cow;
 
@@ -51,13 +51,7 @@ pub fn history_flags(history: &str) -> TcpFlags {
 /// A Zeek `history` string that stands for a flag set (used by the Zeek writer; lossy by nature).
 pub fn flags_history(flags: TcpFlags) -> String {
     let mut h = String::new();
-    for (bit, c) in [
-        (TcpFlags::SYN, 'S'),
-        (TcpFlags::ACK, 'A'),
-        (TcpFlags::PSH, 'D'),
-        (TcpFlags::FIN, 'F'),
-        (TcpFlags::RST, 'R'),
-    ] {
+    for (bit, c) in [(TcpFlags::SYN, 'S'), (TcpFlags::ACK, 'A'), (TcpFlags::PSH, 'D'), (TcpFlags::FIN, 'F'), (TcpFlags::RST, 'R')] {
         if flags.contains(bit) {
             h.push(c);
         }
@@ -85,32 +79,17 @@ impl ZeekColumns {
     }
 
     pub fn parse(&self, row: &[&str]) -> Result<FlowRecord, FieldError> {
-        if row.len()
-            < self
-                .idx
-                .iter()
-                .flatten()
-                .max()
-                .map_or(0, |m| m + 1)
-                .min(REQUIRED)
-        {
+        if row.len() < self.idx.iter().flatten().max().map_or(0, |m| m + 1).min(REQUIRED) {
             return Err(FieldError::row(format!("row has {} fields", row.len())));
         }
-        parse_fields(|k| {
-            self.idx[k]
-                .and_then(|i| row.get(i))
-                .map(|s| Cow::Borrowed(*s))
-        })
+        parse_fields(|k| self.idx[k].and_then(|i| row.get(i)).map(|s| Cow::Borrowed(*s)))
     }
 }
 
 /// Parses one Zeek JSON log line.
 pub fn parse_json(line: &str) -> Result<FlowRecord, FieldError> {
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| FieldError::row(format!("invalid JSON: {e}")))?;
-    let o = v
-        .as_object()
-        .ok_or_else(|| FieldError::row("JSON line is not an object"))?;
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| FieldError::row(format!("invalid JSON: {e}")))?;
+    let o = v.as_object().ok_or_else(|| FieldError::row("JSON line is not an object"))?;
     parse_fields(|k| {
         o.get(FIELDS[k]).map(|v| match v {
             serde_json::Value::String(s) => Cow::Borrowed(s.as_str()),
@@ -129,10 +108,7 @@ fn parse_fields<'a>(get: impl Fn(usize) -> Option<Cow<'a, str>>) -> Result<FlowR
     let p = field(5);
     let proto = values::protocol("proto", &p)?;
     let (src_port, dst_port) = if proto::has_ports(proto) {
-        (
-            values::port("id.orig_p", &field(2))?,
-            values::port("id.resp_p", &field(4))?,
-        )
+        (values::port("id.orig_p", &field(2))?, values::port("id.resp_p", &field(4))?)
     } else {
         // Validate even what is dropped: garbage must not pass silently.
         values::port("id.orig_p", &field(2))?;
@@ -140,11 +116,7 @@ fn parse_fields<'a>(get: impl Fn(usize) -> Option<Cow<'a, str>>) -> Result<FlowR
         (0, 0)
     };
     let history = field(11);
-    let flags = if proto == proto::TCP && !values::is_unset(&history) {
-        history_flags(&history)
-    } else {
-        TcpFlags(0)
-    };
+    let flags = if proto == proto::TCP && !values::is_unset(&history) { history_flags(&history) } else { TcpFlags(0) };
     let label = {
         let l = field(12);
         let d = field(13);
@@ -165,8 +137,7 @@ fn parse_fields<'a>(get: impl Fn(usize) -> Option<Cow<'a, str>>) -> Result<FlowR
         proto,
         flags,
         packets: values::count("orig_pkts", &field(7))? + values::count("resp_pkts", &field(8))?,
-        bytes: values::count("orig_ip_bytes", &field(9))?
-            + values::count("resp_ip_bytes", &field(10))?,
+        bytes: values::count("orig_ip_bytes", &field(9))? + values::count("resp_ip_bytes", &field(10))?,
         label,
     })
 }
