@@ -86,12 +86,12 @@ fn generate(c: &mut Criterion) {
     for kind in [ModelKind::TempoNet, ModelKind::Stan, ModelKind::Independent] {
         let m = Model::new(kind, &cfg, &data, DeviceChoice::Cpu).unwrap();
         let n = 20_000u64;
-        let req = GenerateRequest {
-            start_us: m.space().last_us,
-            limit: GenLimit::Count(n),
-            seed: 1,
-            pairs: PairSource::Observed,
-        };
+        let req = GenerateRequest::new(
+            m.space().last_us,
+            GenLimit::Count(n),
+            1,
+            PairSource::Observed,
+        );
         g.throughput(Throughput::Elements(n));
         g.bench_function(format!("{kind}_1024_pairs"), |b| {
             b.iter(|| m.generate(&req, &mut |_| {}).unwrap())

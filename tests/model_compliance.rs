@@ -30,12 +30,7 @@ fn every_generated_flow_is_valid() {
         .unwrap();
         assert!(!m.space().single_packet_duration);
         for pairs in [PairSource::Observed, PairSource::Synthetic] {
-            let req = GenerateRequest {
-                start_us: T0,
-                limit: GenLimit::Count(1500),
-                seed: 3,
-                pairs,
-            };
+            let req = GenerateRequest::new(T0, GenLimit::Count(1500), 3, pairs);
             let g = m.generate(&req, &mut |_| {}).unwrap();
             assert_eq!(g.flows.len(), 1500, "{kind} {pairs:?}");
             assert_eq!(

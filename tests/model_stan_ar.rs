@@ -24,12 +24,12 @@ fn fit(
 
 #[allow(dead_code)]
 fn span(model: &Model, hours: i64, pairs: PairSource) -> Vec<temponet::FlowRecord> {
-    let req = GenerateRequest {
-        start_us: T0 + 1_000_000_000_000,
-        limit: GenLimit::SpanUs(hours * 3_600_000_000),
-        seed: 11,
+    let req = GenerateRequest::new(
+        T0 + 1_000_000_000_000,
+        GenLimit::SpanUs(hours * 3_600_000_000),
+        11,
         pairs,
-    };
+    );
     let g = model.generate(&req, &mut |_| {}).unwrap();
     assert_eq!(g.repairs.sample_violations, 0);
     g.flows
@@ -52,12 +52,12 @@ fn stan_keeps_autoregressive_and_cross_field_correlation() {
     cfg.stan.batch = 64;
     cfg.stan.lr = 1e-2;
     let check = |m: &Model| {
-        let req = GenerateRequest {
-            start_us: T0 + 10_000_000_000,
-            limit: GenLimit::Count(2000),
-            seed: 5,
-            pairs: PairSource::Observed,
-        };
+        let req = GenerateRequest::new(
+            T0 + 10_000_000_000,
+            GenLimit::Count(2000),
+            5,
+            PairSource::Observed,
+        );
         let g = m.generate(&req, &mut |_| {}).unwrap();
         let zeros = g.flows.iter().filter(|r| r.duration_us == 0).count();
         let xy = ar_decode(&g.flows);

@@ -24,12 +24,12 @@ fn fit(
 }
 
 fn span(model: &Model, hours: i64, pairs: PairSource) -> Vec<temponet::FlowRecord> {
-    let req = GenerateRequest {
-        start_us: T0 + 1_000_000_000_000,
-        limit: GenLimit::SpanUs(hours * 3_600_000_000),
-        seed: 11,
+    let req = GenerateRequest::new(
+        T0 + 1_000_000_000_000,
+        GenLimit::SpanUs(hours * 3_600_000_000),
+        11,
         pairs,
-    };
+    );
     let g = model.generate(&req, &mut |_| {}).unwrap();
     assert_eq!(g.repairs.sample_violations, 0);
     g.flows

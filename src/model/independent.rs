@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct IndependentConfig {
     /// Histogram bins over `[lo, hi]` of every log value.
     pub bins: usize,

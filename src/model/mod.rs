@@ -320,6 +320,22 @@ pub struct GenerateRequest {
     pub limit: GenLimit,
     pub seed: u64,
     pub pairs: PairSource,
+    /// Safety cap: generation stops with an error once this many flows exist (a model whose pairs burst without
+    /// end would otherwise run for ever on a long span).
+    pub max_flows: u64,
+}
+
+impl GenerateRequest {
+    pub const DEFAULT_MAX_FLOWS: u64 = 20_000_000;
+    pub fn new(start_us: i64, limit: GenLimit, seed: u64, pairs: PairSource) -> GenerateRequest {
+        GenerateRequest {
+            start_us,
+            limit,
+            seed,
+            pairs,
+            max_flows: Self::DEFAULT_MAX_FLOWS,
+        }
+    }
 }
 
 /// Generated flows (sorted by start time) and the repairs sampling needed.
@@ -375,6 +391,7 @@ pub struct Model(pub Box<dyn FlowModel>);
 
 /// Sizes of every model, one place (each model has its own section, with defaults).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ModelConfig {
     pub temponet: temponet::TempoNetConfig,
     pub stan: stan::StanConfig,
@@ -513,31 +530,51 @@ pub(crate) fn drive_generation(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Vec<FlowRecord>, ModelError> {
     let mut out = Vec::new();
-    match req.limit {
+    // Horizons grow geometrically from a small first guess, so a count is reached without running every lane
+    // over a long span, and a runaway (a pair that keeps bursting) is caught by the cap between rounds.
+    let rate = space.events.max(1) as f64 / space.span_us() as f64;
+    let (mut horizon, target) = match req.limit {
         GenLimit::SpanUs(span) => {
-            run_until(req.start_us.saturating_add(span.max(0)), &mut out)?;
-            progress(out.len() as u64);
+            let span = span.max(0) as f64;
+            ((span / 64.0).max(1e6).min(span), Some(span))
         }
-        GenLimit::Count(n) => {
-            let rate = space.events.max(1) as f64 / space.span_us() as f64;
-            let mut span = ((n as f64 / rate) * 1.2).max(1e6);
-            let mut rounds = 0;
-            loop {
-                run_until(req.start_us.saturating_add(span as i64), &mut out)?;
+        GenLimit::Count(n) => (((n as f64 / rate) / 64.0).max(1e6), None),
+    };
+    let mut rounds = 0;
+    loop {
+        run_until(req.start_us.saturating_add(horizon as i64), &mut out)?;
+        let done = match (req.limit, target) {
+            (GenLimit::Count(n), _) => {
                 progress(out.len().min(n as usize) as u64);
-                if out.len() as u64 >= n {
-                    break;
-                }
-                rounds += 1;
-                if rounds > 60 {
-                    return Err(ModelError::Invalid(format!(
-                        "generated only {} of {n} flows within {:.0} s: the model's pairs fell silent",
-                        out.len(),
-                        span / 1e6
-                    )));
-                }
-                span *= 2.0;
+                out.len() as u64 >= n
             }
+            (_, Some(span)) => {
+                progress(out.len() as u64);
+                horizon >= span
+            }
+            _ => true,
+        };
+        if done {
+            break;
+        }
+        if out.len() as u64 > req.max_flows {
+            return Err(ModelError::Invalid(format!(
+                "more than {} flows within the first {:.0} s: the model's pairs burst without end (raise the cap or train longer)",
+                req.max_flows,
+                horizon / 1e6
+            )));
+        }
+        rounds += 1;
+        if rounds > 80 {
+            return Err(ModelError::Invalid(format!(
+                "generated only {} flows within {:.0} s: the model's pairs fell silent",
+                out.len(),
+                horizon / 1e6
+            )));
+        }
+        horizon *= 2.0;
+        if let Some(span) = target {
+            horizon = horizon.min(span);
         }
     }
     out.sort_by_key(|r| r.start_us);

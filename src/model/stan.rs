@@ -41,6 +41,7 @@ const DISCRETE: [(usize, usize); 8] = [
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct StanConfig {
     /// Previous rows of the same host in the window.
     pub k: usize,

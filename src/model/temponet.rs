@@ -33,6 +33,7 @@ use tch::{Device, Kind, Tensor};
 
 /// Every size of the network and of its training.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct TempoNetConfig {
     pub hidden: i64,
     pub embed: i64,

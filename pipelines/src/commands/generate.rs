@@ -32,6 +32,9 @@ pub struct Args {
     pub anonymise: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Stop with an error beyond this many flows (guards against a model whose pairs burst without end).
+    #[arg(long, default_value_t = GenerateRequest::DEFAULT_MAX_FLOWS)]
+    pub max_flows: u64,
     #[arg(long)]
     pub out: PathBuf,
     /// jsonl, csv or zeek; defaults to what OUT's extension says.
@@ -97,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         limit,
         seed: args.seed,
         pairs: args.pairs,
+        max_flows: args.max_flows,
     };
     let bar = match limit {
         GenLimit::Count(n) => ProgressBar::new(n),
