@@ -6,6 +6,7 @@
 pub mod format;
 pub mod inspect;
 pub mod metrics;
+pub mod model;
 pub mod record;
 pub mod sim;
 

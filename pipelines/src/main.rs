@@ -27,6 +27,12 @@ enum Command {
     /// Run the streaming pipeline: flows from Kafka into sharded host-pair state, metrics (and, once the generator
     /// is plugged in, synthetic flows) back to Kafka.
     Run(Box<commands::run::Args>),
+    /// Fit a model (temponet, stan or independent) on flow files; print the held-out per-task NLL.
+    Train(commands::train::Args),
+    /// Train several models on the same part, generate the test span from each, and evaluate them side by side.
+    Compare(commands::compare::Args),
+    /// Generate synthetic flows from a trained model.
+    Generate(commands::generate::Args),
 }
 
 fn main() {
@@ -43,6 +49,9 @@ fn main() {
         Command::Eval(a) => commands::eval::run(a),
         Command::Simulate(a) => commands::simulate::run(a),
         Command::Run(a) => commands::run::run(*a),
+        Command::Train(a) => commands::train::run(a),
+        Command::Compare(a) => commands::compare::run(a),
+        Command::Generate(a) => commands::generate::run(a),
     };
     if let Err(e) = result {
         eprintln!("temponet: error: {e:#}");

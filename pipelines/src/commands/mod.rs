@@ -1,10 +1,13 @@
 //! One file per `temponet` subcommand. Each takes its parsed arguments and returns `anyhow::Result`.
 
+pub mod compare;
 pub mod convert;
 pub mod eval;
+pub mod generate;
 pub mod inspect;
-pub mod simulate;
 pub mod run;
+pub mod simulate;
+pub mod train;
 
 use std::path::PathBuf;
 

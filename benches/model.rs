@@ -1,0 +1,104 @@
+//! Model throughput on one thread: training events/s (one optimiser step on a batch of pair windows) and generated
+//! flows/s (lanes batched across pairs). Targets from issue 3: >= 100k training events/s, >= 500k generated
+//! flows/s per thread on CPU. Run with `OMP_NUM_THREADS=1 cargo bench --bench model`.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng};
+use std::net::{IpAddr, Ipv4Addr};
+use temponet::model::{
+    DeviceChoice, GenLimit, GenerateRequest, Model, ModelConfig, ModelKind, PairSource,
+    pair_windows,
+};
+use temponet::record::{FlowRecord, TcpFlags, proto};
+
+/// `pairs` host pairs with `per_pair` flows each: web-like TCP and DNS-like UDP, log-normal gaps.
+fn records(pairs: usize, per_pair: usize) -> Vec<FlowRecord> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut out = Vec::with_capacity(pairs * per_pair);
+    for p in 0..pairs {
+        let src = IpAddr::V4(Ipv4Addr::new(
+            192,
+            168,
+            (p / 250) as u8,
+            (p % 250) as u8 + 1,
+        ));
+        let dst = IpAddr::V4(Ipv4Addr::new(10, rng.r#gen(), rng.r#gen(), rng.r#gen()));
+        let mut t = 1_545_403_816_000_000i64 + rng.gen_range(0..10_000_000);
+        let tcp = p % 3 != 0;
+        for _ in 0..per_pair {
+            t += (rng.gen_range(-3.0f64..4.0).exp() * 1e6) as i64;
+            let pk = rng.gen_range(1..30u64);
+            out.push(FlowRecord {
+                start_us: t,
+                duration_us: if pk == 1 {
+                    0
+                } else {
+                    rng.gen_range(1000..5_000_000)
+                },
+                src,
+                dst,
+                src_port: rng.gen_range(1024..65535),
+                dst_port: if tcp { 443 } else { 53 },
+                proto: if tcp { proto::TCP } else { proto::UDP },
+                flags: TcpFlags(if tcp { 0x1b } else { 0 }),
+                packets: pk,
+                bytes: pk * rng.gen_range(60..1400),
+                label: None,
+            });
+        }
+    }
+    out.sort_by_key(|r| r.start_us);
+    out
+}
+
+fn train(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    let data = records(256, 64);
+    let cfg = ModelConfig::default();
+    let mut g = c.benchmark_group("train");
+    g.sample_size(10);
+    for kind in [ModelKind::TempoNet, ModelKind::Stan] {
+        let mut m = Model::new(kind, &cfg, &data, DeviceChoice::Cpu).unwrap();
+        let windows = pair_windows(&data, cfg.temponet.window, |_| true);
+        let batch: Vec<_> = windows
+            .into_iter()
+            .take(cfg.temponet.batch_windows)
+            .collect();
+        let events: usize = batch
+            .iter()
+            .map(|w| w.score.iter().filter(|s| **s).count())
+            .sum();
+        g.throughput(Throughput::Elements(events as u64));
+        g.bench_function(
+            format!("{kind}_batch_{}x{}", batch.len(), cfg.temponet.window),
+            |b| b.iter(|| m.train_batch(&batch).unwrap()),
+        );
+    }
+    g.finish();
+}
+
+fn generate(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    let data = records(1024, 16);
+    let cfg = ModelConfig::default();
+    let mut g = c.benchmark_group("generate");
+    g.sample_size(10);
+    for kind in [ModelKind::TempoNet, ModelKind::Stan, ModelKind::Independent] {
+        let m = Model::new(kind, &cfg, &data, DeviceChoice::Cpu).unwrap();
+        let n = 20_000u64;
+        let req = GenerateRequest::new(
+            m.space().last_us,
+            GenLimit::Count(n),
+            1,
+            PairSource::Observed,
+        );
+        g.throughput(Throughput::Elements(n));
+        g.bench_function(format!("{kind}_1024_pairs"), |b| {
+            b.iter(|| m.generate(&req, &mut |_| {}).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, train, generate);
+criterion_main!(benches);

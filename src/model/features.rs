@@ -1,0 +1,464 @@
+//! Per-event features shared by every model: log-scale transforms, their normalisation statistics, STAN's port
+//! classes, seasonality, and the hashed host-pair bucket ids.
+//!
+//! Invariants: every transform is total (no NaN for any `FlowRecord`: zero or absurd values are floored or clamped,
+//! and the clamps are counted in [`super::compliance::RepairCounts`] by the caller); the standardised values are
+//! what the networks see, while reported likelihoods are always densities of the *natural-log* value, so models
+//! with different normalisations stay comparable.
+
+use crate::record::{FlowRecord, HostPair, proto};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Number of STAN port classes: every port below 1024 is its own class, then bins of 100 up to 65535.
+pub const N_PORT_CLASSES: usize = 1670;
+/// Protocols and flag bytes are 256-way categoricals (the full `u8` range: no vocabulary can miss a value).
+pub const N_BYTE_CLASSES: usize = 256;
+
+/// The tasks (fields) every model reports a negative log-likelihood for, in the order TempoNet samples them.
+pub const TASKS: [&str; 9] = [
+    "inter_arrival",
+    "protocol",
+    "dst_port",
+    "src_port",
+    "flags",
+    "packets",
+    "bytes_per_packet",
+    "duration",
+    "address",
+];
+pub const N_TASKS: usize = TASKS.len();
+pub mod task {
+    pub const IAT: usize = 0;
+    pub const PROTO: usize = 1;
+    pub const DPORT: usize = 2;
+    pub const SPORT: usize = 3;
+    pub const FLAGS: usize = 4;
+    pub const PACKETS: usize = 5;
+    pub const BPP: usize = 6;
+    pub const DURATION: usize = 7;
+    pub const ADDRESS: usize = 8;
+}
+
+/// STAN port class of a port.
+pub fn port_class(port: u16) -> u16 {
+    if port < 1024 {
+        port
+    } else {
+        1024 + (port - 1024) / 100
+    }
+}
+
+/// Inclusive port range of a class.
+pub fn port_class_range(class: u16) -> (u16, u16) {
+    if class < 1024 {
+        (class, class)
+    } else {
+        let lo = 1024 + (class as u32 - 1024) * 100;
+        (lo as u16, (lo + 99).min(65535) as u16)
+    }
+}
+
+/// A port drawn uniformly inside its class (STAN's decoding).
+pub fn port_from_class<R: Rng>(class: u16, rng: &mut R) -> u16 {
+    let (lo, hi) = port_class_range(class.min(N_PORT_CLASSES as u16 - 1));
+    rng.gen_range(lo..=hi)
+}
+
+/// Smallest inter-arrival the log transform distinguishes (1 µs): equal timestamps map here.
+pub const MIN_IAT_US: f64 = 1.0;
+
+/// Natural log of an inter-arrival in seconds (floored at 1 µs).
+pub fn log_iat(dt_us: i64) -> f64 {
+    ((dt_us.max(0) as f64).max(MIN_IAT_US) * 1e-6).ln()
+}
+/// Natural log of the dequantised packet count `packets + 0.5` (the midpoint of `[packets, packets + 1)`):
+/// the continuous density on `log(packets + u)` then bounds the discrete likelihood and sampling floors it.
+pub fn log_packets(packets: u64) -> f64 {
+    (packets.max(1) as f64 + 0.5).ln()
+}
+/// Natural log of bytes per packet, clamped into the range the compliance rules allow for `proto`.
+pub fn log_bpp(bytes: u64, packets: u64, p: u8) -> f64 {
+    let (lo, hi) = super::compliance::bpp_bounds(p);
+    (bytes as f64 / packets.max(1) as f64).clamp(lo, hi).ln()
+}
+/// Natural log of a non-zero duration in seconds; `None` for zero (the point mass).
+pub fn log_duration(duration_us: u64) -> Option<f64> {
+    (duration_us > 0).then(|| (duration_us as f64 * 1e-6).ln())
+}
+
+/// Hour-of-day and day-of-week of a time (UTC) as `[sin h, cos h, sin d, cos d]`.
+pub fn seasonality(start_us: i64) -> [f32; 4] {
+    let secs = start_us.div_euclid(1_000_000);
+    let day = secs.div_euclid(86_400);
+    let h = (secs.rem_euclid(86_400)) as f64 / 86_400.0 * std::f64::consts::TAU;
+    // 1970-01-01 was a Thursday; the phase does not matter, only that it is fixed.
+    let d = ((day.rem_euclid(7)) as f64 + h / std::f64::consts::TAU) / 7.0 * std::f64::consts::TAU;
+    [
+        h.sin() as f32,
+        h.cos() as f32,
+        d.sin() as f32,
+        d.cos() as f32,
+    ]
+}
+
+/// Index of the continuous features in [`Normaliser`].
+pub mod cont {
+    pub const IAT: usize = 0;
+    pub const PACKETS: usize = 1;
+    pub const BPP: usize = 2;
+    pub const DURATION: usize = 3;
+}
+
+/// Mean and standard deviation of the four log-scale continuous fields (inter-arrival, packets, bytes per packet,
+/// non-zero duration), fitted on training data. Standard deviations are floored at 0.05 so a constant field does
+/// not blow up the standardised scale.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Normaliser {
+    pub mean: [f64; 4],
+    pub std: [f64; 4],
+}
+
+impl Normaliser {
+    pub fn fit(records: &[FlowRecord]) -> Normaliser {
+        let mut acc = [(0.0f64, 0.0f64, 0u64); 4];
+        let mut add = |i: usize, v: f64| {
+            acc[i].0 += v;
+            acc[i].1 += v * v;
+            acc[i].2 += 1;
+        };
+        for (prev, r) in pair_sequences(records)
+            .into_iter()
+            .flat_map(|(_, s)| pairs_with_prev(s))
+        {
+            if let Some(p) = prev {
+                add(cont::IAT, log_iat(r.start_us - p.start_us));
+            }
+            add(cont::PACKETS, log_packets(r.packets));
+            add(cont::BPP, log_bpp(r.bytes, r.packets, r.proto));
+            if let Some(d) = log_duration(r.duration_us) {
+                add(cont::DURATION, d);
+            }
+        }
+        let mut mean = [0.0; 4];
+        let mut std = [1.0; 4];
+        for i in 0..4 {
+            let (s, ss, n) = acc[i];
+            if n > 0 {
+                mean[i] = s / n as f64;
+                std[i] = (ss / n as f64 - mean[i] * mean[i])
+                    .max(0.0)
+                    .sqrt()
+                    .max(0.05);
+            }
+        }
+        Normaliser { mean, std }
+    }
+    pub fn z(&self, i: usize, v: f64) -> f32 {
+        ((v - self.mean[i]) / self.std[i]) as f32
+    }
+    pub fn unz(&self, i: usize, z: f64) -> f64 {
+        z * self.std[i] + self.mean[i]
+    }
+    /// Training-time dequantisation of packets: the standardised `log(packets + 0.5)` becomes
+    /// `log(packets + u)` with `u` uniform in `[0, 1)`, so the continuous density cannot collapse onto the
+    /// integers (which made training unstable); scoring keeps the midpoint.
+    pub fn dequantise_packets(&self, z: f32, u: f64) -> f32 {
+        let p = (self.unz(cont::PACKETS, z as f64).exp() - 0.5)
+            .round()
+            .max(1.0);
+        self.z(cont::PACKETS, (p + u).ln())
+    }
+}
+
+/// Groups records by host pair, each group sorted by start time (stable: ties keep input order).
+/// Pairs come out in order of first appearance, so results are deterministic.
+pub fn pair_sequences(records: &[FlowRecord]) -> Vec<(HostPair, Vec<&FlowRecord>)> {
+    let mut index: std::collections::HashMap<HostPair, usize> = std::collections::HashMap::new();
+    let mut out: Vec<(HostPair, Vec<&FlowRecord>)> = Vec::new();
+    for r in records {
+        let i = *index.entry(r.pair()).or_insert_with(|| {
+            out.push((r.pair(), Vec::new()));
+            out.len() - 1
+        });
+        out[i].1.push(r);
+    }
+    for (_, s) in &mut out {
+        s.sort_by_key(|r| r.start_us);
+    }
+    out
+}
+
+fn pairs_with_prev(s: Vec<&FlowRecord>) -> Vec<(Option<&FlowRecord>, &FlowRecord)> {
+    (0..s.len())
+        .map(|i| (i.checked_sub(1).map(|j| s[j]), s[i]))
+        .collect()
+}
+
+/// One flow as the models see it. Continuous fields are standardised log values (see [`Normaliser`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EncodedEvent {
+    /// Standardised log inter-arrival since the pair's previous flow; `None` for the pair's first flow.
+    pub iat: Option<f32>,
+    pub proto: u8,
+    pub dport: u16,
+    pub sport: u16,
+    pub flags: u8,
+    pub packets: f32,
+    pub bpp: f32,
+    /// Standardised log duration; `None` for a zero duration.
+    pub duration: Option<f32>,
+    pub season: [f32; 4],
+}
+
+/// Width of [`EncodedEvent::continuous`].
+pub const N_CONT_INPUTS: usize = 11;
+
+impl EncodedEvent {
+    /// Continuous input vector: iat, has-iat, packets, bpp, duration, zero-duration, 4 x season, start-token flag.
+    pub fn continuous(&self) -> [f32; N_CONT_INPUTS] {
+        let s = self.season;
+        [
+            self.iat.unwrap_or(0.0),
+            self.iat.is_some() as u8 as f32,
+            self.packets,
+            self.bpp,
+            self.duration.unwrap_or(0.0),
+            self.duration.is_none() as u8 as f32,
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            0.0,
+        ]
+    }
+    /// The input that stands for "no previous event" at the start of a pair's history.
+    pub const START: [f32; N_CONT_INPUTS] = [0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 1.];
+}
+
+/// What a model needs to turn records into features and back: normalisation, pair hashing, and the facts of the
+/// training data the compliance rules depend on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FeatureSpace {
+    pub norm: Normaliser,
+    /// Hashed buckets per host-pair component (source, destination, source prefix, destination prefix).
+    pub buckets: u32,
+    /// Whether the training data had single-packet flows with a non-zero duration. When it had none, sampling gives
+    /// single-packet flows duration 0 (the compliance rule "duration 0 when packets = 1 unless the data says otherwise").
+    pub single_packet_duration: bool,
+    /// Training data span, events and pairs: used for arrival rates and `--count` planning.
+    pub first_us: i64,
+    pub last_us: i64,
+    pub events: u64,
+    pub pairs: u64,
+}
+
+impl FeatureSpace {
+    pub fn fit(records: &[FlowRecord], buckets: u32) -> FeatureSpace {
+        let first_us = records.iter().map(|r| r.start_us).min().unwrap_or(0);
+        let last_us = records.iter().map(|r| r.start_us).max().unwrap_or(0);
+        let pairs = records
+            .iter()
+            .map(|r| r.pair())
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
+        FeatureSpace {
+            norm: Normaliser::fit(records),
+            buckets: buckets.max(1),
+            single_packet_duration: records.iter().any(|r| r.packets <= 1 && r.duration_us > 0),
+            first_us,
+            last_us,
+            events: records.len() as u64,
+            pairs,
+        }
+    }
+
+    /// Training span in microseconds (at least one second, so rates stay finite).
+    pub fn span_us(&self) -> i64 {
+        (self.last_us - self.first_us).max(1_000_000)
+    }
+
+    /// Encodes one record. Values no valid flow can have (flags on non-TCP, ports on a protocol without ports, zero
+    /// packets, bytes outside the protocol's bounds) are mapped to the nearest valid value and counted in `repairs`.
+    pub fn encode(
+        &self,
+        r: &FlowRecord,
+        prev_start_us: Option<i64>,
+        repairs: &mut super::compliance::RepairCounts,
+    ) -> EncodedEvent {
+        let n = &self.norm;
+        let has_ports = proto::has_ports(r.proto);
+        if !has_ports && (r.src_port != 0 || r.dst_port != 0) {
+            repairs.data_ports_on_portless += 1;
+        }
+        if r.proto != proto::TCP && r.flags.0 != 0 {
+            repairs.data_flags_on_non_tcp += 1;
+        }
+        if r.packets == 0 {
+            repairs.data_zero_packets += 1;
+        }
+        let (lo, hi) = super::compliance::bpp_bounds(r.proto);
+        let bpp = r.bytes as f64 / r.packets.max(1) as f64;
+        if bpp < lo || bpp > hi {
+            repairs.data_bytes_out_of_range += 1;
+        }
+        EncodedEvent {
+            iat: prev_start_us.map(|p| n.z(cont::IAT, log_iat(r.start_us - p))),
+            proto: r.proto,
+            dport: if has_ports { port_class(r.dst_port) } else { 0 },
+            sport: if has_ports { port_class(r.src_port) } else { 0 },
+            flags: if r.proto == proto::TCP { r.flags.0 } else { 0 },
+            packets: n.z(cont::PACKETS, log_packets(r.packets)),
+            bpp: n.z(cont::BPP, log_bpp(r.bytes, r.packets, r.proto)),
+            duration: log_duration(r.duration_us).map(|d| n.z(cont::DURATION, d)),
+            season: seasonality(r.start_us),
+        }
+    }
+
+    /// Hashed bucket ids of a host pair: source, destination, source prefix, destination prefix (/24 for IPv4,
+    /// /64 for IPv6). Pairs sharing a host or a subnet share embedding rows, which is how unseen pairs generalise.
+    pub fn pair_buckets(&self, pair: &HostPair) -> [i64; 4] {
+        let b = self.buckets as u64;
+        [
+            (fnv(0, &addr_bytes(pair.src, false)) % b) as i64,
+            (fnv(1, &addr_bytes(pair.dst, false)) % b) as i64,
+            (fnv(2, &addr_bytes(pair.src, true)) % b) as i64,
+            (fnv(3, &addr_bytes(pair.dst, true)) % b) as i64,
+        ]
+    }
+}
+
+fn addr_bytes(a: IpAddr, prefix: bool) -> Vec<u8> {
+    match a {
+        IpAddr::V4(v) => v.octets()[..if prefix { 3 } else { 4 }].to_vec(),
+        IpAddr::V6(v) => v.octets()[..if prefix { 8 } else { 16 }].to_vec(),
+    }
+}
+
+fn fnv(tag: u8, bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ tag as u64;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn port_classes_cover_all_ports() {
+        assert_eq!(port_class(0), 0);
+        assert_eq!(port_class(1023), 1023);
+        assert_eq!(port_class(1024), 1024);
+        assert_eq!(port_class(65535) as usize, N_PORT_CLASSES - 1);
+        for p in [0u16, 80, 1023, 1024, 1123, 1124, 50000, 65535] {
+            let (lo, hi) = port_class_range(port_class(p));
+            assert!(lo <= p && p <= hi, "{p}");
+        }
+    }
+}
+
+/// Decoding of sampled log values into record fields. Each is total and monotone, and keeps the compliance
+/// bounds when its input lies inside the truncation interval the samplers use.
+pub mod decode {
+    /// Inter-arrival in µs from a natural-log value in seconds (>= 0 by construction).
+    pub fn iat_us(log_s: f64) -> i64 {
+        (log_s.exp() * 1e6).round().clamp(0.0, 1e15) as i64
+    }
+    /// Packets from a log value of the dequantised count (`floor`, at least 1).
+    pub fn packets(log_x: f64) -> u64 {
+        (log_x.exp().floor()).clamp(1.0, 1e12) as u64
+    }
+    /// Bytes from a log bytes-per-packet value: `round(bpp x packets)` kept in the protocol's bounds. Returns the
+    /// bytes and whether the bound had to be applied (only possible when `log_bpp` was outside the interval).
+    pub fn bytes(log_bpp: f64, packets: u64, proto: u8) -> (u64, bool) {
+        let lo = crate::record::proto::min_packet_bytes(proto) * packets;
+        let hi = 65535 * packets;
+        let b = (log_bpp.exp() * packets as f64).round();
+        let c = b.clamp(lo as f64, hi as f64) as u64;
+        (c, c as f64 != b)
+    }
+    /// Duration in µs from a log value in seconds.
+    pub fn duration_us(log_s: f64) -> u64 {
+        (log_s.exp() * 1e6).round().clamp(0.0, 1e15) as u64
+    }
+    /// Log truncation interval of the dequantised packet count: at least one packet, at most 1e12.
+    pub const PACKETS_LOG: (f64, f64) = (0.0, 27.6);
+    /// Log truncation interval of bytes per packet for a protocol.
+    pub fn bpp_log(proto: u8) -> (f64, f64) {
+        let (lo, hi) = super::super::compliance::bpp_bounds(proto);
+        (lo.ln(), hi.ln())
+    }
+    /// Inter-arrivals and durations are bounded at about 31 years so times cannot overflow.
+    pub const TIME_LOG_MAX: f64 = 20.7;
+}
+
+/// Marginal frequencies of the discrete fields and of zero durations in training data. Used to initialise the
+/// output biases of softmax heads to the log marginal and the zero-duration logit to the data's log-odds: with
+/// Adam a logit moves about `lr` per step, so starting from 0 a rare class (or an almost-never zero duration) would
+/// keep a visible probability for thousands of steps.
+#[derive(Clone, Debug)]
+pub struct Marginals {
+    pub proto: Vec<f64>,
+    pub dport: Vec<f64>,
+    pub sport: Vec<f64>,
+    pub flags: Vec<f64>,
+    pub octets: Vec<Vec<f64>>,
+    pub zero_duration: f64,
+}
+
+impl Marginals {
+    pub fn fit(space: &FeatureSpace, records: &[FlowRecord]) -> Marginals {
+        let mut rep = super::compliance::RepairCounts::default();
+        let mut m = Marginals {
+            proto: vec![0.0; N_BYTE_CLASSES],
+            dport: vec![0.0; N_PORT_CLASSES],
+            sport: vec![0.0; N_PORT_CLASSES],
+            flags: vec![0.0; N_BYTE_CLASSES],
+            octets: vec![vec![0.0; 256]; 4],
+            zero_duration: 0.0,
+        };
+        for r in records {
+            let e = space.encode(r, None, &mut rep);
+            m.proto[e.proto as usize] += 1.0;
+            m.dport[e.dport as usize] += 1.0;
+            m.sport[e.sport as usize] += 1.0;
+            m.flags[e.flags as usize] += 1.0;
+            if let IpAddr::V4(d) = r.dst {
+                for (k, o) in d.octets().iter().enumerate() {
+                    m.octets[k][*o as usize] += 1.0;
+                }
+            }
+            m.zero_duration += e.duration.is_none() as u8 as f64;
+        }
+        m.zero_duration /= records.len().max(1) as f64;
+        m
+    }
+    /// Log frequencies with add-0.01 smoothing.
+    pub fn log_freq(counts: &[f64]) -> Vec<f32> {
+        let tot: f64 = counts.iter().sum::<f64>() + 0.01 * counts.len() as f64;
+        counts
+            .iter()
+            .map(|c| ((c + 0.01) / tot).ln() as f32)
+            .collect()
+    }
+    pub fn zero_logit(&self) -> f32 {
+        let p = self.zero_duration.clamp(1e-4, 1.0 - 1e-4);
+        (p / (1.0 - p)).ln() as f32
+    }
+}
+
+/// Sets the first `values.len()` entries of a linear layer's bias (weights untouched).
+pub fn set_bias(l: &tch::nn::Linear, values: &[f32]) {
+    if let Some(b) = &l.bs {
+        tch::no_grad(|| {
+            let mut head = b.narrow(0, 0, values.len() as i64);
+            head.copy_(&tch::Tensor::from_slice(values).to_device(b.device()));
+        });
+    }
+}

@@ -1,0 +1,611 @@
+//! Generative flow models behind one interface: [`ModelKind::TempoNet`] (multi-mark temporal point process per
+//! host pair, [`temponet`]), [`ModelKind::Stan`] (autoregressive window CNN, [`stan`]) and
+//! [`ModelKind::Independent`] (every field from its own marginal, Poisson arrivals, [`independent`]).
+//!
+//! Callers (the `train`/`generate` commands, the evaluation `compare` command, the streaming operators) use only
+//! [`Model`]: [`Model::fit`], [`Model::heldout_nll`], [`Model::generate`], [`Model::save`]/[`Model::load`], and for
+//! streaming [`Model::train_batch`], [`Model::event_losses`], [`Model::params`]/[`Model::set_params`] with
+//! [`Model::version`].
+//!
+//! Every model reports the same per-task negative log-likelihoods ([`TaskNll`], tasks in [`features::TASKS`]):
+//! continuous fields as densities of their natural-log value (inter-arrival in seconds, dequantised packets,
+//! bytes per packet, duration in seconds with a point mass at zero), discrete fields in nats over the same class
+//! sets (256 protocols, 1,670 STAN port classes, 256 flag bytes). So numbers are comparable across models.
+
+pub mod anonymise;
+pub mod compliance;
+pub mod features;
+pub mod file;
+pub mod independent;
+pub mod mixture;
+pub mod pair_arrival;
+pub mod stan;
+pub mod temponet;
+
+use crate::record::{FlowRecord, HostPair};
+use compliance::RepairCounts;
+use features::{FeatureSpace, N_TASKS, TASKS};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::Path;
+
+/// Which model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelKind {
+    TempoNet,
+    Stan,
+    Independent,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::TempoNet => "temponet",
+            ModelKind::Stan => "stan",
+            ModelKind::Independent => "independent",
+        }
+    }
+    pub fn code(self) -> u8 {
+        match self {
+            ModelKind::TempoNet => 1,
+            ModelKind::Stan => 2,
+            ModelKind::Independent => 3,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<ModelKind> {
+        match c {
+            1 => Some(ModelKind::TempoNet),
+            2 => Some(ModelKind::Stan),
+            3 => Some(ModelKind::Independent),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "temponet" => Ok(ModelKind::TempoNet),
+            "stan" => Ok(ModelKind::Stan),
+            "independent" => Ok(ModelKind::Independent),
+            _ => Err(format!(
+                "unknown model {s:?} (temponet, stan or independent)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Errors of the model layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("torch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "CUDA was asked for but tch sees no CUDA device (build with `--features cuda` on a GPU machine)"
+    )]
+    NoCuda,
+}
+
+/// Where the networks run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
+            _ => Err(format!("unknown device {s:?} (cpu or cuda)")),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// The tch device; a clear error when CUDA is asked for and absent. CPU runs use one intra-op thread (the
+    /// guide measured 5-15x slowdowns from OpenMP spin-waiting on the shared cores).
+    pub fn device(self) -> Result<tch::Device, ModelError> {
+        match self {
+            DeviceChoice::Cpu => {
+                tch::set_num_threads(1);
+                Ok(tch::Device::Cpu)
+            }
+            DeviceChoice::Cuda => {
+                if tch::Cuda::is_available() {
+                    Ok(tch::Device::Cuda(0))
+                } else {
+                    Err(ModelError::NoCuda)
+                }
+            }
+        }
+    }
+}
+
+/// Summed per-task negative log-likelihoods (nats) and how many events each sum covers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskNll {
+    pub sum: [f64; N_TASKS],
+    pub count: [u64; N_TASKS],
+}
+
+impl TaskNll {
+    pub fn add_task(&mut self, task: usize, nll: f64) {
+        self.sum[task] += nll;
+        self.count[task] += 1;
+    }
+    pub fn merge(&mut self, o: &TaskNll) {
+        for i in 0..N_TASKS {
+            self.sum[i] += o.sum[i];
+            self.count[i] += o.count[i];
+        }
+    }
+    /// Mean NLL per event of a task; `None` where the task had no event.
+    pub fn mean(&self, task: usize) -> Option<f64> {
+        (self.count[task] > 0).then(|| self.sum[task] / self.count[task] as f64)
+    }
+    /// Sum of the eight per-flow tasks' means (the address task is left out: it is scored on different events
+    /// by different models).
+    pub fn flow_total(&self) -> f64 {
+        (0..features::task::ADDRESS)
+            .filter_map(|t| self.mean(t))
+            .sum()
+    }
+}
+
+impl fmt::Display for TaskNll {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in TASKS.iter().enumerate() {
+            match self.mean(i) {
+                Some(m) => writeln!(f, "  {name:<17} {m:>9.4}  ({} events)", self.count[i])?,
+                None => writeln!(f, "  {name:<17} {:>9}", "-")?,
+            }
+        }
+        write!(
+            f,
+            "  {:<17} {:>9.4}",
+            "total (flow tasks)",
+            self.flow_total()
+        )
+    }
+}
+
+/// A run of consecutive flows of one host pair: the unit of training, scoring and streaming.
+///
+/// `events` are in time order. If `starts_pair`, `events[0]` is the pair's first flow ever and is predicted from
+/// the start token (its inter-arrival is not scored); otherwise `events[0]` is context only, and `prev_start_us`
+/// is the start of the flow before it (if known), used for its inter-arrival input feature. `score[i]` says
+/// whether event `i` counts in losses (context events have `false`); it has the length of `events`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairWindow {
+    pub pair: HostPair,
+    pub starts_pair: bool,
+    pub prev_start_us: Option<i64>,
+    pub events: Vec<FlowRecord>,
+    pub score: Vec<bool>,
+}
+
+/// Cuts records into [`PairWindow`]s of at most `len` predicted events per pair. Consecutive windows of a pair
+/// overlap by one event (the last target of one window is the first, context-only input of the next), which is
+/// exactly how generation restarts its bounded history. `scored(i)` says whether record `i` (its index in
+/// `records`) is scored.
+pub fn pair_windows(
+    records: &[FlowRecord],
+    len: usize,
+    scored: impl Fn(usize) -> bool,
+) -> Vec<PairWindow> {
+    let len = len.max(1);
+    let mut index: std::collections::HashMap<HostPair, usize> = std::collections::HashMap::new();
+    let mut seqs: Vec<Vec<usize>> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let k = *index.entry(r.pair()).or_insert_with(|| {
+            seqs.push(Vec::new());
+            seqs.len() - 1
+        });
+        seqs[k].push(i);
+    }
+    let mut out = Vec::new();
+    for mut s in seqs {
+        s.sort_by_key(|&i| records[i].start_us);
+        let pair = records[s[0]].pair();
+        let mut first = true;
+        let mut pos = 0usize; // index in s of the window's first event
+        while pos < s.len() {
+            let (lo, hi) = if first {
+                (0, len.min(s.len()))
+            } else {
+                (pos, (pos + len + 1).min(s.len()))
+            };
+            if hi - lo < if first { 1 } else { 2 } {
+                break;
+            }
+            let idx = &s[lo..hi];
+            let w = PairWindow {
+                pair,
+                starts_pair: first,
+                prev_start_us: (!first && lo > 0).then(|| records[s[lo - 1]].start_us),
+                events: idx.iter().map(|&i| records[i].clone()).collect(),
+                score: idx
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| (first || j > 0) && scored(i))
+                    .collect(),
+            };
+            out.push(w);
+            pos = hi - 1;
+            first = false;
+            if hi == s.len() {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Options of [`Model::fit`].
+#[derive(Clone, Debug)]
+pub struct FitOptions {
+    pub epochs: usize,
+    pub device: DeviceChoice,
+    pub seed: u64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            epochs: 5,
+            device: DeviceChoice::Cpu,
+            seed: 0,
+        }
+    }
+}
+
+/// Progress of a fit: reported after every batch.
+#[derive(Clone, Debug)]
+pub struct FitProgress {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub batches: usize,
+    /// Mean per-task NLL of the last batch.
+    pub batch_nll: TaskNll,
+}
+
+/// How many flows to generate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GenLimit {
+    /// Exactly this many flows (the earliest ones of the generated process).
+    Count(u64),
+    /// Every flow starting within this many microseconds of the start.
+    SpanUs(i64),
+}
+
+/// Which host pairs generated flows use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairSource {
+    /// Pairs seen in training, each continuing from its last seen flow.
+    Observed,
+    /// Pairs drawn by the pair-arrival part (new addresses, never copied from training).
+    Synthetic,
+}
+
+impl std::str::FromStr for PairSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "observed" => Ok(PairSource::Observed),
+            "synthetic" => Ok(PairSource::Synthetic),
+            _ => Err(format!("unknown pair source {s:?} (observed or synthetic)")),
+        }
+    }
+}
+
+/// A generation request.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub start_us: i64,
+    pub limit: GenLimit,
+    pub seed: u64,
+    pub pairs: PairSource,
+    /// Safety cap: generation stops with an error once this many flows exist (a model whose pairs burst without
+    /// end would otherwise run for ever on a long span).
+    pub max_flows: u64,
+}
+
+impl GenerateRequest {
+    pub const DEFAULT_MAX_FLOWS: u64 = 20_000_000;
+    pub fn new(start_us: i64, limit: GenLimit, seed: u64, pairs: PairSource) -> GenerateRequest {
+        GenerateRequest {
+            start_us,
+            limit,
+            seed,
+            pairs,
+            max_flows: Self::DEFAULT_MAX_FLOWS,
+        }
+    }
+}
+
+/// Generated flows (sorted by start time) and the repairs sampling needed.
+#[derive(Clone, Debug, Default)]
+pub struct Generated {
+    pub flows: Vec<FlowRecord>,
+    pub repairs: RepairCounts,
+    pub pairs_used: u64,
+}
+
+/// What each model implements. Use it through [`Model`].
+pub trait FlowModel: Send {
+    fn kind(&self) -> ModelKind;
+    fn space(&self) -> &FeatureSpace;
+    /// Fits on training records (already read, any order).
+    fn fit(
+        &mut self,
+        records: &[FlowRecord],
+        opts: &FitOptions,
+        progress: &mut dyn FnMut(&FitProgress),
+    ) -> Result<(), ModelError>;
+    /// One optimisation step (or sufficient-statistics update) on a batch of windows; returns the batch's NLL.
+    fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError>;
+    /// Summed per-task NLL of the scored events of the windows (no parameter change).
+    fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError>;
+    /// Per scored event, the sum of its task NLLs (windows in order, events in order).
+    fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError>;
+    /// Per-task NLL of `heldout` given `context` (earlier flows, typically the training part).
+    fn heldout_nll(
+        &self,
+        context: &[FlowRecord],
+        heldout: &[FlowRecord],
+    ) -> Result<TaskNll, ModelError>;
+    /// Generates flows with start in `[start_us, end_us)` for the lanes in `state`, appending to `out`; repeated
+    /// calls with growing `end_us` continue the same process.
+    fn generate(
+        &self,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Generated, ModelError>;
+    fn params(&self) -> Vec<f32>;
+    fn set_params(&mut self, flat: &[f32]) -> Result<(), ModelError>;
+    fn version(&self) -> u64;
+    fn set_version(&mut self, v: u64);
+    /// Config, vocabularies and statistics as JSON (the model file header).
+    fn header(&self) -> serde_json::Value;
+    /// Weights as bytes (empty for models without a network).
+    fn weights(&self) -> Result<Vec<u8>, ModelError>;
+}
+
+/// A trained or trainable model of any kind.
+pub struct Model(pub Box<dyn FlowModel>);
+
+/// Sizes of every model, one place (each model has its own section, with defaults).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelConfig {
+    pub temponet: temponet::TempoNetConfig,
+    pub stan: stan::StanConfig,
+    pub independent: independent::IndependentConfig,
+}
+
+impl Model {
+    /// A new, untrained model whose feature space is fitted on `records`.
+    pub fn new(
+        kind: ModelKind,
+        config: &ModelConfig,
+        records: &[FlowRecord],
+        device: DeviceChoice,
+    ) -> Result<Model, ModelError> {
+        Ok(Model(match kind {
+            ModelKind::TempoNet => Box::new(temponet::TempoNet::new(
+                config.temponet.clone(),
+                records,
+                device.device()?,
+            )?),
+            ModelKind::Stan => Box::new(stan::Stan::new(
+                config.stan.clone(),
+                records,
+                device.device()?,
+            )?),
+            ModelKind::Independent => Box::new(independent::Independent::new(
+                config.independent.clone(),
+                records,
+            )),
+        }))
+    }
+    /// Builds and fits in one call.
+    pub fn fit_new(
+        kind: ModelKind,
+        config: &ModelConfig,
+        records: &[FlowRecord],
+        opts: &FitOptions,
+        progress: &mut dyn FnMut(&FitProgress),
+    ) -> Result<Model, ModelError> {
+        let mut m = Model::new(kind, config, records, opts.device)?;
+        m.0.fit(records, opts, progress)?;
+        Ok(m)
+    }
+    pub fn kind(&self) -> ModelKind {
+        self.0.kind()
+    }
+    pub fn space(&self) -> &FeatureSpace {
+        self.0.space()
+    }
+    pub fn fit(
+        &mut self,
+        records: &[FlowRecord],
+        opts: &FitOptions,
+        progress: &mut dyn FnMut(&FitProgress),
+    ) -> Result<(), ModelError> {
+        self.0.fit(records, opts, progress)
+    }
+    pub fn heldout_nll(
+        &self,
+        context: &[FlowRecord],
+        heldout: &[FlowRecord],
+    ) -> Result<TaskNll, ModelError> {
+        self.0.heldout_nll(context, heldout)
+    }
+    pub fn generate(
+        &self,
+        req: &GenerateRequest,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Generated, ModelError> {
+        self.0.generate(req, progress)
+    }
+    pub fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
+        let r = self.0.train_batch(windows)?;
+        let v = self.0.version();
+        self.0.set_version(v + 1);
+        Ok(r)
+    }
+    pub fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
+        self.0.windows_nll(windows)
+    }
+    pub fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError> {
+        self.0.event_losses(windows)
+    }
+    /// All parameters as one flat vector (a fixed order per model and config), for averaging across workers.
+    pub fn params(&self) -> Vec<f32> {
+        self.0.params()
+    }
+    /// Replaces all parameters; `flat` must come from [`Model::params`] of a model of the same kind and config.
+    pub fn set_params(&mut self, flat: &[f32], version: u64) -> Result<(), ModelError> {
+        self.0.set_params(flat)?;
+        self.0.set_version(version);
+        Ok(())
+    }
+    /// Counts parameter updates (training steps and parameter replacements); travels with parameters.
+    pub fn version(&self) -> u64 {
+        self.0.version()
+    }
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        file::save(path, self)
+    }
+    pub fn load(path: &Path, device: DeviceChoice) -> Result<Model, ModelError> {
+        file::load(path, device)
+    }
+}
+
+/// Splits records (in file order) into the first `1 - holdout` and the last `holdout` fraction.
+pub fn split_holdout(records: &[FlowRecord], holdout: f64) -> (&[FlowRecord], &[FlowRecord]) {
+    let n = records.len();
+    let cut = n - ((n as f64 * holdout.clamp(0.0, 1.0)).round() as usize).min(n);
+    records.split_at(cut)
+}
+
+/// Shared by the models: the context+held-out records and which of them are scored.
+pub(crate) fn heldout_windows(
+    context: &[FlowRecord],
+    heldout: &[FlowRecord],
+    len: usize,
+) -> Vec<PairWindow> {
+    let mut all = Vec::with_capacity(context.len() + heldout.len());
+    all.extend_from_slice(context);
+    all.extend_from_slice(heldout);
+    let n = context.len();
+    pair_windows(&all, len, |i| i >= n)
+        .into_iter()
+        .filter(|w| w.score.iter().any(|s| *s))
+        .collect()
+}
+
+/// Generation driver shared by the models: for a span, one call; for a count, grows the horizon (using the
+/// training event rate as the first guess) until enough flows exist, then keeps the earliest `n`. Lanes are
+/// independent processes, so extending the horizon continues them exactly.
+pub(crate) fn drive_generation(
+    req: &GenerateRequest,
+    space: &FeatureSpace,
+    mut run_until: impl FnMut(i64, &mut Vec<FlowRecord>) -> Result<(), ModelError>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<FlowRecord>, ModelError> {
+    let mut out = Vec::new();
+    // Horizons grow geometrically from a small first guess, so a count is reached without running every lane
+    // over a long span, and a runaway (a pair that keeps bursting) is caught by the cap between rounds.
+    let rate = space.events.max(1) as f64 / space.span_us() as f64;
+    let (mut horizon, target) = match req.limit {
+        GenLimit::SpanUs(span) => {
+            let span = span.max(0) as f64;
+            ((span / 64.0).max(1e6).min(span), Some(span))
+        }
+        GenLimit::Count(n) => (((n as f64 / rate) / 64.0).max(1e6), None),
+    };
+    let mut rounds = 0;
+    loop {
+        run_until(req.start_us.saturating_add(horizon as i64), &mut out)?;
+        let done = match (req.limit, target) {
+            (GenLimit::Count(n), _) => {
+                progress(out.len().min(n as usize) as u64);
+                out.len() as u64 >= n
+            }
+            (_, Some(span)) => {
+                progress(out.len() as u64);
+                horizon >= span
+            }
+            _ => true,
+        };
+        if done {
+            break;
+        }
+        if out.len() as u64 > req.max_flows {
+            return Err(ModelError::Invalid(format!(
+                "more than {} flows within the first {:.0} s: the model's pairs burst without end (raise the cap or train longer)",
+                req.max_flows,
+                horizon / 1e6
+            )));
+        }
+        rounds += 1;
+        if rounds > 80 {
+            return Err(ModelError::Invalid(format!(
+                "generated only {} flows within {:.0} s: the model's pairs fell silent",
+                out.len(),
+                horizon / 1e6
+            )));
+        }
+        horizon *= 2.0;
+        if let Some(span) = target {
+            horizon = horizon.min(span);
+        }
+    }
+    out.sort_by_key(|r| r.start_us);
+    if let GenLimit::Count(n) = req.limit {
+        out.truncate(n as usize);
+    }
+    Ok(out)
+}
+
+/// Final compliance pass over generated flows: counts (and, being a bug, repairs) any flow that breaks a rule.
+pub(crate) fn audit(
+    flows: &mut [FlowRecord],
+    single_packet_duration: bool,
+    repairs: &mut RepairCounts,
+) {
+    for r in flows.iter_mut() {
+        if compliance::check(r, single_packet_duration).is_err() {
+            repairs.sample_violations += 1;
+            r.packets = r.packets.max(1);
+            let lo = crate::record::proto::min_packet_bytes(r.proto) * r.packets;
+            r.bytes = r.bytes.clamp(lo, 65535 * r.packets);
+            if r.proto != crate::record::proto::TCP {
+                r.flags.0 = 0;
+            }
+            if !crate::record::proto::has_ports(r.proto) {
+                r.src_port = 0;
+                r.dst_port = 0;
+            }
+            if r.packets == 1 && !single_packet_duration {
+                r.duration_us = 0;
+            }
+        }
+    }
+}
