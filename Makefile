@@ -7,13 +7,14 @@ export TEMPONET_TANSU ?= $(CURDIR)/.tools/tansu
 CARGO ?= cargo
 RUN_OUT ?= out/run
 
-.PHONY: setup build run test bench clean-venv
+.PHONY: setup build run test bench
 
 setup:
 	@bash scripts/setup.sh
 
+# The dev profile (dependencies at opt-level 2) is shared with `make test`: no second, release-only build.
 build: setup
-	$(CARGO) build --release -p temponet-pipelines
+	$(CARGO) build -p temponet-pipelines
 
 run: build
 	@bash scripts/run-default.sh $(RUN_OUT)

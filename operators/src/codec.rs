@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use temponet::FlowRecord;
 
 /// How flows are encoded on a topic: one JSON object per message (the project's JSON lines form, see
-/// `temponet::format::jsonl`) or bincode 1.3 (fixint little-endian, every field present; see `WireFlow`).
+/// `temponet::format::jsonl`) or bincode 1.3 (fixint little-endian, every field present: `FlowRecord::to_bincode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum WireFormat {
     #[default]
@@ -31,7 +31,7 @@ impl WireFormat {
         match self {
             WireFormat::Json => r.to_json().into_bytes(),
             WireFormat::Bincode => {
-                bincode::serialize(&WireFlow::from(r)).expect("a flow always serialises")
+                r.to_bincode()
             }
         }
     }
@@ -52,7 +52,7 @@ impl WireFormat {
                 use bincode::Options;
                 // Same layout as `FlowRecord::to_bincode` (fixint, little-endian) but strict: trailing bytes and
                 // absurd lengths are errors, so random bytes are rejected instead of decoding into nonsense.
-                let r: WireFlow = bincode::DefaultOptions::new()
+                let r: FlowRecord = bincode::DefaultOptions::new()
                     .with_fixint_encoding()
                     .reject_trailing_bytes()
                     .with_limit(64 * 1024)
@@ -66,93 +66,9 @@ impl WireFormat {
                         bytes.len().saturating_sub(used)
                     ));
                 }
-                let r = FlowRecord::from(r);
                 validate(&r)?;
                 Ok(r)
             }
-        }
-    }
-}
-
-/// The binary layout of a flow, on Kafka (bincode) and between timely processes. `FlowRecord`'s own serde skips an
-/// absent label, which a non-self-describing format cannot read back (`FlowRecord::from_bincode(&r.to_bincode())`
-/// fails when `label` is `None`, and so does timely's serialising exchange), so the wire uses this mirror with
-/// every field always present.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireFlow {
-    start_us: i64,
-    duration_us: u64,
-    src: std::net::IpAddr,
-    dst: std::net::IpAddr,
-    src_port: u16,
-    dst_port: u16,
-    proto: u8,
-    flags: u8,
-    packets: u64,
-    bytes: u64,
-    label: Option<String>,
-}
-
-impl From<&FlowRecord> for WireFlow {
-    fn from(r: &FlowRecord) -> Self {
-        WireFlow {
-            start_us: r.start_us,
-            duration_us: r.duration_us,
-            src: r.src,
-            dst: r.dst,
-            src_port: r.src_port,
-            dst_port: r.dst_port,
-            proto: r.proto,
-            flags: r.flags.0,
-            packets: r.packets,
-            bytes: r.bytes,
-            label: r.label.clone(),
-        }
-    }
-}
-
-impl From<FlowRecord> for WireFlow {
-    fn from(r: FlowRecord) -> Self {
-        WireFlow {
-            start_us: r.start_us,
-            duration_us: r.duration_us,
-            src: r.src,
-            dst: r.dst,
-            src_port: r.src_port,
-            dst_port: r.dst_port,
-            proto: r.proto,
-            flags: r.flags.0,
-            packets: r.packets,
-            bytes: r.bytes,
-            label: r.label,
-        }
-    }
-}
-
-impl WireFlow {
-    /// The flow's host pair (for routing without converting back).
-    pub fn pair(&self) -> temponet::HostPair {
-        temponet::HostPair {
-            src: self.src,
-            dst: self.dst,
-        }
-    }
-}
-
-impl From<WireFlow> for FlowRecord {
-    fn from(w: WireFlow) -> Self {
-        FlowRecord {
-            start_us: w.start_us,
-            duration_us: w.duration_us,
-            src: w.src,
-            dst: w.dst,
-            src_port: w.src_port,
-            dst_port: w.dst_port,
-            proto: w.proto,
-            flags: temponet::TcpFlags(w.flags),
-            packets: w.packets,
-            bytes: w.bytes,
-            label: w.label,
         }
     }
 }

@@ -17,7 +17,6 @@
 //! Evictions are counted; an evicted pair's flow count moves to `evicted_flows`, so
 //! `sum(pair totals) + evicted_flows == flows absorbed` always holds.
 
-use crate::codec::WireFlow;
 use crate::plugs::PairHook;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -29,7 +28,6 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Map;
 
 /// One event in a pair's history: a flow without its addresses and label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,12 +152,10 @@ pub fn pair_history<'s, H: PairHook>(
     let shard: HistoryHandle = Rc::new(RefCell::new(Shard::default()));
     let handle = shard.clone();
     let worker = flows.scope().index();
-    // Flows cross workers (and processes) as `WireFlow`: `FlowRecord`'s serde form does not survive bincode when it
-    // has no label (see `codec::WireFlow`).
-    let pact = Exchange::new(|w: &WireFlow| w.pair().stable_hash());
+    // Every pair goes to the worker `stable_hash & (peers - 1)` (timely's routing), the same on every process.
+    let pact = Exchange::new(|r: &FlowRecord| r.pair().stable_hash());
     let stream =
         flows
-            .map(WireFlow::from)
             .unary_frontier(pact, "PairHistory", move |_cap, _info| {
                 let mut stash: BTreeMap<u64, (Capability<u64>, Vec<FlowRecord>)> = BTreeMap::new();
                 let mut touched: HashMap<HostPair, Vec<PairEvent>> = HashMap::new();
@@ -171,7 +167,7 @@ pub fn pair_history<'s, H: PairHook>(
                             (cap.retain_least(0).expect("a capability"), Vec::new())
                         });
                         for batch in data {
-                            entry.1.extend(batch.drain(..).map(FlowRecord::from));
+                            entry.1.append(batch);
                         }
                     });
                     while let Some((&t, _)) = stash.first_key_value() {
