@@ -84,7 +84,12 @@ fn generate(c: &mut Criterion) {
     let mut g = c.benchmark_group("generate");
     g.sample_size(10);
     for kind in [ModelKind::TempoNet, ModelKind::Stan, ModelKind::Independent] {
-        let m = Model::new(kind, &cfg, &data, DeviceChoice::Cpu).unwrap();
+        // One epoch of fitting: the count tables of `independent` and the observed-pair tables need data.
+        let opts = temponet::model::FitOptions {
+            epochs: 1,
+            ..Default::default()
+        };
+        let m = Model::fit_new(kind, &cfg, &data, &opts, &mut |_| {}).unwrap();
         let n = 20_000u64;
         let req = GenerateRequest::new(
             m.space().last_us,

@@ -134,7 +134,7 @@ pub fn norm_ppf(p: f64) -> f64 {
         -3.969683028665376e1,
         2.209460984245205e2,
         -2.759285104469687e2,
-        1.383577518672690e2,
+        1.38357751867269e2,
         -3.066479806614716e1,
         2.506628277459239,
     ];
@@ -213,7 +213,7 @@ pub fn sample_truncated_mixture<R: Rng>(
         w[j] = ((logits[j] - max) as f64).exp() * (b - a).max(0.0);
         total += w[j];
     }
-    if !(total > 1e-300) {
+    if total.is_nan() || total <= 1e-300 {
         repairs.sample_clamped += 1;
         let m = mu[0] as f64;
         return m.clamp(lo, hi);
@@ -247,7 +247,7 @@ pub fn sample_masked<R: Rng>(
         .filter(|(i, _)| allowed(*i))
         .map(|(_, p)| *p as f64)
         .sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         repairs.sample_empty_mask += 1;
         return (0..probs.len()).find(|i| allowed(*i)).unwrap_or(0);
     }

@@ -84,7 +84,7 @@ impl Hist {
             })
             .collect();
         let tot: f64 = weights.iter().sum();
-        if !(tot > 0.0) {
+        if tot.is_nan() || tot <= 0.0 {
             return a.max(self.lo).min(b);
         }
         let mut u = rng.r#gen::<f64>() * tot;

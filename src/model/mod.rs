@@ -369,8 +369,8 @@ pub trait FlowModel: Send {
         context: &[FlowRecord],
         heldout: &[FlowRecord],
     ) -> Result<TaskNll, ModelError>;
-    /// Generates flows with start in `[start_us, end_us)` for the lanes in `state`, appending to `out`; repeated
-    /// calls with growing `end_us` continue the same process.
+    /// Generates flows for a span or a count from `req.start_us` (deterministic given `req.seed`), sorted by
+    /// start time, every flow passing [`compliance::check`]; `progress` gets the number of flows so far.
     fn generate(
         &self,
         req: &GenerateRequest,

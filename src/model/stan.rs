@@ -475,7 +475,7 @@ impl Stan {
             } else {
                 Tensor::from(items.len() as f32).to_device(self.device)
             };
-            loss = loss + l.sum(Kind::Float) / cnt;
+            loss += l.sum(Kind::Float) / cnt;
         }
         if self.opt.is_none() {
             self.opt = Some(nn::Adam::default().build(&self.vs, self.config.lr)?);
@@ -535,6 +535,9 @@ impl Stan {
         out
     }
 }
+
+/// A host's rows, which of them are scored, and its last flow time.
+type HostRows = (Vec<Row>, Vec<bool>, Option<i64>);
 
 /// One generated host's state.
 struct Lane {
@@ -827,7 +830,7 @@ impl FlowModel for Stan {
                 let (ls, _) = self.losses(chunk);
                 let mut s = ls[0].shallow_clone();
                 for t in &ls[1..] {
-                    s = s + t;
+                    s += t;
                 }
                 v.extend(Vec::<f32>::try_from(s.to_device(Device::Cpu)).unwrap_or_default());
             });
@@ -843,7 +846,7 @@ impl FlowModel for Stan {
             context.iter().chain(heldout).enumerate().collect();
         all.sort_by_key(|(_, r)| r.start_us);
         let mut rep = RepairCounts::default();
-        let mut by_host: HashMap<IpAddr, (Vec<Row>, Vec<bool>, Option<i64>)> = HashMap::new();
+        let mut by_host: HashMap<IpAddr, HostRows> = HashMap::new();
         for (i, r) in all {
             let e = by_host.entry(r.src).or_default();
             let row = self.row(r, e.2, &mut rep);

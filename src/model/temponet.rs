@@ -173,7 +173,7 @@ impl Net {
     fn pair_embed(&self, ids: &Tensor) -> Tensor {
         let mut e = self.pair[0].forward(&ids.select(1, 0));
         for i in 1..4 {
-            e = e + self.pair[i].forward(&ids.select(1, i as i64));
+            e += self.pair[i].forward(&ids.select(1, i as i64));
         }
         e
     }
@@ -892,7 +892,7 @@ impl FlowModel for TempoNet {
                 let l = self.losses(&bt);
                 let mut s = l.per_task[0].shallow_clone();
                 for t in &l.per_task[1..] {
-                    s = s + t;
+                    s += t;
                 }
                 Vec::<f32>::try_from(s.to_device(Device::Cpu)).unwrap_or_default()
             });

@@ -7,6 +7,7 @@ use temponet::record::{FlowRecord, TcpFlags, proto};
 
 pub const T0: i64 = 1_545_403_816_000_000;
 
+#[allow(clippy::too_many_arguments)]
 pub fn flow(
     t: i64,
     src: &str,

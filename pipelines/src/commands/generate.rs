@@ -59,7 +59,7 @@ pub fn parse_span(s: &str) -> anyhow::Result<i64> {
         "d" => 86400.0,
         _ => anyhow::bail!("bad span unit {unit:?} in {s:?} (s, m, h, d)"),
     };
-    if !(v > 0.0) {
+    if v.is_nan() || v <= 0.0 {
         anyhow::bail!("span must be positive, got {s:?}");
     }
     Ok((v * mult * 1e6) as i64)
