@@ -45,6 +45,9 @@ pub struct Args {
     /// Skip the utility tasks (random forests).
     #[arg(long)]
     pub no_utility: bool,
+    /// A model generating more than this many times the test part's flow count is stopped and left out.
+    #[arg(long, default_value_t = 20)]
+    pub max_flows_factor: u64,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
@@ -78,6 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("{} training flows, {} test flows over {:.1} s", train.len(), test.len(), (t1 - t0) as f64 / 1e6);
 
     let mut synthetic: Vec<(String, Vec<FlowRecord>)> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
     let mut nll_table = String::from("| model | held-out per-task NLL (nats per flow) |\n|---|---|\n");
     for &kind in &args.models {
         let bar = ProgressBar::new(1);
@@ -95,8 +99,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         nll_table.push_str(&format!("| {kind} | {} |\n", nll.to_string().replace('\n', "; ")));
         let gbar = ProgressBar::new_spinner();
         gbar.set_prefix(format!("generate {kind}"));
-        let req = GenerateRequest::new(t0, GenLimit::SpanUs(t1 - t0 + 1), args.seed, args.pairs);
-        let generated = model.generate(&req, &mut |n| gbar.set_message(format!("{n} flows")))?;
+        let mut req = GenerateRequest::new(t0, GenLimit::SpanUs(t1 - t0 + 1), args.seed, args.pairs);
+        // A model whose pairs keep bursting would generate without end: stop it at a multiple of the real count.
+        req.max_flows = (test.len() as u64).saturating_mul(args.max_flows_factor).max(10_000);
+        let generated = match model.generate(&req, &mut |n| gbar.set_message(format!("{n} flows"))) {
+            Ok(g) => g,
+            Err(e) => {
+                gbar.finish_and_clear();
+                eprintln!("{kind}: generation failed, left out of the comparison: {e}");
+                failures.push(format!("{kind}: {e}"));
+                continue;
+            }
+        };
         gbar.finish_and_clear();
         eprintln!("{kind}: generated {} flows ({} pairs), repairs: {:?}", generated.flows.len(), generated.pairs_used, generated.repairs);
         let path = args.out.join(format!("{kind}.jsonl"));
@@ -108,13 +122,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         w.finish()?;
         synthetic.push((kind.to_string(), generated.flows));
     }
+    if synthetic.is_empty() {
+        bail!("no model generated the test span: {}", failures.join("; "));
+    }
     let sets: Vec<(&str, &[FlowRecord])> = synthetic.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
     let opts = EvalOptions { attacks, plot_dir: Some(args.out.clone()), utility: !args.no_utility, ..EvalOptions::default() };
     let report = compare(&test, &train, &sets, &opts)?;
     std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     std::fs::write(args.out.join("report.md"), report.to_markdown())?;
+    for f in &failures {
+        nll_table.push_str(&format!("\nGeneration failed, not in the comparison: {f}\n"));
+    }
     std::fs::write(args.out.join("nll.md"), &nll_table)?;
     println!("{}", report.summary_table());
+    for f in &failures {
+        println!("not compared (generation failed): {f}");
+    }
     println!("report: {}", args.out.join("report.md").display());
     Ok(())
 }
