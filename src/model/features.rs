@@ -113,20 +113,30 @@ pub mod cont {
 
 /// Mean and standard deviation of the four log-scale continuous fields (inter-arrival, packets, bytes per packet,
 /// non-zero duration), fitted on training data. Standard deviations are floored at 0.05 so a constant field does
-/// not blow up the standardised scale.
+/// not blow up the standardised scale. `max` is the largest log value seen: sampling is truncated at twice it
+/// ([`Normaliser::upper`]), so a model cannot emit a nine-year flow from a capture whose longest flow lasted minutes.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Normaliser {
     pub mean: [f64; 4],
     pub std: [f64; 4],
+    /// Model files written before this field existed load with no data bound (only the 31-year cap).
+    #[serde(default = "no_data_bound")]
+    pub max: [f64; 4],
+}
+
+fn no_data_bound() -> [f64; 4] {
+    [decode::TIME_LOG_MAX; 4]
 }
 
 impl Normaliser {
     pub fn fit(records: &[FlowRecord]) -> Normaliser {
         let mut acc = [(0.0f64, 0.0f64, 0u64); 4];
+        let mut max = [f64::NEG_INFINITY; 4];
         let mut add = |i: usize, v: f64| {
             acc[i].0 += v;
             acc[i].1 += v * v;
             acc[i].2 += 1;
+            max[i] = max[i].max(v);
         };
         for (prev, r) in pair_sequences(records)
             .into_iter()
@@ -153,7 +163,13 @@ impl Normaliser {
                     .max(0.05);
             }
         }
-        Normaliser { mean, std }
+        let max = max.map(|m| if m.is_finite() { m } else { decode::TIME_LOG_MAX });
+        Normaliser { mean, std, max }
+    }
+    /// Upper truncation bound (log scale) of sampled inter-arrivals and durations: twice the largest value seen
+    /// in training, never above the 31-year cap.
+    pub fn upper(&self, i: usize) -> f64 {
+        (self.max[i] + std::f64::consts::LN_2).min(decode::TIME_LOG_MAX)
     }
     pub fn z(&self, i: usize, v: f64) -> f32 {
         ((v - self.mean[i]) / self.std[i]) as f32

@@ -7,7 +7,7 @@
 //! without it the baseline would emit impossible flows.
 
 use super::compliance::{RepairCounts, sample_masked};
-use super::features::{self, FeatureSpace, N_BYTE_CLASSES, N_PORT_CLASSES, decode, task};
+use super::features::{self, FeatureSpace, N_BYTE_CLASSES, N_PORT_CLASSES, cont, decode, task};
 use super::pair_arrival::PairArrivals;
 use super::{
     FitOptions, FitProgress, FlowModel, GenerateRequest, Generated, ModelError, ModelKind,
@@ -324,7 +324,7 @@ impl Independent {
         } else {
             decode::duration_us(
                 self.duration
-                    .sample(self.duration.lo, decode::TIME_LOG_MAX, rng),
+                    .sample(self.duration.lo, self.space.norm.upper(cont::DURATION), rng),
             )
         };
         FlowRecord {

@@ -605,7 +605,7 @@ impl TempoNet {
 
         // Inter-arrival.
         let (w, mu, sg) = mixture::to_cpu(&n.head(0, &c1), k as i64);
-        let zmax = (decode::TIME_LOG_MAX - norm.mean[cont::IAT]) / norm.std[cont::IAT];
+        let zmax = (norm.upper(cont::IAT) - norm.mean[cont::IAT]) / norm.std[cont::IAT];
         let mut times = vec![0i64; a];
         let mut iat_in = vec![0f32; 2 * a];
         for (j, &i) in idx.iter().enumerate() {
@@ -738,7 +738,7 @@ impl TempoNet {
         let od = n.head(7, &c8);
         let p0 = cpu(od.select(1, 0).sigmoid());
         let (w, mu, sg) = mixture::to_cpu(&od.narrow(1, 1, 3 * k as i64), k as i64);
-        let zmax_d = zl(cont::DURATION, decode::TIME_LOG_MAX);
+        let zmax_d = zl(cont::DURATION, norm.upper(cont::DURATION));
         for (j, &i) in idx.iter().enumerate() {
             let forced = packets[j] == 1 && !self.space.single_packet_duration;
             let duration_us = if forced || rng.r#gen::<f32>() < p0[j] {
