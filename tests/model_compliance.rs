@@ -43,7 +43,10 @@ fn every_generated_flow_is_valid() {
             // Durations are truncated at twice the longest training flow (no nine-year flows from a short capture).
             let longest = data.iter().map(|r| r.duration_us).max().unwrap();
             let max_generated = g.flows.iter().map(|r| r.duration_us).max().unwrap();
-            assert!(max_generated <= 2 * longest + 1, "{kind} {pairs:?}: {max_generated} us > 2 x {longest} us");
+            assert!(
+                max_generated <= 2 * longest + 1,
+                "{kind} {pairs:?}: {max_generated} us > 2 x {longest} us"
+            );
             let anon = Anonymiser::new("secret");
             let real_hosts: std::collections::HashSet<_> =
                 data.iter().flat_map(|r| [r.src, r.dst]).collect();

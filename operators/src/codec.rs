@@ -30,9 +30,7 @@ impl WireFormat {
     pub fn encode(&self, r: &FlowRecord) -> Vec<u8> {
         match self {
             WireFormat::Json => r.to_json().into_bytes(),
-            WireFormat::Bincode => {
-                r.to_bincode()
-            }
+            WireFormat::Bincode => r.to_bincode(),
         }
     }
 

@@ -154,48 +154,46 @@ pub fn pair_history<'s, H: PairHook>(
     let worker = flows.scope().index();
     // Every pair goes to the worker `stable_hash & (peers - 1)` (timely's routing), the same on every process.
     let pact = Exchange::new(|r: &FlowRecord| r.pair().stable_hash());
-    let stream =
-        flows
-            .unary_frontier(pact, "PairHistory", move |_cap, _info| {
-                let mut stash: BTreeMap<u64, (Capability<u64>, Vec<FlowRecord>)> = BTreeMap::new();
-                let mut touched: HashMap<HostPair, Vec<PairEvent>> = HashMap::new();
-                let mut hook_out: Vec<H::Output> = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each_stamp(|cap, data| {
-                        let t = *cap.least().expect("a time");
-                        let entry = stash.entry(t).or_insert_with(|| {
-                            (cap.retain_least(0).expect("a capability"), Vec::new())
-                        });
-                        for batch in data {
-                            entry.1.append(batch);
-                        }
-                    });
-                    while let Some((&t, _)) = stash.first_key_value() {
-                        if frontier.less_equal(&t) {
-                            break;
-                        }
-                        let (cap, mut batch) = stash.pop_first().expect("present").1;
-                        batch.sort_by_key(|r| r.start_us);
-                        let mut s = shard.borrow_mut();
-                        let stats = apply(
-                            &mut s,
-                            worker,
-                            t,
-                            &config,
-                            &batch,
-                            &mut touched,
-                            &mut hook,
-                            &mut hook_out,
-                        );
-                        drop(s);
-                        let mut session = output.session(&cap);
-                        for o in hook_out.drain(..) {
-                            session.give(HistoryOut::Hook(o));
-                        }
-                        session.give(HistoryOut::Stats(stats));
-                    }
+    let stream = flows.unary_frontier(pact, "PairHistory", move |_cap, _info| {
+        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<FlowRecord>)> = BTreeMap::new();
+        let mut touched: HashMap<HostPair, Vec<PairEvent>> = HashMap::new();
+        let mut hook_out: Vec<H::Output> = Vec::new();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                let t = *cap.least().expect("a time");
+                let entry = stash
+                    .entry(t)
+                    .or_insert_with(|| (cap.retain_least(0).expect("a capability"), Vec::new()));
+                for batch in data {
+                    entry.1.append(batch);
                 }
             });
+            while let Some((&t, _)) = stash.first_key_value() {
+                if frontier.less_equal(&t) {
+                    break;
+                }
+                let (cap, mut batch) = stash.pop_first().expect("present").1;
+                batch.sort_by_key(|r| r.start_us);
+                let mut s = shard.borrow_mut();
+                let stats = apply(
+                    &mut s,
+                    worker,
+                    t,
+                    &config,
+                    &batch,
+                    &mut touched,
+                    &mut hook,
+                    &mut hook_out,
+                );
+                drop(s);
+                let mut session = output.session(&cap);
+                for o in hook_out.drain(..) {
+                    session.give(HistoryOut::Hook(o));
+                }
+                session.give(HistoryOut::Stats(stats));
+            }
+        }
+    });
     (stream, handle)
 }
 

@@ -163,7 +163,13 @@ impl Normaliser {
                     .max(0.05);
             }
         }
-        let max = max.map(|m| if m.is_finite() { m } else { decode::TIME_LOG_MAX });
+        let max = max.map(|m| {
+            if m.is_finite() {
+                m
+            } else {
+                decode::TIME_LOG_MAX
+            }
+        });
         Normaliser { mean, std, max }
     }
     /// Upper truncation bound (log scale) of sampled inter-arrivals and durations: twice the largest value seen

@@ -322,10 +322,11 @@ impl Independent {
         let duration_us = if forced_zero || rng.r#gen::<f64>() < p0 {
             0
         } else {
-            decode::duration_us(
-                self.duration
-                    .sample(self.duration.lo, self.space.norm.upper(cont::DURATION), rng),
-            )
+            decode::duration_us(self.duration.sample(
+                self.duration.lo,
+                self.space.norm.upper(cont::DURATION),
+                rng,
+            ))
         };
         FlowRecord {
             start_us: t,

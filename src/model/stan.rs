@@ -599,7 +599,10 @@ impl Stan {
                                 let (l, h) = decode::bpp_log(cls[j][4] as u8);
                                 (zl(cont::BPP, l), zl(cont::BPP, h))
                             }
-                            _ => (f64::NEG_INFINITY, zl(cont::DURATION, norm.upper(cont::DURATION))),
+                            _ => (
+                                f64::NEG_INFINITY,
+                                zl(cont::DURATION, norm.upper(cont::DURATION)),
+                            ),
                         };
                         let skip =
                             (c == 0 && lanes[i].arrival.is_some()) || (c == 12 && cur[j][11] > 0.5);

@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use temponet::FlowRecord;
 use temponet::format::{FlowWriter, OutputFormat};
 use temponet::metrics::{EvalOptions, compare, split_by_time};
-use temponet::model::{DeviceChoice, FitOptions, GenLimit, GenerateRequest, Model, ModelConfig, ModelKind, PairSource, TaskNll};
+use temponet::model::{
+    DeviceChoice, FitOptions, GenLimit, GenerateRequest, Model, ModelConfig, ModelKind, PairSource,
+    TaskNll,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,7 +31,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0.8)]
     pub split: f64,
     /// Models to compare, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "temponet,stan,independent")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "temponet,stan,independent"
+    )]
     pub models: Vec<ModelKind>,
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
@@ -56,7 +63,9 @@ pub struct Args {
 
 fn read(input: &InputOpts, what: &str, paths: &[PathBuf]) -> anyhow::Result<Vec<FlowRecord>> {
     let mut v = Vec::new();
-    input.read(paths, |r| v.push(r)).with_context(|| format!("reading the {what} files"))?;
+    input
+        .read(paths, |r| v.push(r))
+        .with_context(|| format!("reading the {what} files"))?;
     Ok(v)
 }
 
@@ -69,40 +78,86 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else if args.train.is_empty() || args.test.is_empty() {
         bail!("give --train and --test files, or --input with --split");
     } else {
-        (read(&args.read, "--train", &args.train)?, read(&args.read, "--test", &args.test)?)
+        (
+            read(&args.read, "--train", &args.train)?,
+            read(&args.read, "--test", &args.test)?,
+        )
     };
     if train.len() < 2 || test.is_empty() {
-        bail!("need at least 2 training flows and 1 test flow (have {} and {})", train.len(), test.len());
+        bail!(
+            "need at least 2 training flows and 1 test flow (have {} and {})",
+            train.len(),
+            test.len()
+        );
     }
     let attacks = read(&args.read, "--attacks", &args.attacks)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let t0 = test.iter().map(|r| r.start_us).min().expect("test is not empty");
-    let t1 = test.iter().map(|r| r.start_us).max().expect("test is not empty");
-    eprintln!("{} training flows, {} test flows over {:.1} s", train.len(), test.len(), (t1 - t0) as f64 / 1e6);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let t0 = test
+        .iter()
+        .map(|r| r.start_us)
+        .min()
+        .expect("test is not empty");
+    let t1 = test
+        .iter()
+        .map(|r| r.start_us)
+        .max()
+        .expect("test is not empty");
+    eprintln!(
+        "{} training flows, {} test flows over {:.1} s",
+        train.len(),
+        test.len(),
+        (t1 - t0) as f64 / 1e6
+    );
 
     let mut synthetic: Vec<(String, Vec<FlowRecord>)> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
-    let mut nll_table = String::from("| model | held-out per-task NLL (nats per flow) |\n|---|---|\n");
+    let mut nll_table =
+        String::from("| model | held-out per-task NLL (nats per flow) |\n|---|---|\n");
     for &kind in &args.models {
         let bar = ProgressBar::new(1);
-        bar.set_style(ProgressStyle::with_template("{prefix:>12} {elapsed_precise} [{bar:30}] {pos}/{len} {msg}")?.progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} {elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+            )?
+            .progress_chars("=> "),
+        );
         bar.set_prefix(format!("train {kind}"));
-        let opts = FitOptions { epochs: args.epochs.max(1), device: args.device, seed: args.seed };
+        let opts = FitOptions {
+            epochs: args.epochs.max(1),
+            device: args.device,
+            seed: args.seed,
+        };
         let model = Model::fit_new(kind, &ModelConfig::default(), &train, &opts, &mut |p| {
             bar.set_length((p.epochs * p.batches) as u64);
             bar.set_position(((p.epoch - 1) * p.batches + p.batch) as u64);
-            bar.set_message(format!("epoch {}/{} nll {:.3}", p.epoch, p.epochs, p.batch_nll.flow_total()));
+            bar.set_message(format!(
+                "epoch {}/{} nll {:.3}",
+                p.epoch,
+                p.epochs,
+                p.batch_nll.flow_total()
+            ));
         })?;
         bar.finish_and_clear();
         let nll: TaskNll = model.heldout_nll(&train, &test)?;
-        println!("held-out per-task NLL of {kind} ({} test flows):\n{nll}", test.len());
-        nll_table.push_str(&format!("| {kind} | {} |\n", nll.to_string().replace('\n', "; ")));
+        println!(
+            "held-out per-task NLL of {kind} ({} test flows):\n{nll}",
+            test.len()
+        );
+        nll_table.push_str(&format!(
+            "| {kind} | {} |\n",
+            nll.to_string().replace('\n', "; ")
+        ));
         let gbar = ProgressBar::new_spinner();
         gbar.set_prefix(format!("generate {kind}"));
-        let mut req = GenerateRequest::new(t0, GenLimit::SpanUs(t1 - t0 + 1), args.seed, args.pairs);
+        let mut req =
+            GenerateRequest::new(t0, GenLimit::SpanUs(t1 - t0 + 1), args.seed, args.pairs);
         // A model whose pairs keep bursting would generate without end: stop it at a multiple of the real count.
-        req.max_flows = (test.len() as u64).saturating_mul(args.max_flows_factor).max(10_000);
-        let generated = match model.generate(&req, &mut |n| gbar.set_message(format!("{n} flows"))) {
+        req.max_flows = (test.len() as u64)
+            .saturating_mul(args.max_flows_factor)
+            .max(10_000);
+        let generated = match model.generate(&req, &mut |n| gbar.set_message(format!("{n} flows")))
+        {
             Ok(g) => g,
             Err(e) => {
                 gbar.finish_and_clear();
@@ -112,9 +167,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         };
         gbar.finish_and_clear();
-        eprintln!("{kind}: generated {} flows ({} pairs), repairs: {:?}", generated.flows.len(), generated.pairs_used, generated.repairs);
+        eprintln!(
+            "{kind}: generated {} flows ({} pairs), repairs: {:?}",
+            generated.flows.len(),
+            generated.pairs_used,
+            generated.repairs
+        );
         let path = args.out.join(format!("{kind}.jsonl"));
-        let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let mut w = FlowWriter::new(std::io::BufWriter::new(file), OutputFormat::Jsonl)?;
         for r in &generated.flows {
             w.write(r)?;
@@ -125,13 +186,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if synthetic.is_empty() {
         bail!("no model generated the test span: {}", failures.join("; "));
     }
-    let sets: Vec<(&str, &[FlowRecord])> = synthetic.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-    let opts = EvalOptions { attacks, plot_dir: Some(args.out.clone()), utility: !args.no_utility, ..EvalOptions::default() };
+    let sets: Vec<(&str, &[FlowRecord])> = synthetic
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let opts = EvalOptions {
+        attacks,
+        plot_dir: Some(args.out.clone()),
+        utility: !args.no_utility,
+        ..EvalOptions::default()
+    };
     let report = compare(&test, &train, &sets, &opts)?;
-    std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     std::fs::write(args.out.join("report.md"), report.to_markdown())?;
     for f in &failures {
-        nll_table.push_str(&format!("\nGeneration failed, not in the comparison: {f}\n"));
+        nll_table.push_str(&format!(
+            "\nGeneration failed, not in the comparison: {f}\n"
+        ));
     }
     std::fs::write(args.out.join("nll.md"), &nll_table)?;
     println!("{}", report.summary_table());
