@@ -8,33 +8,6 @@ use temponet::model::{
     FitOptions, GenLimit, GenerateRequest, Model, ModelConfig, ModelKind, PairSource,
 };
 
-fn fit(
-    kind: ModelKind,
-    cfg: &ModelConfig,
-    records: &[temponet::FlowRecord],
-    epochs: usize,
-) -> Model {
-    let opts = FitOptions {
-        epochs,
-        seed: 7,
-        ..Default::default()
-    };
-    Model::fit_new(kind, cfg, records, &opts, &mut |_| {}).unwrap()
-}
-
-#[allow(dead_code)]
-fn span(model: &Model, hours: i64, pairs: PairSource) -> Vec<temponet::FlowRecord> {
-    let req = GenerateRequest::new(
-        T0 + 1_000_000_000_000,
-        GenLimit::SpanUs(hours * 3_600_000_000),
-        11,
-        pairs,
-    );
-    let g = model.generate(&req, &mut |_| {}).unwrap();
-    assert_eq!(g.repairs.sample_violations, 0);
-    g.flows
-}
-
 /// STAN's own check: corr(x_t, x_{t-1}) and corr(x_t, y_t) of STAN's samples within 0.05 of 0.9; the
 /// independent baseline shows about 0.
 #[test]

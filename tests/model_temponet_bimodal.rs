@@ -4,36 +4,8 @@
 mod model_support;
 
 use model_support::*;
-use temponet::model::{
-    FitOptions, GenLimit, GenerateRequest, Model, ModelConfig, ModelKind, PairSource,
-};
+use temponet::model::{ModelConfig, ModelKind, PairSource};
 use temponet::record::proto;
-
-fn fit(
-    kind: ModelKind,
-    cfg: &ModelConfig,
-    records: &[temponet::FlowRecord],
-    epochs: usize,
-) -> Model {
-    let opts = FitOptions {
-        epochs,
-        seed: 7,
-        ..Default::default()
-    };
-    Model::fit_new(kind, cfg, records, &opts, &mut |_| {}).unwrap()
-}
-
-fn span(model: &Model, hours: i64, pairs: PairSource) -> Vec<temponet::FlowRecord> {
-    let req = GenerateRequest::new(
-        T0 + 1_000_000_000_000,
-        GenLimit::SpanUs(hours * 3_600_000_000),
-        11,
-        pairs,
-    );
-    let g = model.generate(&req, &mut |_| {}).unwrap();
-    assert_eq!(g.repairs.sample_violations, 0);
-    g.flows
-}
 
 /// Bimodal log-normal inter-arrivals, pair A always TCP 443, pair B always UDP 53: TempoNet keeps both modes
 /// (Wasserstein-1 on log inter-arrival at least 3x smaller than the independent baseline's) and each pair's service.

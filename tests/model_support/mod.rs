@@ -3,6 +3,9 @@
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
+use temponet::model::{
+    FitOptions, GenLimit, GenerateRequest, Model, ModelConfig, ModelKind, PairSource,
+};
 use temponet::record::{FlowRecord, TcpFlags, proto};
 
 pub const T0: i64 = 1_545_403_816_000_000;
@@ -223,4 +226,27 @@ pub fn mixed_stream(n: usize, seed: u64) -> Vec<FlowRecord> {
             }
         })
         .collect()
+}
+
+/// Fits a model with the tests' fixed seed.
+pub fn fit(kind: ModelKind, cfg: &ModelConfig, records: &[FlowRecord], epochs: usize) -> Model {
+    let opts = FitOptions {
+        epochs,
+        seed: 7,
+        ..Default::default()
+    };
+    Model::fit_new(kind, cfg, records, &opts, &mut |_| {}).unwrap()
+}
+
+/// Generates `hours` of flows after the training data, checking no sample broke a rule.
+pub fn span(model: &Model, hours: i64, pairs: PairSource) -> Vec<FlowRecord> {
+    let req = GenerateRequest::new(
+        T0 + 1_000_000_000_000,
+        GenLimit::SpanUs(hours * 3_600_000_000),
+        11,
+        pairs,
+    );
+    let g = model.generate(&req, &mut |_| {}).unwrap();
+    assert_eq!(g.repairs.sample_violations, 0);
+    g.flows
 }
