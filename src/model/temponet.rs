@@ -635,61 +635,31 @@ impl TempoNet {
             + n.c_iat
                 .forward(&Tensor::from_slice(&iat_in).view([a as i64, 2]).to_device(d));
         // Protocol: any of the 256 values.
-        let pp = probs(n.head(1, &c2));
-        let protos: Vec<u8> = (0..a)
-            .map(|j| sample_masked(&pp[j * 256..(j + 1) * 256], |_| true, rng, rep) as u8)
+        let protos: Vec<u8> = draw_classes(&probs(n.head(1, &c2)), 256, |_| true, rng, rep)
+            .into_iter()
+            .map(|c| c as u8)
             .collect();
-        let pt =
-            Tensor::from_slice(&protos.iter().map(|p| *p as i64).collect::<Vec<_>>()).to_device(d);
-        let c3 = &c2 + n.c_proto.forward(&pt);
-        // Ports: masked to class 0 for protocols without ports.
+        let c3 = &c2 + n.c_proto.forward(&class_tensor(&protos, d));
+        // Ports: class 0 for protocols without ports.
         let np = N_PORT_CLASSES;
-        let dpp = probs(n.head(2, &c3));
-        let dcls: Vec<u16> = (0..a)
-            .map(|j| {
-                if proto::has_ports(protos[j]) {
-                    sample_masked(&dpp[j * np..(j + 1) * np], |_| true, rng, rep) as u16
-                } else {
-                    0
-                }
-            })
+        let has_ports = |j: usize| proto::has_ports(protos[j]);
+        let dcls: Vec<u16> = draw_classes(&probs(n.head(2, &c3)), np, has_ports, rng, rep)
+            .into_iter()
+            .map(|c| c as u16)
             .collect();
-        let c4 = &c3
-            + n.c_dport.forward(
-                &Tensor::from_slice(&dcls.iter().map(|c| *c as i64).collect::<Vec<_>>())
-                    .to_device(d),
-            );
-        let spp = probs(n.head(3, &c4));
-        let scls: Vec<u16> = (0..a)
-            .map(|j| {
-                if proto::has_ports(protos[j]) {
-                    sample_masked(&spp[j * np..(j + 1) * np], |_| true, rng, rep) as u16
-                } else {
-                    0
-                }
-            })
+        let c4 = &c3 + n.c_dport.forward(&class_tensor(&dcls, d));
+        let scls: Vec<u16> = draw_classes(&probs(n.head(3, &c4)), np, has_ports, rng, rep)
+            .into_iter()
+            .map(|c| c as u16)
             .collect();
-        let c5 = &c4
-            + n.c_sport.forward(
-                &Tensor::from_slice(&scls.iter().map(|c| *c as i64).collect::<Vec<_>>())
-                    .to_device(d),
-            );
+        let c5 = &c4 + n.c_sport.forward(&class_tensor(&scls, d));
         // Flags: only on TCP.
-        let fp = probs(n.head(4, &c5));
-        let flags: Vec<u8> = (0..a)
-            .map(|j| {
-                if protos[j] == proto::TCP {
-                    sample_masked(&fp[j * 256..(j + 1) * 256], |_| true, rng, rep) as u8
-                } else {
-                    0
-                }
-            })
+        let is_tcp = |j: usize| protos[j] == proto::TCP;
+        let flags: Vec<u8> = draw_classes(&probs(n.head(4, &c5)), 256, is_tcp, rng, rep)
+            .into_iter()
+            .map(|c| c as u8)
             .collect();
-        let c6 = &c5
-            + n.c_flags.forward(
-                &Tensor::from_slice(&flags.iter().map(|c| *c as i64).collect::<Vec<_>>())
-                    .to_device(d),
-            );
+        let c6 = &c5 + n.c_flags.forward(&class_tensor(&flags, d));
         // Packets: truncated to at least one.
         let (w, mu, sg) = mixture::to_cpu(&n.head(5, &c6), k as i64);
         let zl = |i: usize, v: f64| (v - norm.mean[i]) / norm.std[i];
@@ -1078,3 +1048,28 @@ const _: () = {
     const fn is_send<T: Send>() {}
     is_send::<TempoNet>()
 };
+
+/// One categorical field for every lane: lane `j` draws from its row of `probs` (`classes` wide) when `applies(j)`,
+/// and gets class 0 (no ports, no flags) otherwise. Lanes draw in order, so the random stream is the same as a loop.
+fn draw_classes<R: Rng>(
+    probs: &[f32],
+    classes: usize,
+    applies: impl Fn(usize) -> bool,
+    rng: &mut R,
+    rep: &mut RepairCounts,
+) -> Vec<usize> {
+    (0..probs.len() / classes)
+        .map(|j| {
+            if applies(j) {
+                sample_masked(&probs[j * classes..(j + 1) * classes], |_| true, rng, rep)
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+/// Sampled classes as the index tensor their embedding layer takes.
+fn class_tensor<T: Copy + Into<i64>>(classes: &[T], d: Device) -> Tensor {
+    Tensor::from_slice(&classes.iter().map(|&c| c.into()).collect::<Vec<i64>>()).to_device(d)
+}
