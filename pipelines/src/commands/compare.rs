@@ -61,26 +61,18 @@ pub struct Args {
     pub read: InputOpts,
 }
 
-fn read(input: &InputOpts, what: &str, paths: &[PathBuf]) -> anyhow::Result<Vec<FlowRecord>> {
-    let mut v = Vec::new();
-    input
-        .read(paths, |r| v.push(r))
-        .with_context(|| format!("reading the {what} files"))?;
-    Ok(v)
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (train, test) = if !args.input.is_empty() {
         if !(0.0..1.0).contains(&args.split) || args.split == 0.0 {
             bail!("--split must be in (0, 1), got {}", args.split);
         }
-        split_by_time(&read(&args.read, "--input", &args.input)?, args.split)
+        split_by_time(&args.read.read_vec("--input", &args.input)?, args.split)
     } else if args.train.is_empty() || args.test.is_empty() {
         bail!("give --train and --test files, or --input with --split");
     } else {
         (
-            read(&args.read, "--train", &args.train)?,
-            read(&args.read, "--test", &args.test)?,
+            args.read.read_vec("--train", &args.train)?,
+            args.read.read_vec("--test", &args.test)?,
         )
     };
     if train.len() < 2 || test.is_empty() {
@@ -90,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             test.len()
         );
     }
-    let attacks = read(&args.read, "--attacks", &args.attacks)?;
+    let attacks = args.read.read_vec("--attacks", &args.attacks)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let t0 = test

@@ -44,10 +44,7 @@ pub struct Args {
 }
 
 fn read_set(input: &InputOpts, what: &str, paths: &[PathBuf]) -> anyhow::Result<Vec<FlowRecord>> {
-    let mut v = Vec::new();
-    input
-        .read(paths, |r| v.push(r))
-        .with_context(|| format!("reading the {what} files"))?;
+    let v = input.read_vec(what, paths)?;
     if v.is_empty() && !paths.is_empty() {
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         bail!("the {what} files hold no flows: {}", names.join(", "));

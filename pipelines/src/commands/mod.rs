@@ -41,4 +41,17 @@ impl InputOpts {
         }
         Ok(stats)
     }
+
+    /// Reads the files of one command-line option (`what`, e.g. `--train`) into memory; errors say which option.
+    pub fn read_vec(
+        &self,
+        what: &str,
+        paths: &[PathBuf],
+    ) -> anyhow::Result<Vec<temponet::FlowRecord>> {
+        use anyhow::Context;
+        let mut v = Vec::new();
+        self.read(paths, |r| v.push(r))
+            .with_context(|| format!("reading the {what} files"))?;
+        Ok(v)
+    }
 }
