@@ -90,12 +90,9 @@ impl FieldError {
 /// Errors that stop reading a file as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("{file}: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is part of the message (not the error chain), so `{:#}` does not print it twice.
+    #[error("{file}: {cause}")]
+    Io { file: String, cause: std::io::Error },
     #[error(
         "{file}: unrecognised flow format; first line: {first_line:?}\n  (readable: nfdump/UGR'16 CSV, NetShare CSV, Zeek conn.log TSV/JSON/CSV, CICFlowMeter CSV, temponet JSON lines)"
     )]

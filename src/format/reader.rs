@@ -105,9 +105,9 @@ impl FlowReader {
     pub fn open(path: impl AsRef<Path>) -> Result<FlowReader, FormatError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let f = File::open(path).map_err(|source| FormatError::Io {
+        let f = File::open(path).map_err(|cause| FormatError::Io {
             file: name.clone(),
-            source,
+            cause,
         })?;
         FlowReader::from_reader(name, BufReader::with_capacity(1 << 16, f))
     }
@@ -118,9 +118,9 @@ impl FlowReader {
         mut input: impl BufRead + Send + 'static,
     ) -> Result<FlowReader, FormatError> {
         let file = name.into();
-        let io_err = |source| FormatError::Io {
+        let io_err = |cause| FormatError::Io {
             file: file.clone(),
-            source,
+            cause,
         };
         // Consume up to the first non-blank line, keep every byte so line numbers stay true, then re-chain.
         let mut prefix = Vec::new();
@@ -487,9 +487,9 @@ pub fn read_files<P: AsRef<Path>>(
                 }
                 Err(e) => match (on_error, rejects.as_deref_mut()) {
                     (OnError::Skip, Some(sink)) => {
-                        sink.write(&e).map_err(|source| FormatError::Io {
+                        sink.write(&e).map_err(|cause| FormatError::Io {
                             file: sink.path().display().to_string(),
-                            source,
+                            cause,
                         })?;
                         fs.rejected += 1;
                         first_err.get_or_insert(e);
@@ -510,9 +510,9 @@ pub fn read_files<P: AsRef<Path>>(
         stats.files.push(fs);
     }
     if let Some(sink) = rejects {
-        sink.flush().map_err(|source| FormatError::Io {
+        sink.flush().map_err(|cause| FormatError::Io {
             file: sink.path().display().to_string(),
-            source,
+            cause,
         })?;
     }
     Ok(stats)
