@@ -94,6 +94,14 @@ fn broken_files_are_clear_errors() {
         .expect("other version must fail")
         .to_string();
     assert!(e.contains("other.model") && e.contains("version 99"), "{e}");
+    // A file of the previous format (before the silence mark) gets the same clear error.
+    other[8] = 1;
+    std::fs::write(&opath, &other).unwrap();
+    let e = Model::load(&opath, DeviceChoice::Cpu)
+        .err()
+        .expect("version 1 must fail")
+        .to_string();
+    assert!(e.contains("version 1,") && e.contains("retrain"), "{e}");
 
     let npath = dir.path().join("flows.csv");
     std::fs::write(&npath, b"ts,uid\n1,2\n").unwrap();
@@ -129,10 +137,15 @@ fn flat_parameters_round_trip_and_streaming_calls_work() {
             b.windows_nll(&windows).unwrap(),
             a.windows_nll(&windows).unwrap(),
         );
-        // The independent baseline's per-pair Poisson rates are per-pair state (owned by the pair's worker, like
-        // its history), not shared parameters: its inter-arrival task is left out of the comparison.
-        let from = if kind == ModelKind::Independent { 1 } else { 0 };
-        assert_eq!(nb.sum[from..], na.sum[from..], "{kind}");
+        // The independent baseline's per-pair timing (rates, silence frequencies) is per-pair state (owned by the
+        // pair's worker, like its history), not shared parameters: its inter-arrival and silence tasks are left
+        // out of the comparison.
+        let (from, to) = if kind == ModelKind::Independent {
+            (1, temponet::model::features::task::SILENCE)
+        } else {
+            (0, nb.sum.len())
+        };
+        assert_eq!(nb.sum[from..to], na.sum[from..to], "{kind}");
         assert_eq!(nb.count, na.count, "{kind}");
         assert!(b.set_params(&p[1..], 10).is_err());
     }

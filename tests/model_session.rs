@@ -52,7 +52,7 @@ fn advancing_in_pieces_equals_one_call() {
 }
 
 #[test]
-fn twins_join_once_and_can_be_dropped() {
+fn twins_join_once_restart_after_silence_and_can_be_dropped() {
     let data = mixed_stream(300, 4);
     let mut cfg = ModelConfig::default();
     cfg.temponet.hidden = 16;
@@ -63,23 +63,33 @@ fn twins_join_once_and_can_be_dropped() {
     s.join(&m, last, None);
     assert_eq!(s.live(), 1);
     let mut out = Vec::new();
-    // Joined after the clock passed the real flow: the twin's first flow still starts at or after the clock.
-    s.advance(&m, last.start_us + 60_000_000, &mut out).unwrap();
     let clock = last.start_us + 60_000_000;
+    s.advance(&m, clock, &mut out).unwrap();
+    // Joined after the clock passed the real flow: the twin's flows still start at or after the clock.
     let other = data.iter().find(|r| r.pair() != last.pair()).unwrap();
+    let live_before = s.live();
     s.join(&m, other, None);
+    assert_eq!(s.live(), live_before + 1);
     let before = out.len();
-    s.advance(&m, clock + 3_600_000_000, &mut out).unwrap();
+    let mut until = clock;
+    // Twins end by their silence mark; a join restarts an ended twin.
+    while s.ended() == 0 && until < clock + 200 * 3_600_000_000 {
+        until += 3_600_000_000;
+        s.advance(&m, until, &mut out).unwrap();
+    }
+    assert!(s.ended() > 0, "no twin went silent in 200 hours");
     assert!(out[before..].iter().all(|r| r.start_us >= clock));
-    assert!(out.iter().any(|r| r.pair() == other.pair()));
     assert!(
         out.iter()
             .all(|r| r.pair() == last.pair() || r.pair() == other.pair())
     );
-    assert_eq!(s.live(), 2);
+    let live = s.live();
+    s.join(&m, last, None);
+    s.join(&m, other, None);
+    assert_eq!(s.live(), 2, "{live} live before the joins");
     s.drop_pair(&last.pair());
     assert_eq!(s.live(), 1);
     let before = out.len();
-    s.advance(&m, clock + 7_200_000_000, &mut out).unwrap();
+    s.advance(&m, until + 3_600_000_000, &mut out).unwrap();
     assert!(out[before..].iter().all(|r| r.pair() == other.pair()));
 }

@@ -233,6 +233,45 @@ pub fn sample_truncated_mixture<R: Rng>(
     x.clamp(lo, hi)
 }
 
+/// Probability mass in `[lo, hi]` of a Gaussian mixture (weights from `logits`, means `mu`, standard deviations
+/// `sigma`; either bound may be infinite): what truncating it keeps.
+pub fn mixture_mass(logits: &[f32], mu: &[f32], sigma: &[f32], lo: f64, hi: f64) -> f64 {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let (mut num, mut den) = (0.0, 0.0);
+    for j in 0..logits.len() {
+        let w = ((logits[j] - max) as f64).exp();
+        let s = (sigma[j] as f64).max(1e-6);
+        let a = if lo.is_finite() {
+            norm_cdf((lo - mu[j] as f64) / s)
+        } else if lo > 0.0 {
+            1.0
+        } else {
+            0.0
+        };
+        let b = if hi.is_finite() {
+            norm_cdf((hi - mu[j] as f64) / s)
+        } else if hi > 0.0 {
+            1.0
+        } else {
+            0.0
+        };
+        num += w * (b - a).max(0.0);
+        den += w;
+    }
+    if den > 0.0 { num / den } else { 0.0 }
+}
+
+/// Silence probability after a quiet time: `p / (p + (1 - p) q)` where `q` is the probability that a gap of a lane
+/// that goes on exceeds the quiet time (1 when it has not been quiet at all, 0 past the silence threshold).
+pub fn silence_posterior(p: f64, q: f64) -> f64 {
+    let d = p + (1.0 - p) * q.clamp(0.0, 1.0);
+    if d > 0.0 {
+        (p / d).clamp(0.0, 1.0)
+    } else {
+        1.0
+    }
+}
+
 /// Draws a class from probabilities `probs` restricted to the classes `allowed` says yes to (the masked,
 /// renormalised categorical). With no mass on any allowed class, the first allowed class is returned and counted.
 pub fn sample_masked<R: Rng>(

@@ -17,7 +17,12 @@ pub const N_PORT_CLASSES: usize = 1670;
 pub const N_BYTE_CLASSES: usize = 256;
 
 /// The tasks (fields) every model reports a negative log-likelihood for, in the order TempoNet samples them.
-pub const TASKS: [&str; 9] = [
+///
+/// `silence` is the pair-goes-silent mark: after a flow, whether the lane's next flow is more than
+/// [`FeatureSpace::silence_us`] away (a Bernoulli, in nats per labelled flow). It is a function of the next gap
+/// (which `inter_arrival` already scores) plus what censoring allows to know about a pair's last flow, so it is
+/// reported beside the flow tasks and, like `address`, left out of [`super::TaskNll::flow_total`].
+pub const TASKS: [&str; 10] = [
     "inter_arrival",
     "protocol",
     "dst_port",
@@ -27,6 +32,7 @@ pub const TASKS: [&str; 9] = [
     "bytes_per_packet",
     "duration",
     "address",
+    "silence",
 ];
 pub const N_TASKS: usize = TASKS.len();
 pub mod task {
@@ -39,6 +45,7 @@ pub mod task {
     pub const BPP: usize = 6;
     pub const DURATION: usize = 7;
     pub const ADDRESS: usize = 8;
+    pub const SILENCE: usize = 9;
 }
 
 /// STAN port class of a port.
@@ -232,13 +239,21 @@ pub struct EncodedEvent {
     /// Standardised log duration; `None` for a zero duration.
     pub duration: Option<f32>,
     pub season: [f32; 4],
+    /// Flows of the pair's session before this one (0: it starts a session; see [`sessions`]). Set by whoever
+    /// knows the pair's history ([`FeatureSpace::encode`] leaves it 0).
+    pub session_pos: u32,
 }
 
 /// Width of [`EncodedEvent::continuous`].
-pub const N_CONT_INPUTS: usize = 11;
+pub const N_CONT_INPUTS: usize = 13;
 
 impl EncodedEvent {
-    /// Continuous input vector: iat, has-iat, packets, bpp, duration, zero-duration, 4 x season, start-token flag.
+    /// Continuous input vector: iat, has-iat, packets, bpp, duration, zero-duration, 4 x season, start-token flag,
+    /// starts-a-session flag, log session position (`ln(1 + pos) / ln 33`, at most 2).
+    ///
+    /// The session inputs give the silence mark its strongest covariate directly: whether a session just began
+    /// comes from a threshold on the gap, and its length in flows is a count, both slow for a GRU to learn from the
+    /// raw gaps (on the simulator the hazard falls from 35 % after a session's first flow to 3 % after its tenth).
     pub fn continuous(&self) -> [f32; N_CONT_INPUTS] {
         let s = self.season;
         [
@@ -253,10 +268,12 @@ impl EncodedEvent {
             s[2],
             s[3],
             0.0,
+            (self.session_pos == 0) as u8 as f32,
+            ((1.0 + self.session_pos as f32).ln() / 33f32.ln()).min(2.0),
         ]
     }
     /// The input that stands for "no previous event" at the start of a pair's history.
-    pub const START: [f32; N_CONT_INPUTS] = [0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 1.];
+    pub const START: [f32; N_CONT_INPUTS] = [0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 1., 0., 0.];
 }
 
 /// What a model needs to turn records into features and back: normalisation, pair hashing, and the facts of the
@@ -274,6 +291,138 @@ pub struct FeatureSpace {
     pub last_us: i64,
     pub events: u64,
     pub pairs: u64,
+    /// The silence threshold (see [`silence_threshold`]): a gap longer than this ends a lane's session.
+    pub silence_us: i64,
+    /// Which seasonality inputs the models see: hour of day when the training data covers a whole day, day of week
+    /// when it covers two weeks. Data that covers part of a cycle leaves the rest of it unseen, and a network fed
+    /// an hour it never saw extrapolates freely (on the simulator's 17-hour training part that made generated
+    /// evening sessions several times too long); a cycle not covered is left out (its inputs are 0).
+    pub season: [bool; 2],
+}
+
+/// Training spans from which hour-of-day and day-of-week inputs are used.
+pub const SEASON_MIN_SPAN_US: [i64; 2] = [86_400_000_000, 14 * 86_400_000_000];
+
+/// Quantile of within-pair gaps that sets the silence threshold when the gaps show no valley.
+pub const SILENCE_QUANTILE: f64 = 0.95;
+
+/// The silence threshold of training data: a gap between consecutive flows of a pair longer than this means the
+/// pair went silent (its session ended; a later flow starts a new session).
+///
+/// Within-pair gaps are usually bimodal on a log scale: gaps inside a burst and pauses between bursts. The
+/// threshold sits in the valley between them: on a histogram of gaps of at least one second in half-decade bins,
+/// the first bin that holds less than a third of the largest bin before it (gaps under a second count as one bin)
+/// and of the largest bin after it, where that later bin holds at least 2 % of all gaps; the threshold is the bin's
+/// log centre. Sessions are then bursts, so session starts carry the traffic's changes in level (their rate has a
+/// daily cycle, see `pair_arrival`) and sessions keep a stable length: with a high quantile instead (80 minutes on
+/// the simulator), sessions merged a day's bursts and their length followed the time of day, which nothing in a
+/// model's history could tell. The gaps above the valley must be irregular (an interquartile range of at least half a
+/// decade): a pair that pauses for about the same time again and again (a burst every 30 s) is keeping a rhythm,
+/// not going silent, and its pauses are better kept inside its sessions. Without such a valley, twice the
+/// [`SILENCE_QUANTILE`] quantile of the gaps: regular traffic (a beacon every second, with microseconds of jitter)
+/// has no silence, and a quantile alone would call one gap in twenty of it one.
+///
+/// Kept within one second and a twentieth of the data span: a pair's last flow within the threshold of the data's
+/// end has an unknown label (censored, left out of training), and the cap keeps that blind strip at 5 % of the
+/// data (floored at 1 ms for data shorter than 20 seconds).
+pub fn silence_threshold(records: &[FlowRecord]) -> i64 {
+    let mut gaps: Vec<i64> = pair_sequences(records)
+        .into_iter()
+        .flat_map(|(_, s)| {
+            s.windows(2)
+                .map(|w| w[1].start_us - w[0].start_us)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let first = records.iter().map(|r| r.start_us).min().unwrap_or(0);
+    let last = records.iter().map(|r| r.start_us).max().unwrap_or(0);
+    let cap = ((last - first) / 20).max(1_000);
+    if gaps.is_empty() {
+        return cap;
+    }
+    gaps.sort_unstable();
+    let s = gap_valley_us(&gaps).unwrap_or_else(|| {
+        gaps[((gaps.len() - 1) as f64 * SILENCE_QUANTILE).round() as usize].saturating_mul(2)
+    });
+    s.max(1_000_000).min(cap)
+}
+
+/// The valley of [`silence_threshold`] in sorted gaps (µs), if any.
+fn gap_valley_us(sorted: &[i64]) -> Option<i64> {
+    let n = sorted.len();
+    let below = sorted.partition_point(|g| *g < 1_000_000);
+    // Bin 0 holds gaps under a second; bin k >= 1 holds [10^((k-1)/2), 10^(k/2)) seconds.
+    let mut bins = vec![below as f64];
+    for g in &sorted[below..] {
+        let k = 1 + ((*g as f64 * 1e-6).log10() * 2.0).floor().max(0.0) as usize;
+        if bins.len() <= k {
+            bins.resize(k + 1, 0.0);
+        }
+        bins[k] += 1.0;
+    }
+    let valley = (1..bins.len().saturating_sub(1)).find(|&k| {
+        let before = bins[..k].iter().cloned().fold(0.0, f64::max);
+        let after = bins[k + 1..].iter().cloned().fold(0.0, f64::max);
+        before >= 3.0 * bins[k] && after >= 3.0 * bins[k] && after >= 0.02 * n as f64
+    })?;
+    let s = (10f64.powf((valley as f64 - 0.5) / 2.0) * 1e6) as i64;
+    let above = &sorted[sorted.partition_point(|g| *g <= s)..];
+    let lq = |f: f64| (above[((above.len() - 1) as f64 * f) as usize] as f64).log10();
+    (above.len() >= 4 && lq(0.75) - lq(0.25) >= 0.5).then_some(s)
+}
+
+/// Session structure of time-sorted flow starts of one lane (a pair, or a host for STAN) under a silence threshold.
+pub mod sessions {
+    /// Whether the lane went silent after flow `i` of `starts`: `Some(true)` when the next flow is more than
+    /// `silence_us` later, or there is none and the data (which ends at `data_end_us`) stayed silent that long;
+    /// `Some(false)` when the next flow comes within it; `None` when unknown (no next flow, and the data ends within
+    /// `silence_us`: censored).
+    pub fn ended_after(
+        starts: &[i64],
+        i: usize,
+        silence_us: i64,
+        data_end_us: i64,
+    ) -> Option<bool> {
+        match starts.get(i + 1) {
+            Some(&n) => Some(n - starts[i] > silence_us),
+            None => (data_end_us - starts[i] > silence_us).then_some(true),
+        }
+    }
+    /// Log-odds of a labelled flow being followed by silence, over lanes' time-sorted starts (clamped to
+    /// `[1e-4, 1 - 1e-4]`): the initial bias of a silence head, for the same reason as [`super::Marginals`].
+    pub fn silence_logit(seqs: &[Vec<i64>], silence_us: i64, data_end_us: i64) -> f32 {
+        let (mut ended, mut labelled) = (0u64, 0u64);
+        for s in seqs {
+            for i in 0..s.len() {
+                if let Some(e) = ended_after(s, i, silence_us, data_end_us) {
+                    labelled += 1;
+                    ended += e as u64;
+                }
+            }
+        }
+        let p = (ended as f64 / labelled.max(1) as f64).clamp(1e-4, 1.0 - 1e-4);
+        (p / (1.0 - p)).ln() as f32
+    }
+    /// Position of every flow in its session (flows of the session before it) given the first flow's.
+    pub fn positions(starts: &[i64], first: u32, silence_us: i64) -> Vec<u32> {
+        let mut out = Vec::with_capacity(starts.len());
+        for (i, t) in starts.iter().enumerate() {
+            out.push(match i {
+                0 => first,
+                _ if t - starts[i - 1] > silence_us => 0,
+                _ => out[i - 1] + 1,
+            });
+        }
+        out
+    }
+    /// Session starts: the first flow and every flow after a gap longer than `silence_us`.
+    pub fn starts(starts: &[i64], silence_us: i64) -> impl Iterator<Item = i64> + '_ {
+        starts
+            .iter()
+            .enumerate()
+            .filter(move |(i, t)| *i == 0 || **t - starts[i - 1] > silence_us)
+            .map(|(_, t)| *t)
+    }
 }
 
 impl FeatureSpace {
@@ -293,6 +442,8 @@ impl FeatureSpace {
             last_us,
             events: records.len() as u64,
             pairs,
+            silence_us: silence_threshold(records),
+            season: [0, 1].map(|i| last_us - first_us >= SEASON_MIN_SPAN_US[i]),
         }
     }
 
@@ -334,7 +485,17 @@ impl FeatureSpace {
             packets: n.z(cont::PACKETS, log_packets(r.packets)),
             bpp: n.z(cont::BPP, log_bpp(r.bytes, r.packets, r.proto)),
             duration: log_duration(r.duration_us).map(|d| n.z(cont::DURATION, d)),
-            season: seasonality(r.start_us),
+            session_pos: 0,
+            season: {
+                let mut s = seasonality(r.start_us);
+                for (c, on) in self.season.iter().enumerate() {
+                    if !on {
+                        s[2 * c] = 0.0;
+                        s[2 * c + 1] = 0.0;
+                    }
+                }
+                s
+            },
         }
     }
 
@@ -372,6 +533,64 @@ fn fnv(tag: u8, bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::TcpFlags;
+
+    fn at(t_us: i64, pair: u8) -> FlowRecord {
+        FlowRecord {
+            start_us: t_us,
+            duration_us: 0,
+            src: IpAddr::from([10, 0, 0, pair]),
+            dst: IpAddr::from([10, 0, 1, pair]),
+            src_port: 1000,
+            dst_port: 80,
+            proto: proto::TCP,
+            flags: TcpFlags(0x02),
+            packets: 1,
+            bytes: 60,
+            label: None,
+        }
+    }
+
+    /// Bursts (gaps ~0.1 s) separated by irregular pauses (10 s to 3 h): the threshold falls in the valley between.
+    /// A rhythm (a burst every 30 s, always) has no silence inside it. Regular traffic gets twice its long gaps.
+    #[test]
+    fn silence_threshold_finds_the_pause_between_bursts() {
+        let mut recs = Vec::new();
+        let mut t = 0i64;
+        for b in 0..300 {
+            for _ in 0..5 {
+                recs.push(at(t, 1));
+                t += 100_000;
+            }
+            t += (10f64 * 1000f64.powf((b % 7) as f64 / 6.0) * 1e6) as i64;
+        }
+        let s = silence_threshold(&recs);
+        assert!((1_000_000..=10_000_000).contains(&s), "{s}");
+        let rhythm: Vec<FlowRecord> = (0..600)
+            .map(|i| at(i / 2 * 30_000_000 + (i % 2) * 50_000, 2))
+            .collect();
+        let s = silence_threshold(&rhythm);
+        assert!(s > 30_000_000, "{s}");
+        let regular: Vec<FlowRecord> = (0..600).map(|i| at(i * 1_000_000 + i % 3, 3)).collect();
+        let s = silence_threshold(&regular);
+        assert!(s >= 2_000_000, "{s}");
+    }
+
+    #[test]
+    fn session_positions_restart_after_silence() {
+        let t = [0, 1, 2, 100, 101, 300];
+        assert_eq!(sessions::positions(&t, 0, 50), vec![0, 1, 2, 0, 1, 0]);
+        assert_eq!(sessions::positions(&t, 4, 50), vec![4, 5, 6, 0, 1, 0]);
+        assert_eq!(
+            sessions::starts(&t, 50).collect::<Vec<_>>(),
+            vec![0, 100, 300]
+        );
+        assert_eq!(sessions::ended_after(&t, 2, 50, 1000), Some(true));
+        assert_eq!(sessions::ended_after(&t, 3, 50, 1000), Some(false));
+        assert_eq!(sessions::ended_after(&t, 5, 50, 1000), Some(true));
+        assert_eq!(sessions::ended_after(&t, 5, 50, 320), None);
+    }
+
     #[test]
     fn port_classes_cover_all_ports() {
         assert_eq!(port_class(0), 0);

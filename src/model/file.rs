@@ -8,12 +8,15 @@
 //! Loading checks each part in order and names the file and what is wrong: not a model file, another format
 //! version, unknown kind, truncated (which part, how many bytes expected and present), checksum mismatch
 //! (corrupt), unreadable header or weights.
+//!
+//! Versions: 1 first release; 2 adds the silence mark (TempoNet and STAN silence heads, the silence threshold in
+//! the feature space, session statistics in the pair tables and the arrival rate).
 
 use super::{DeviceChoice, Model, ModelError, ModelKind, independent, stan, temponet};
 use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"TEMPONET";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 fn fnv64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -2,6 +2,12 @@
 //! Poisson arrivals per host pair. Discrete fields are count tables, continuous fields histograms of the log value
 //! (so the marginals themselves are as faithful as possible: this baseline loses only the dependencies).
 //!
+//! Timing is per pair and empirical ([`PairStats`]): after each flow the pair goes silent with its own frequency of
+//! silences per labelled flow; otherwise its next flow follows after an exponential gap (truncated at the silence
+//! threshold `S`) at its within-session rate. The inter-arrival density is the matching two-part mixture:
+//! `(1 - p) Exp_in(dt | dt <= S)` and `p (S + Exp_out)` beyond, so `P(dt > S) = p` is exactly the silence mark.
+//! Pair statistics are smoothed towards the means over all pairs with one pseudo-observation.
+//!
 //! Compliance masks still apply (ports 0 without ports, flags only on TCP, bytes-per-packet truncated to the
 //! protocol's bounds): masking depends on the protocol, which is the one exception to independence, since
 //! without it the baseline would emit impossible flows.
@@ -9,7 +15,7 @@
 use super::compliance::{RepairCounts, sample_masked};
 use super::features::{self, FeatureSpace, N_BYTE_CLASSES, N_PORT_CLASSES, cont, decode, task};
 use super::pair_arrival::PairArrivals;
-use super::session::{LaneStart, LaneStates, Lanes};
+use super::session::{LaneStart, LaneStates, Lanes, ObservedLane};
 use super::{FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, TaskNll};
 use crate::record::{FlowRecord, HostPair, TcpFlags, proto};
 use rand::Rng;
@@ -109,15 +115,47 @@ fn cat_probs(counts: &[f64]) -> Vec<f32> {
     counts.iter().map(|c| (*c + SMOOTH) as f32).collect()
 }
 
-/// A generated pair: Poisson flows at `rate` per µs, the next at `next_us`.
+/// A generated pair: its next (or, with `first`, its first) flow at `next_us`, its silence probability per flow and
+/// its within-session rate per µs.
 pub(crate) struct LaneState {
     next_us: f64,
-    rate: f64,
+    first: bool,
+    p_end: f64,
+    r_in: f64,
 }
 
-/// Exponential gap (µs) at `rate` flows per µs.
-fn exp_gap<R: Rng>(rng: &mut R, rate: f64) -> f64 {
-    -(1.0 - rng.r#gen::<f64>()).ln() / rate
+/// An exponential gap (µs) at `rate` per µs truncated to `[lo, hi]` (inverse CDF; `lo` itself when the interval
+/// has no numerical mass).
+fn truncated_exp<R: Rng>(rng: &mut R, rate: f64, lo: f64, hi: f64) -> f64 {
+    let (a, b) = ((-rate * lo).exp(), (-rate * hi).exp());
+    let u = rng.r#gen::<f64>();
+    let x = -(a - u * (a - b)).ln() / rate;
+    if x.is_finite() { x.clamp(lo, hi) } else { lo }
+}
+
+/// Timing counts of one pair (gaps in seconds; gaps beyond the silence threshold counted from it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PairStats {
+    pub pair: HostPair,
+    pub flows: f64,
+    pub sessions: f64,
+    /// Labelled silence marks and how many of them were silences.
+    pub marks: f64,
+    pub silences: f64,
+    pub gaps_in: f64,
+    pub sum_in_s: f64,
+    pub gaps_out: f64,
+    pub sum_out_s: f64,
+    /// Start of the pair's latest flow seen.
+    pub last_us: i64,
+}
+
+/// A pair's timing parameters: silence probability per flow, within-session and beyond-silence rates (per second).
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    p_end: f64,
+    r_in: f64,
+    r_out: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -133,9 +171,10 @@ pub struct Independent {
     pub duration: Hist,
     pub zero_duration: f64,
     pub events: f64,
-    /// Flows per pair and the span they were counted over: Poisson rate = count / span.
-    pub pair_counts: Vec<(HostPair, f64, i64)>,
-    pub span_us: i64,
+    /// Per-pair timing statistics (in order of first appearance).
+    pub pairs: Vec<PairStats>,
+    /// Sums of the pairs' timing counts: `[marks, silences, gaps_in, sum_in_s, gaps_out, sum_out_s]`.
+    pub totals: [f64; 6],
     pub arrivals: PairArrivals,
     pub version: u64,
     #[serde(skip)]
@@ -150,7 +189,6 @@ impl Independent {
             bpp: Hist::new(&config),
             duration: Hist::new(&config),
             config,
-            span_us: space.span_us(),
             space,
             proto: vec![0.0; N_BYTE_CLASSES],
             dport: vec![0.0; N_PORT_CLASSES],
@@ -158,39 +196,48 @@ impl Independent {
             flags: vec![0.0; N_BYTE_CLASSES],
             zero_duration: 0.0,
             events: 0.0,
-            pair_counts: Vec::new(),
+            pairs: Vec::new(),
+            totals: [0.0; 6],
             arrivals: PairArrivals::new(0),
             version: 0,
             index: HashMap::new(),
         };
-        m.arrivals.fit(records, m.span_us);
+        m.arrivals.fit(records, m.space.silence_us);
         m
     }
 
     pub(crate) fn rebuild_index(&mut self) {
         self.index = self
-            .pair_counts
+            .pairs
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.0, i))
+            .map(|(i, p)| (p.pair, i))
             .collect();
     }
 
-    fn mean_rate(&self) -> f64 {
-        let n = self.pair_counts.len().max(1) as f64;
-        self.pair_counts.iter().map(|p| p.1).sum::<f64>() / n / (self.span_us as f64 * 1e-6)
-    }
-
-    /// Poisson rate (flows per second) of a pair; unseen pairs get the mean rate.
-    pub fn rate(&self, pair: &HostPair) -> f64 {
+    /// The timing of a pair; unseen pairs get the means over all pairs.
+    fn timing(&self, pair: &HostPair) -> Timing {
+        let [m, s, gi, si, go, so] = self.totals;
+        let span_s = self.space.span_us() as f64 * 1e-6;
+        let prior = Timing {
+            p_end: ((s + 0.5) / (m + 1.0)).clamp(1e-6, 1.0 - 1e-6),
+            r_in: (gi + 1.0) / (si + self.space.silence_us as f64 * 1e-6),
+            r_out: (go + 1.0) / (so + span_s),
+        };
         match self.index.get(pair) {
+            None => prior,
             Some(&i) => {
-                (self.pair_counts[i].1 + 0.5) / (self.pair_counts[i].2.max(1_000_000) as f64 * 1e-6)
+                let p = &self.pairs[i];
+                Timing {
+                    p_end: ((p.silences + prior.p_end) / (p.marks + 1.0)).clamp(1e-6, 1.0 - 1e-6),
+                    r_in: (p.gaps_in + 1.0) / (p.sum_in_s + 1.0 / prior.r_in),
+                    r_out: (p.gaps_out + 1.0) / (p.sum_out_s + 1.0 / prior.r_out),
+                }
             }
-            None => self.mean_rate().max(1e-9),
         }
     }
 
+    /// Adds a flow to the tables (flows of a pair must come in time order for its timing counts).
     fn observe(&mut self, r: &FlowRecord, repairs: &mut RepairCounts) {
         let e = self.space.encode(r, None, repairs);
         self.proto[e.proto as usize] += 1.0;
@@ -204,27 +251,84 @@ impl Independent {
             None => self.zero_duration += 1.0,
         }
         self.events += 1.0;
-        let span = self.span_us;
+        let silence = self.space.silence_us;
         let i = match self.index.get(&r.pair()) {
             Some(&i) => i,
             None => {
-                self.pair_counts.push((r.pair(), 0.0, span));
-                self.index.insert(r.pair(), self.pair_counts.len() - 1);
-                self.pair_counts.len() - 1
+                self.pairs.push(PairStats {
+                    pair: r.pair(),
+                    flows: 0.0,
+                    sessions: 1.0,
+                    marks: 0.0,
+                    silences: 0.0,
+                    gaps_in: 0.0,
+                    sum_in_s: 0.0,
+                    gaps_out: 0.0,
+                    sum_out_s: 0.0,
+                    last_us: r.start_us,
+                });
+                self.index.insert(r.pair(), self.pairs.len() - 1);
+                self.pairs.len() - 1
             }
         };
-        self.pair_counts[i].1 += 1.0;
+        let p = &mut self.pairs[i];
+        let t = &mut self.totals;
+        if p.flows > 0.0 {
+            let gap = (r.start_us - p.last_us).max(0);
+            p.marks += 1.0;
+            t[0] += 1.0;
+            if gap > silence {
+                let out = (gap - silence) as f64 * 1e-6;
+                p.silences += 1.0;
+                p.sessions += 1.0;
+                p.gaps_out += 1.0;
+                p.sum_out_s += out;
+                t[1] += 1.0;
+                t[4] += 1.0;
+                t[5] += out;
+            } else {
+                p.gaps_in += 1.0;
+                p.sum_in_s += gap as f64 * 1e-6;
+                t[2] += 1.0;
+                t[3] += gap as f64 * 1e-6;
+            }
+        }
+        p.flows += 1.0;
+        p.last_us = p.last_us.max(r.start_us);
     }
 
-    /// Per-task NLL of one event (address scored when `new_pair`).
-    fn event_nll(&self, r: &FlowRecord, prev: Option<i64>, new_pair: bool, out: &mut TaskNll) {
+    /// Per-task NLL of one event (address scored when `new_pair`); `silence` is a scored silence mark: the one
+    /// before this event (from `prev`) and, for a pair's last event, the one after it.
+    fn event_nll(
+        &self,
+        r: &FlowRecord,
+        prev: Option<i64>,
+        new_pair: bool,
+        last_mark: Option<bool>,
+        out: &mut TaskNll,
+    ) {
         let mut rep = RepairCounts::default();
         let e = self.space.encode(r, None, &mut rep);
+        let t = self.timing(&r.pair());
+        let silence = self.space.silence_us;
+        let mark = |ended: bool| -(if ended { t.p_end } else { 1.0 - t.p_end }).ln();
         if let Some(p) = prev {
-            let y = features::log_iat(r.start_us - p);
-            let lam = self.rate(&r.pair());
-            // Exponential inter-arrival, as a density of y = ln(dt): lam * e^y * exp(-lam e^y).
-            out.add_task(task::IAT, -(lam.ln() + y - lam * y.exp()));
+            let dt_us = (r.start_us - p).max(0);
+            // Density of y = ln(dt) (dt in seconds, floored at 1 µs like every model): dt f(dt), with f the
+            // truncated within-session exponential below S and the shifted one beyond.
+            let y = features::log_iat(dt_us);
+            let dt = y.exp();
+            let s = silence as f64 * 1e-6;
+            let f = if dt_us <= silence {
+                (1.0 - t.p_end) * t.r_in * (-t.r_in * dt).exp() / (1.0 - (-t.r_in * s).exp())
+            } else {
+                t.p_end * t.r_out * (-t.r_out * (dt - s)).exp()
+            };
+            out.add_task(task::IAT, -(f.max(1e-300).ln() + y));
+            out.add_task(task::SILENCE, mark(dt_us > silence));
+        }
+        if let Some(m) = last_mark {
+            out.add_task(task::SILENCE, mark(m));
         }
         if new_pair && let Some(a) = self.arrivals.nll(&r.pair()) {
             out.add_task(task::ADDRESS, a);
@@ -273,12 +377,15 @@ impl Independent {
         );
     }
 
+    /// Calls `f(event, previous start, is the pair's first, silence mark after it)` for every scored event; the
+    /// mark is given only for a window's last event (the others' marks follow from the next event's time).
     fn each_scored(
         &self,
         windows: &[PairWindow],
-        mut f: impl FnMut(&FlowRecord, Option<i64>, bool),
+        mut f: impl FnMut(&FlowRecord, Option<i64>, bool, Option<bool>),
     ) {
         for w in windows {
+            let n = w.events.len();
             for (i, r) in w.events.iter().enumerate() {
                 if !w.score[i] {
                     continue;
@@ -288,7 +395,12 @@ impl Independent {
                 } else {
                     w.prev_start_us
                 };
-                f(r, prev, w.starts_pair && i == 0);
+                let last = if i + 1 == n {
+                    w.ended_after(i, self.space.silence_us)
+                } else {
+                    None
+                };
+                f(r, prev, w.starts_pair && i == 0, last);
             }
         }
     }
@@ -375,9 +487,22 @@ impl FlowModel for Independent {
         progress: &mut dyn FnMut(&FitProgress),
     ) -> Result<(), ModelError> {
         let mut rep = RepairCounts::default();
-        for r in records {
+        let mut order: Vec<&FlowRecord> = records.iter().collect();
+        order.sort_by_key(|r| r.start_us);
+        for r in order {
             self.observe(r, &mut rep);
         }
+        // A pair's last flow: silent after it when the data went on long enough.
+        let end = records.iter().map(|r| r.start_us).max().unwrap_or(0);
+        for p in &mut self.pairs {
+            if end - p.last_us > self.space.silence_us {
+                p.marks += 1.0;
+                p.silences += 1.0;
+                self.totals[0] += 1.0;
+                self.totals[1] += 1.0;
+            }
+        }
+        self.arrivals.fit(records, self.space.silence_us);
         let w = super::pair_windows(records, 64, |_| true);
         let nll = self.windows_nll(&w)?;
         progress(&FitProgress {
@@ -393,28 +518,30 @@ impl FlowModel for Independent {
     fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let nll = self.windows_nll(windows)?;
         let mut rep = RepairCounts::default();
-        for w in windows {
-            for (i, r) in w.events.iter().enumerate() {
-                if w.score[i] {
-                    self.observe(r, &mut rep);
-                }
-            }
+        let mut scored: Vec<&FlowRecord> = windows
+            .iter()
+            .flat_map(|w| w.events.iter().zip(&w.score).filter(|x| *x.1).map(|x| x.0))
+            .collect();
+        scored.sort_by_key(|r| r.start_us);
+        for r in scored {
+            self.observe(r, &mut rep);
         }
         Ok(nll)
     }
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let mut out = TaskNll::default();
-        self.each_scored(windows, |r, prev, new| {
-            self.event_nll(r, prev, new, &mut out)
+        self.each_scored(windows, |r, prev, new, last| {
+            self.event_nll(r, prev, new, last, &mut out)
         });
         Ok(out)
     }
     fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError> {
         let mut v = Vec::new();
-        self.each_scored(windows, |r, prev, new| {
+        self.each_scored(windows, |r, prev, new, _| {
+            // Flow tasks and the address (the silence mark is not part of the event).
             let mut t = TaskNll::default();
-            self.event_nll(r, prev, new, &mut t);
-            v.push(t.sum.iter().sum::<f64>() as f32);
+            self.event_nll(r, prev, new, None, &mut t);
+            v.push(t.sum[..task::SILENCE].iter().sum::<f64>() as f32);
         });
         Ok(v)
     }
@@ -423,46 +550,58 @@ impl FlowModel for Independent {
         context: &[FlowRecord],
         heldout: &[FlowRecord],
     ) -> Result<TaskNll, ModelError> {
-        self.windows_nll(&super::heldout_windows(context, heldout, 64))
+        self.windows_nll(&super::heldout_windows(
+            context,
+            heldout,
+            64,
+            self.space.silence_us,
+        ))
     }
     fn new_lanes(&self) -> Lanes {
         Lanes::new(LaneStates::Independent(Vec::new()))
     }
-    fn observed_pairs(&self) -> Vec<HostPair> {
-        self.pair_counts.iter().map(|p| p.0).collect()
+    fn observed_lanes(&self) -> Vec<ObservedLane> {
+        self.pairs
+            .iter()
+            .map(|p| ObservedLane {
+                pair: p.pair,
+                last_us: p.last_us,
+                sessions: p.sessions as u32,
+            })
+            .collect()
     }
-    /// Observed pairs and twins run at their pair's Poisson rate from the lane's start (memoryless: no phase is
-    /// needed); a new pair gets the rate of a random observed pair (the mean rate when none was observed).
+    /// Observed pairs and twins continue from their last real flow with their own timing, going silent or drawing
+    /// their first gap at the first step, conditioned on the quiet time until `not_before` (see `LaneStart`); new
+    /// pairs take the timing of a random observed pair (the means when none was observed), re-activated ones their
+    /// own, both with their first flow at `at`.
     fn start_lane(&self, lanes: &mut Lanes, i: usize, from: &LaneStart) -> Result<(), ModelError> {
         let head = &mut lanes.heads[i];
-        let nb = head.not_before as f64;
-        let rng = &mut head.rng;
-        let s = match from {
+        let (timing, next_us, first) = match from {
             LaneStart::Continue { last, .. } => {
-                let rate = self.rate(&last.pair()) * 1e-6;
-                LaneState {
-                    next_us: nb + exp_gap(rng, rate),
-                    rate,
-                }
+                (self.timing(&last.pair()), last.start_us as f64, false)
             }
-            LaneStart::Observed(k) => {
-                let rate = self.rate(&self.pair_counts[*k].0) * 1e-6;
-                LaneState {
-                    next_us: nb + exp_gap(rng, rate),
-                    rate,
-                }
+            LaneStart::Observed(k) => (
+                self.timing(&self.pairs[*k].pair),
+                self.pairs[*k].last_us as f64,
+                false,
+            ),
+            LaneStart::Reactivate { i: k, at } => {
+                (self.timing(&self.pairs[*k].pair), *at as f64, true)
             }
             LaneStart::New { at } => {
-                let rate = if self.pair_counts.is_empty() {
-                    self.mean_rate()
+                let t = if self.pairs.is_empty() {
+                    self.timing(&head.pair)
                 } else {
-                    self.rate(&self.pair_counts[rng.gen_range(0..self.pair_counts.len())].0)
+                    self.timing(&self.pairs[head.rng.gen_range(0..self.pairs.len())].pair)
                 };
-                LaneState {
-                    next_us: *at as f64,
-                    rate: rate * 1e-6,
-                }
+                (t, *at as f64, true)
             }
+        };
+        let s = LaneState {
+            next_us,
+            first,
+            p_end: timing.p_end,
+            r_in: timing.r_in * 1e-6,
         };
         let v = match &mut lanes.states {
             LaneStates::Independent(v) => v,
@@ -485,11 +624,23 @@ impl FlowModel for Independent {
             LaneStates::Independent(v) => v,
             _ => unreachable!("a session checks its model kind before every call"),
         };
+        let silence = self.space.silence_us as f64;
         for &i in active {
             let h = &mut heads[i];
             let l = &mut st[i];
+            if !l.first {
+                // Quiet since the last flow until `not_before` (only before a lane's first generated flow).
+                let quiet = (h.not_before as f64 - l.next_us).clamp(0.0, silence);
+                let keep = |x: f64| (-l.r_in * x).exp() - (-l.r_in * silence).exp();
+                let q = keep(quiet) / keep(0.0).max(1e-300);
+                if h.rng.r#gen::<f64>() < super::compliance::silence_posterior(l.p_end, q) {
+                    h.ended = true;
+                    continue;
+                }
+                l.next_us += truncated_exp(&mut h.rng, l.r_in, quiet, silence);
+            }
+            l.first = false;
             h.next = Some(self.sample_flow(h.pair, l.next_us as i64, &mut h.rng, repairs));
-            l.next_us += exp_gap(&mut h.rng, l.rate);
         }
         Ok(())
     }

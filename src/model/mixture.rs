@@ -25,6 +25,13 @@ pub fn nll(out: &Tensor, z: &Tensor, k: i64) -> Tensor {
     -comp.logsumexp([1i64].as_slice(), false)
 }
 
+/// Per-row mixture CDF at `z` (a constant): `sum_j w_j Phi((z - mu_j) / sigma_j)`.
+pub fn cdf(out: &Tensor, z: f64, k: i64) -> Tensor {
+    let (lw, mu, ls) = split(out, k);
+    let x = (-mu + z) * (-&ls).exp() * std::f64::consts::FRAC_1_SQRT_2;
+    (lw.exp() * (x.erf() + 1.0) * 0.5).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+}
+
 /// Mixture parameters of every row copied to the CPU: `(weights as logits, means, sigmas)`, each `N x K` row-major.
 pub fn to_cpu(out: &Tensor, k: i64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (lw, mu, ls) = split(out, k);

@@ -31,7 +31,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use session::GenSession;
-pub use session::{LaneStart, Lanes};
+pub use session::{LaneStart, Lanes, ObservedLane};
 
 /// Which model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +193,14 @@ impl fmt::Display for TaskNll {
 /// the start token (its inter-arrival is not scored); otherwise `events[0]` is context only, and `prev_start_us`
 /// is the start of the flow before it (if known), used for its inter-arrival input feature. `score[i]` says
 /// whether event `i` counts in losses (context events have `false`); it has the length of `events`.
+///
+/// `quiet_until_us` is set on a pair's last window when the data is known to hold no later flow of the pair up to
+/// that time (the end of the data the window was cut from): if that is more than the silence threshold after the
+/// last event, the pair went silent after it (a labelled silence mark); otherwise, and when `None`, the mark of the
+/// last event is unknown. Marks of the other events follow from the next event's time.
+///
+/// `session_pos` is the position of `events[0]` in its session (flows of the pair's session before it; 0 when it
+/// starts one, as a pair's first flow does). Whoever cuts windows from a longer history knows it; 0 when unknown.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PairWindow {
     pub pair: HostPair,
@@ -200,16 +208,43 @@ pub struct PairWindow {
     pub prev_start_us: Option<i64>,
     pub events: Vec<FlowRecord>,
     pub score: Vec<bool>,
+    pub quiet_until_us: Option<i64>,
+    pub session_pos: u32,
+}
+
+impl PairWindow {
+    /// The silence mark after event `i` (see [`features::sessions::ended_after`]): known within the window from
+    /// the next event, and for the last event only through `quiet_until_us`.
+    pub fn ended_after(&self, i: usize, silence_us: i64) -> Option<bool> {
+        match self.events.get(i + 1) {
+            Some(n) => Some(n.start_us - self.events[i].start_us > silence_us),
+            None => self
+                .quiet_until_us
+                .filter(|q| q - self.events[i].start_us > silence_us)
+                .map(|_| true),
+        }
+    }
 }
 
 /// Cuts records into [`PairWindow`]s of at most `len` predicted events per pair. Consecutive windows of a pair
 /// overlap by one event (the last target of one window is the first, context-only input of the next), which is
 /// exactly how generation restarts its bounded history. `scored(i)` says whether record `i` (its index in
-/// `records`) is scored.
+/// `records`) is scored. A pair's last window gets `quiet_until_us`: the latest start in `records`.
 pub fn pair_windows(
     records: &[FlowRecord],
     len: usize,
     scored: impl Fn(usize) -> bool,
+) -> Vec<PairWindow> {
+    pair_windows_with(records, len, scored, None)
+}
+
+/// [`pair_windows`] that also sets each window's `session_pos` under the silence threshold `silence_us` (0
+/// everywhere when `None`).
+pub fn pair_windows_with(
+    records: &[FlowRecord],
+    len: usize,
+    scored: impl Fn(usize) -> bool,
+    silence_us: Option<i64>,
 ) -> Vec<PairWindow> {
     let len = len.max(1);
     let mut index: std::collections::HashMap<HostPair, usize> = std::collections::HashMap::new();
@@ -221,10 +256,19 @@ pub fn pair_windows(
         });
         seqs[k].push(i);
     }
+    let data_end = records.iter().map(|r| r.start_us).max().unwrap_or(0);
     let mut out = Vec::new();
     for mut s in seqs {
         s.sort_by_key(|&i| records[i].start_us);
         let pair = records[s[0]].pair();
+        let session_pos = match silence_us {
+            Some(si) => features::sessions::positions(
+                &s.iter().map(|&i| records[i].start_us).collect::<Vec<_>>(),
+                0,
+                si,
+            ),
+            None => vec![0; s.len()],
+        };
         let mut first = true;
         let mut pos = 0usize; // index in s of the window's first event
         while pos < s.len() {
@@ -247,6 +291,8 @@ pub fn pair_windows(
                     .enumerate()
                     .map(|(j, &i)| (first || j > 0) && scored(i))
                     .collect(),
+                quiet_until_us: (hi == s.len()).then_some(data_end),
+                session_pos: session_pos[lo],
             };
             out.push(w);
             pos = hi - 1;
@@ -375,9 +421,9 @@ pub trait FlowModel: Send {
     ) -> Result<TaskNll, ModelError>;
     /// No lanes yet, with this model's kind of lane state (a new [`GenSession`]).
     fn new_lanes(&self) -> Lanes;
-    /// The pairs [`GenSession::join_observed`] starts lanes for (STAN: one per source host, keyed by the host),
-    /// in the order of the model's table that [`LaneStart::Observed`] indexes.
-    fn observed_pairs(&self) -> Vec<HostPair>;
+    /// The lanes seen in training (STAN: one per source host), in the order of the model's table that
+    /// [`LaneStart::Observed`] and [`LaneStart::Reactivate`] index.
+    fn observed_lanes(&self) -> Vec<ObservedLane>;
     /// Sets lane `i`'s state (pushing a new state when `i` is the number of states) to continue from `from`. The
     /// lane's head (pair, random stream, `not_before`) is already set.
     fn start_lane(&self, lanes: &mut Lanes, i: usize, from: &LaneStart) -> Result<(), ModelError>;
@@ -547,12 +593,13 @@ pub(crate) fn heldout_windows(
     context: &[FlowRecord],
     heldout: &[FlowRecord],
     len: usize,
+    silence_us: i64,
 ) -> Vec<PairWindow> {
     let mut all = Vec::with_capacity(context.len() + heldout.len());
     all.extend_from_slice(context);
     all.extend_from_slice(heldout);
     let n = context.len();
-    pair_windows(&all, len, |i| i >= n)
+    pair_windows_with(&all, len, |i| i >= n, Some(silence_us))
         .into_iter()
         .filter(|w| w.score.iter().any(|s| *s))
         .collect()

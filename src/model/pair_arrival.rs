@@ -1,8 +1,18 @@
-//! The pair-arrival part: when a new host pair appears, and what its addresses are, so generation is not limited
-//! to pairs seen in training (`--pairs synthetic`).
+//! The pair-arrival part: when a lane (a host pair; a source host for STAN) starts a new session, and for new pairs
+//! what their addresses are, so generation is not limited to pairs seen in training (`--pairs synthetic`) and pairs
+//! that went silent can come back (`--pairs observed`).
 //!
-//! Arrivals are a Poisson process with the training data's rate of new pairs, plus the number of pairs that were
-//! already active in the first minute of the training data placed in the first minute of the generated span.
+//! A session is a run of a lane's flows without a gap longer than the silence threshold
+//! ([`super::features::FeatureSpace::silence_us`]); the models end sessions with their silence mark. Session starts
+//! come in groups: a host that starts sessions with several peers starts them together (a name lookup, then the
+//! connection it was for), and on the simulator a seventh of all flows follow another flow of the same source to
+//! another peer within 0.15 s. A group is the session starts of one source within the silence threshold of its
+//! first; groups start as a Poisson process ([`ArrivalRate`]), constant or with a daily cycle, and each draws one of
+//! the training data's groups (`groups`, at most [`MAX_GROUPS`] kept): with observed pairs its pairs come back at
+//! its offsets (so each pair comes back in proportion to its sessions in training); with synthetic pairs its shape
+//! (offsets) is kept, the first pair is drawn from the address model and the others share its source. The lanes in
+//! a session at the end of the training data (`initial_pairs`) start within the first minute of a synthetic span.
+//!
 //! Addresses are eight 256-way categoricals (source octets then destination octets, STAN style), each conditioned
 //! on up to `context` previous octets with back-off to the octet's own marginal:
 //! `P(o_k | prefix) = (c(prefix, o_k) + a P(o_k)) / (c(prefix) + a)`. With `context = 7` subnets and host roles
@@ -19,12 +29,174 @@ const BACKOFF: f64 = 1.0;
 /// Pairs active within this long of the training data's start are placed within this long of a session's start.
 pub const FIRST_WINDOW_US: i64 = 60_000_000;
 
+/// Most session-start groups a model keeps (a uniform sample of them beyond).
+pub const MAX_GROUPS: usize = 20_000;
+
+/// One day in seconds: the period of [`ArrivalRate`]'s cycle.
+const DAY_S: f64 = 86_400.0;
+/// Training data shorter than this gets a constant arrival rate (a daily cycle cannot be fitted on it).
+const MIN_SEASONAL_SPAN_US: i64 = 12 * 3_600_000_000;
+
+/// Rate of session starts per second at a time: `exp(log_rate + sin * sin(w t) + cos * cos(w t))` with `w` one turn
+/// per UTC day (`sin = cos = 0`: constant).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ArrivalRate {
+    pub log_rate: f64,
+    pub sin: f64,
+    pub cos: f64,
+}
+
+impl ArrivalRate {
+    /// Fits the rate on session starts in `[from_us, to_us]`.
+    ///
+    /// Spans of at least 12 hours: Poisson maximum likelihood of the daily cycle on 10-minute bins (Newton's method
+    /// on three parameters). Shorter spans: a constant rate measured on the later half of the starts (from the
+    /// median start to `to_us`): short captures often begin with stragglers or a ramp, and the rate just before the
+    /// end is what generation right after it needs.
+    pub fn fit(starts: &[i64], from_us: i64, to_us: i64) -> ArrivalRate {
+        let mut t: Vec<i64> = starts
+            .iter()
+            .copied()
+            .filter(|x| (from_us..=to_us).contains(x))
+            .collect();
+        t.sort_unstable();
+        let span_s = ((to_us - from_us).max(1) as f64 * 1e-6).max(1e-3);
+        if t.is_empty() {
+            return ArrivalRate {
+                log_rate: (0.5 / span_s).ln(),
+                ..Default::default()
+            };
+        }
+        if to_us - from_us < MIN_SEASONAL_SPAN_US {
+            let m = t.len() / 2;
+            let n = (t.len() - m) as f64;
+            let dt = ((to_us - t[m]) as f64 * 1e-6).max(span_s / t.len() as f64);
+            return ArrivalRate {
+                log_rate: (n / dt).ln(),
+                ..Default::default()
+            };
+        }
+        let bin = 600_000_000i64;
+        let nb = ((to_us - from_us) / bin + 1) as usize;
+        let mut counts = vec![0f64; nb];
+        for x in &t {
+            counts[((x - from_us) / bin) as usize] += 1.0;
+        }
+        let rows: Vec<([f64; 3], f64, f64)> = (0..nb)
+            .map(|b| {
+                let lo = from_us + b as i64 * bin;
+                let hi = (lo + bin).min(to_us + 1);
+                let mid = (lo + hi) / 2;
+                let ph = phase(mid);
+                (
+                    [1.0, ph.sin(), ph.cos()],
+                    counts[b],
+                    (hi - lo) as f64 * 1e-6,
+                )
+            })
+            .collect();
+        let mut w = [(t.len() as f64 / span_s).ln(), 0.0, 0.0];
+        for _ in 0..30 {
+            let mut g = [0f64; 3];
+            let mut h = [[0f64; 3]; 3];
+            for (x, n, e) in &rows {
+                let mu = e * (w[0] * x[0] + w[1] * x[1] + w[2] * x[2]).exp();
+                for i in 0..3 {
+                    g[i] += (n - mu) * x[i];
+                    for j in 0..3 {
+                        h[i][j] += mu * x[i] * x[j];
+                    }
+                }
+            }
+            // A small ridge keeps the step defined when the bins cover little of the cycle.
+            for (i, hi) in h.iter_mut().enumerate() {
+                hi[i] += 1e-6 * t.len() as f64;
+            }
+            let Some(step) = solve3(h, g) else { break };
+            let size = step.iter().map(|v| v.abs()).fold(0.0, f64::max);
+            // Damped: at most one unit of log rate per iteration.
+            let f = if size > 1.0 { 1.0 / size } else { 1.0 };
+            for i in 0..3 {
+                w[i] += f * step[i];
+            }
+            if size < 1e-9 {
+                break;
+            }
+        }
+        ArrivalRate {
+            log_rate: w[0],
+            sin: w[1],
+            cos: w[2],
+        }
+    }
+    /// Rate per second at `t_us`.
+    pub fn at(&self, t_us: f64) -> f64 {
+        let ph = phase_f(t_us);
+        (self.log_rate + self.sin * ph.sin() + self.cos * ph.cos()).exp()
+    }
+    /// The largest rate over the cycle.
+    pub fn max(&self) -> f64 {
+        (self.log_rate + self.sin.hypot(self.cos)).exp()
+    }
+    /// The first arrival after `t_us` (µs; infinite for a zero rate), by thinning a process at [`Self::max`].
+    pub fn next_after<R: Rng>(&self, mut t_us: f64, rng: &mut R) -> f64 {
+        let top = self.max();
+        if !(top > 0.0 && top.is_finite()) {
+            return f64::INFINITY;
+        }
+        loop {
+            t_us += -(1.0 - rng.r#gen::<f64>()).ln() / top * 1e6;
+            if rng.r#gen::<f64>() * top < self.at(t_us) {
+                return t_us;
+            }
+        }
+    }
+}
+
+/// Phase of the UTC day at a time (radians).
+fn phase(t_us: i64) -> f64 {
+    phase_f(t_us as f64)
+}
+
+fn phase_f(t_us: f64) -> f64 {
+    (t_us * 1e-6).rem_euclid(DAY_S) / DAY_S * std::f64::consts::TAU
+}
+
+/// Solves `h x = g` (3 x 3, Gaussian elimination with partial pivoting); `None` when singular.
+fn solve3(mut h: [[f64; 3]; 3], mut g: [f64; 3]) -> Option<[f64; 3]> {
+    for c in 0..3 {
+        let p = (c..3).max_by(|&a, &b| h[a][c].abs().total_cmp(&h[b][c].abs()))?;
+        if h[p][c].abs() < 1e-300 {
+            return None;
+        }
+        h.swap(c, p);
+        g.swap(c, p);
+        let pivot = h[c];
+        for r in c + 1..3 {
+            let f = h[r][c] / pivot[c];
+            for (hk, pk) in h[r].iter_mut().zip(&pivot).skip(c) {
+                *hk -= f * pk;
+            }
+            g[r] -= f * g[c];
+        }
+    }
+    let mut x = [0f64; 3];
+    for c in (0..3).rev() {
+        let s: f64 = (c + 1..3).map(|k| h[c][k] * x[k]).sum();
+        x[c] = (g[c] - s) / h[c][c];
+    }
+    Some(x)
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PairArrivals {
     pub context: usize,
-    /// New pairs per second of training data.
-    pub rate_per_s: f64,
-    /// Pairs active within the first minute of the training data.
+    /// Session-start groups per second.
+    pub rate: ArrivalRate,
+    /// Session-start groups of the training data: lanes (pairs; hosts for STAN, one per group) and their start
+    /// offsets (µs) from the group's first.
+    pub groups: Vec<Vec<(HostPair, i64)>>,
+    /// Lanes in a session at the end of the training data: how many a synthetic span starts with.
     pub initial_pairs: u64,
     /// Octet counts per position (8 x 256).
     pub marginal: Vec<Vec<u32>>,
@@ -54,8 +226,12 @@ impl PairArrivals {
     pub fn new(context: usize) -> PairArrivals {
         PairArrivals {
             context: context.min(7),
-            rate_per_s: 0.0,
+            rate: ArrivalRate {
+                log_rate: f64::NEG_INFINITY,
+                ..Default::default()
+            },
             initial_pairs: 0,
+            groups: Vec::new(),
             marginal: vec![vec![0; 256]; 8],
             next: HashMap::new(),
             pairs_seen: 0,
@@ -63,21 +239,74 @@ impl PairArrivals {
         }
     }
 
-    /// Fits arrival rate and address model on the distinct pairs of `records`.
-    pub fn fit(&mut self, records: &[crate::FlowRecord], span_us: i64) {
-        let first = records.iter().map(|r| r.start_us).min().unwrap_or(0);
+    /// Fits the address model on the distinct pairs of `records`, and the session rate on their pair sessions
+    /// under `silence_us` (see [`PairArrivals::fit_sessions`]).
+    pub fn fit(&mut self, records: &[crate::FlowRecord], silence_us: i64) {
         let mut seen = std::collections::HashSet::new();
-        let mut initial = 0;
         for r in records {
             if seen.insert(r.pair()) {
                 self.observe(&r.pair());
-                if r.start_us - first < FIRST_WINDOW_US {
-                    initial += 1;
+            }
+        }
+        let seqs: Vec<(HostPair, Vec<i64>)> = super::features::pair_sequences(records)
+            .into_iter()
+            .map(|(p, s)| (p, s.iter().map(|r| r.start_us).collect()))
+            .collect();
+        let first = records.iter().map(|r| r.start_us).min().unwrap_or(0);
+        let last = records.iter().map(|r| r.start_us).max().unwrap_or(0);
+        self.fit_sessions(&seqs, silence_us, first, last, true);
+    }
+
+    /// Fits the session-start groups, their rate and the initial lanes on lanes' time-sorted flow starts (`seqs`,
+    /// keyed by the lane's pair) of data spanning `[first_us, last_us]`. With `by_source` a group gathers the
+    /// session starts of one source within `silence_us` of its first; otherwise every start is its own group (STAN,
+    /// whose lanes are hosts already). Groups starting within `silence_us` of the data's start are left out of the
+    /// rate: they are mostly sessions already under way when the capture began.
+    pub fn fit_sessions(
+        &mut self,
+        seqs: &[(HostPair, Vec<i64>)],
+        silence_us: i64,
+        first_us: i64,
+        last_us: i64,
+        by_source: bool,
+    ) {
+        let mut starts: Vec<(IpAddr, i64, HostPair)> = seqs
+            .iter()
+            .flat_map(|(p, s)| {
+                super::features::sessions::starts(s, silence_us)
+                    .map(|t| (p.src, t, *p))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        starts.sort_by_key(|a| (a.0, a.1));
+        let mut groups: Vec<(i64, Vec<(HostPair, i64)>)> = Vec::new();
+        let mut open: Option<(IpAddr, i64)> = None;
+        for (src, t, pair) in starts {
+            match open {
+                Some((s, t0)) if by_source && s == src && t - t0 <= silence_us => {
+                    groups
+                        .last_mut()
+                        .expect("open group")
+                        .1
+                        .push((pair, t - t0));
+                }
+                _ => {
+                    groups.push((t, vec![(pair, 0)]));
+                    open = Some((src, t));
                 }
             }
         }
-        self.initial_pairs = initial;
-        self.rate_per_s = seen.len() as f64 / (span_us.max(1_000_000) as f64 * 1e-6);
+        let from = (first_us + silence_us).min(last_us);
+        let firsts: Vec<i64> = groups.iter().map(|g| g.0).collect();
+        self.rate = ArrivalRate::fit(&firsts, from, last_us);
+        groups.sort_by_key(|g| g.0);
+        // A uniform sample beyond MAX_GROUPS (every k-th group in time order: deterministic, spread over the data).
+        let step = groups.len().div_ceil(MAX_GROUPS).max(1);
+        self.groups = groups.into_iter().step_by(step).map(|g| g.1).collect();
+        self.initial_pairs = seqs
+            .iter()
+            .filter(|(_, s)| s.last().is_some_and(|t| last_us - t <= silence_us))
+            .count() as u64;
     }
 
     /// Adds one new pair to the address counts (online: the streaming operators call this for unseen pairs).
@@ -139,8 +368,23 @@ impl PairArrivals {
 
     /// Draws a pair's addresses octet by octet.
     pub fn sample_pair<R: Rng>(&self, rng: &mut R) -> HostPair {
+        self.sample_from(&[], rng)
+    }
+
+    /// Draws a destination for `src` (its octets conditioned on the source's, as in [`Self::sample_pair`]); an
+    /// IPv6 source gets a pair drawn afresh.
+    pub fn sample_dst<R: Rng>(&self, src: IpAddr, rng: &mut R) -> HostPair {
+        match src {
+            IpAddr::V4(a) => self.sample_from(&a.octets(), rng),
+            IpAddr::V6(_) => self.sample_pair(rng),
+        }
+    }
+
+    /// Draws the octets after `given` (a prefix of the eight).
+    fn sample_from<R: Rng>(&self, given: &[u8], rng: &mut R) -> HostPair {
         let mut o = [0u8; 8];
-        for k in 0..8 {
+        o[..given.len()].copy_from_slice(given);
+        for k in given.len()..8 {
             let u: f64 = rng.r#gen();
             let mut acc = 0.0;
             let mut pick = 255u8;
@@ -157,5 +401,48 @@ impl PairArrivals {
             src: IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])),
             dst: IpAddr::V4(Ipv4Addr::new(o[4], o[5], o[6], o[7])),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// Starts drawn from a known daily cycle over two days: the fit recovers its level and amplitude, and the
+    /// thinning sampler reproduces the count.
+    #[test]
+    fn daily_cycle_is_recovered() {
+        let truth = ArrivalRate {
+            log_rate: (0.05f64).ln(),
+            sin: 0.8,
+            cos: -0.4,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (from, to) = (0i64, 2 * 86_400_000_000);
+        let mut t = from as f64;
+        let mut starts = Vec::new();
+        loop {
+            t = truth.next_after(t, &mut rng);
+            if t >= to as f64 {
+                break;
+            }
+            starts.push(t as i64);
+        }
+        let fit = ArrivalRate::fit(&starts, from, to);
+        assert!((fit.log_rate - truth.log_rate).abs() < 0.1, "{fit:?}");
+        assert!((fit.sin - truth.sin).abs() < 0.15, "{fit:?}");
+        assert!((fit.cos - truth.cos).abs() < 0.15, "{fit:?}");
+    }
+
+    /// A short capture gets a constant rate measured on its later half (an early straggler does not dilute it).
+    #[test]
+    fn short_spans_use_the_later_rate() {
+        let mut starts: Vec<i64> = (0..200).map(|i| 100_000_000 + i * 50_000).collect();
+        starts.push(0);
+        let fit = ArrivalRate::fit(&starts, 0, 110_000_000);
+        assert_eq!((fit.sin, fit.cos), (0.0, 0.0));
+        let r = fit.log_rate.exp();
+        assert!((r - 20.0).abs() < 2.0, "{r} per second, truth 20");
     }
 }

@@ -10,16 +10,21 @@
 //! - a lane always holds its next flow already drawn (`LaneHead::next`); `advance(until)` emits every held flow
 //!   starting before `until` and draws the lane's following one, so after a call every held flow starts at or after
 //!   `until`, and the next call continues exactly where this one stopped;
-//! - new pairs (`PairSource::Synthetic`) come from an arrival process whose next arrival is drawn ahead from its own
-//!   random stream, so splitting the interval does not change the arrivals;
-//! - flows of one call are ordered by (start, lane serial), a key that does not depend on the order lanes stepped in.
+//! - session starts (new pairs, observed pairs coming back) come from an arrival process drawn ahead from its own
+//!   random stream, so splitting the interval does not change them; each start carries its own random-stream number;
+//! - a pair never has two live lanes: a start for a pair whose lane is live is queued on that lane, and the lane
+//!   decides it when it goes silent (a start before its last flow was absorbed by the session it was in; a later
+//!   one restarts the lane). That decision depends only on the lane's own flows, not on when the start was seen;
+//! - every (re)start of a lane takes a fresh random stream and state (from the request, the observed table or the
+//!   joined flow, never from the lane's previous session), so removing a silent lane is unobservable;
+//! - flows of one call are ordered by (start, lane stream), a key that does not depend on the order lanes stepped in.
 
 use super::compliance::RepairCounts;
 use super::pair_arrival::{FIRST_WINDOW_US, PairArrivals};
 use super::{Model, ModelError, ModelKind, PairSource, independent, stan, temponet};
 use crate::record::{FlowRecord, HostPair};
 use rand::Rng;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Smallest batch the networks run during generation: libtorch computes 1-3 row matrix products with a kernel
@@ -90,7 +95,7 @@ impl rand::RngCore for LaneRng {
 #[derive(Clone, Debug)]
 pub(crate) struct LaneHead {
     pub pair: HostPair,
-    /// Order of creation in the session: seeds the lane's random stream and breaks ties between equal start times.
+    /// Random-stream number of the lane's current session: seeds `rng` and breaks ties between equal start times.
     pub serial: u64,
     pub rng: LaneRng,
     /// The lane's next flow, already drawn (`None` while it has to be drawn).
@@ -98,6 +103,10 @@ pub(crate) struct LaneHead {
     pub ended: bool,
     /// The lane's first generated flow starts at or after this time (the session clock when the lane started).
     pub not_before: i64,
+    /// Start of the lane's latest drawn flow (`i64::MIN` before its first).
+    pub last_us: i64,
+    /// Session starts for this lane's pair that came while it was live, in time order.
+    requests: VecDeque<Request>,
 }
 
 /// Per-model lane states, index for index with [`Lanes::heads`].
@@ -136,27 +145,76 @@ impl Lanes {
 }
 
 /// Where a lane (re)starts.
+///
+/// A lane that continues from a real flow before its `not_before` (an observed pair at the start of generation, a
+/// twin joined late) has been quiet since that flow: its first step conditions on it. It goes silent with the
+/// posterior `p / (p + (1 - p) P(gap > tau | gap <= S))` of its silence probability `p` given the quiet time `tau`
+/// (`S` the silence threshold; `tau >= S` means it is silent), and otherwise draws its gap from `(tau, S]`.
 pub enum LaneStart<'a> {
-    /// Continue from a real flow of the pair (`prev_start_us`: the start of the flow before it, if known). With
-    /// `phase`, the first gap is scaled by a uniform phase from the lane's `not_before` (an observed pair at the
-    /// start of generation: how far into its current gap the start falls is unknown); otherwise the first gap is
-    /// drawn conditioned on reaching `not_before`.
+    /// Continue from a real flow of the pair (`prev_start_us`: the start of the flow before it, if known).
     Continue {
         last: &'a FlowRecord,
         prev_start_us: Option<i64>,
-        phase: bool,
     },
-    /// Entry `i` of the model's own table of observed pairs (hosts for STAN), with the uniform phase.
+    /// Entry `i` of the model's own table of observed pairs (hosts for STAN): continue from its last flow.
     Observed(usize),
+    /// Entry `i` of the model's table of observed pairs coming back after a silence: its first flow starts at
+    /// `at`, with the pair's last training flow as history.
+    Reactivate { i: usize, at: i64 },
     /// A new pair whose first flow starts at `at`.
     New { at: i64 },
 }
 
-/// New pairs of a `Synthetic` session: the initial pairs of the first minute, then Poisson arrivals, each drawn ahead.
+/// A lane the model saw in training: what [`GenSession::join_observed`] and re-activations start from.
+#[derive(Clone, Debug)]
+pub struct ObservedLane {
+    /// The pair (STAN: the source host, destination unspecified).
+    pub pair: HostPair,
+    /// Start of its last training flow.
+    pub last_us: i64,
+    /// Its sessions in training (see [`super::features::sessions`]).
+    pub sessions: u32,
+}
+
+/// A session start waiting for its time.
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    /// A new pair (synthetic).
+    Pair(HostPair),
+    /// Entry `i` of the model's observed table, back after a silence.
+    Observed(usize),
+}
+
+/// A session start for a pair: when, with which random stream, from what.
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    at: i64,
+    stream: u64,
+    start: Start,
+}
+
+/// Random streams of arrivals have the top bit set; those of joins count up from 0.
+const ARRIVAL_STREAMS: u64 = 1 << 63;
+
+/// Session starts, drawn ahead: group starts at the pair-arrival part's rate, each queueing its members at their
+/// offsets (see `pair_arrival`); for `Synthetic` sessions also the initial lanes of the first minute. Queued starts
+/// are keyed by (time, order of queueing), so pieces see them in the same order.
 struct ArrivalClock {
     rng: LaneRng,
-    queued: VecDeque<(i64, HostPair)>,
+    queued: BTreeMap<(i64, u64), Start>,
+    /// Starts queued so far: orders equal times and numbers the starts' random streams.
+    seq: u64,
     next_us: f64,
+    /// Observed sessions: the observed table's pairs and the index of each.
+    pairs: Vec<HostPair>,
+    observed: HashMap<HostPair, usize>,
+}
+
+impl ArrivalClock {
+    fn queue(&mut self, at: i64, s: Start) {
+        self.queued.insert((at, self.seq), s);
+        self.seq += 1;
+    }
 }
 
 /// Persistent generation state: lanes (one per synthetic host pair) advanced in steps of event time.
@@ -173,7 +231,12 @@ pub struct GenSession {
     /// Every flow starting before this has been emitted; `None` before the first advance (and before any lane).
     clock_us: Option<i64>,
     arrivals: Option<ArrivalClock>,
+    /// Observed pairs come back after silences (set by `join_observed`; a session of twins only has none).
+    reactivate: bool,
+    /// Joins so far (the random streams of joined lanes).
     serial: u64,
+    /// Lane (re)starts so far.
+    starts: u64,
     index: HashMap<HostPair, usize>,
     lanes: Lanes,
     ended: u64,
@@ -204,7 +267,9 @@ impl GenSession {
             pairs,
             clock_us: None,
             arrivals: None,
+            reactivate: false,
             serial: 0,
+            starts: 0,
             index: HashMap::new(),
             lanes: model.0.new_lanes(),
             ended: 0,
@@ -230,44 +295,73 @@ impl GenSession {
         }
     }
 
-    /// Adds a lane for `pair` from `from`; the lane's flows start at or after `not_before`. With `twin`, the lane
-    /// is the pair's twin: nothing happens while the pair's lane is live, and an ended one is restarted. Otherwise
-    /// (a new pair from the arrival process) the lane is always new and becomes the one the pair's key refers to; an
-    /// earlier lane of the same pair runs on unreferenced. Arrivals of a pair that already has a lane are sessions
-    /// of that pair (its flows then interleave), and treating them so keeps arrivals independent of when lanes end,
-    /// which is what makes pieces exact.
+    /// (Re)starts the lane of `pair` from `from` with random stream `stream` (a new lane when the pair has none);
+    /// its flows start at or after `not_before`. Returns the lane's index.
     fn start_lane(
         &mut self,
         model: &Model,
         pair: HostPair,
         not_before: i64,
         from: &LaneStart,
-        twin: bool,
-    ) -> Result<(), ModelError> {
+        stream: u64,
+    ) -> Result<usize, ModelError> {
         let key = lane_key(self.kind, &pair);
         let i = match self.index.get(&key) {
-            Some(&i) if twin && !self.lanes.heads[i].ended => return Ok(()),
-            Some(&i) if twin => i,
-            _ => {
+            Some(&i) => i,
+            None => {
                 self.lanes.heads.push(LaneHead {
                     pair,
-                    serial: self.serial,
-                    rng: LaneRng::new(self.seed, self.serial),
+                    serial: stream,
+                    rng: LaneRng::new(self.seed, stream),
                     next: None,
                     ended: false,
                     not_before,
+                    last_us: i64::MIN,
+                    requests: VecDeque::new(),
                 });
-                self.serial += 1;
                 self.index.insert(key, self.lanes.heads.len() - 1);
                 self.lanes.heads.len() - 1
             }
         };
         let h = &mut self.lanes.heads[i];
         h.pair = pair;
+        h.serial = stream;
+        h.rng = LaneRng::new(self.seed, stream);
         h.next = None;
         h.ended = false;
         h.not_before = not_before;
-        model.0.start_lane(&mut self.lanes, i, from)
+        h.last_us = i64::MIN;
+        self.starts += 1;
+        model.0.start_lane(&mut self.lanes, i, from)?;
+        Ok(i)
+    }
+
+    /// Whether the lane of `pair` exists and is live.
+    fn is_live(&self, pair: &HostPair) -> bool {
+        self.index
+            .get(&lane_key(self.kind, pair))
+            .is_some_and(|&i| !self.lanes.heads[i].ended)
+    }
+
+    /// (Re)starts a lane for a session-start request.
+    fn start_request(
+        &mut self,
+        model: &Model,
+        observed: &[HostPair],
+        r: Request,
+    ) -> Result<usize, ModelError> {
+        match r.start {
+            Start::Pair(pair) => {
+                self.start_lane(model, pair, r.at, &LaneStart::New { at: r.at }, r.stream)
+            }
+            Start::Observed(i) => self.start_lane(
+                model,
+                observed[i],
+                r.at,
+                &LaneStart::Reactivate { i, at: r.at },
+                r.stream,
+            ),
+        }
     }
 
     /// Start (or, if its twin ended, restart) the synthetic twin of a real pair, continuing from the real flow
@@ -277,7 +371,11 @@ impl GenSession {
         if self.check(model).is_err() {
             return;
         }
+        if self.is_live(&last.pair()) {
+            return;
+        }
         let not_before = self.clock_us.unwrap_or(i64::MIN).max(last.start_us);
+        self.serial += 1;
         // start_lane fails only for a model of another kind, checked above.
         let _ = self.start_lane(
             model,
@@ -286,64 +384,142 @@ impl GenSession {
             &LaneStart::Continue {
                 last,
                 prev_start_us,
-                phase: false,
             },
-            true,
+            self.serial - 1,
         );
     }
 
     /// Lanes for every pair the model saw in training (what `PairSource::Observed` generation does), starting at
-    /// `start_us`: each continues from its last training flow, its first gap scaled by a uniform phase.
+    /// `start_us`: each continues from its last training flow, conditioned on having been quiet since (see
+    /// [`LaneStart`]).
+    ///
+    /// Only pairs in a session at `start_us` get a lane: those whose last training flow is within the silence
+    /// threshold of it. The others went silent; with `PairSource::Observed` they come back through the session
+    /// arrivals of [`GenSession::advance`] (re-activations), which this call switches on.
     pub fn join_observed(&mut self, model: &Model, start_us: i64) {
         if self.check(model).is_err() {
             return;
         }
+        self.reactivate = true;
         let not_before = self.clock_us.unwrap_or(i64::MIN).max(start_us);
-        for (i, pair) in model.0.observed_pairs().into_iter().enumerate() {
-            let _ = self.start_lane(model, pair, not_before, &LaneStart::Observed(i), true);
+        let silence = model.space().silence_us;
+        for (i, o) in model.0.observed_lanes().into_iter().enumerate() {
+            if not_before - o.last_us <= silence && !self.is_live(&o.pair) {
+                self.serial += 1;
+                let _ = self.start_lane(
+                    model,
+                    o.pair,
+                    not_before,
+                    &LaneStart::Observed(i),
+                    self.serial - 1,
+                );
+            }
         }
     }
 
-    /// New pairs with first flows before `until_us` (`Synthetic` sessions), drawn ahead so pieces do not matter.
+    /// Session starts before `until_us`, drawn ahead so pieces do not matter: new pairs (`Synthetic`) or observed
+    /// pairs coming back (`Observed`). A pair without a live lane (re)starts it; a live lane queues the start.
     fn arrive(&mut self, model: &Model, from_us: i64, until_us: i64) -> Result<(), ModelError> {
         let arr: &PairArrivals = model.0.pair_arrivals();
         if self.arrivals.is_none() {
-            let mut rng = LaneRng::new(self.seed, u64::MAX);
-            let mut queued: Vec<(i64, HostPair)> = (0..arr.initial_pairs.max(1))
-                .map(|_| {
-                    let t = from_us + rng.gen_range(0..FIRST_WINDOW_US);
-                    (t, arr.sample_pair(&mut rng))
-                })
-                .collect();
-            queued.sort_by_key(|x| x.0);
-            let next_us = from_us as f64 + exp_gap(&mut rng, arr.rate_per_s);
-            self.arrivals = Some(ArrivalClock {
-                rng,
-                queued: queued.into(),
-                next_us,
-            });
+            let mut a = ArrivalClock {
+                rng: LaneRng::new(self.seed, u64::MAX),
+                queued: BTreeMap::new(),
+                seq: 0,
+                next_us: 0.0,
+                pairs: Vec::new(),
+                observed: HashMap::new(),
+            };
+            match self.pairs {
+                PairSource::Synthetic => {
+                    // Lanes in a session at the start: their next flows fall within the first minute (at most the
+                    // silence threshold).
+                    let window = FIRST_WINDOW_US.min(model.space().silence_us).max(1);
+                    for _ in 0..arr.initial_pairs.max(1) {
+                        let t = from_us + a.rng.gen_range(0..window);
+                        let p = arr.sample_pair(&mut a.rng);
+                        a.queue(t, Start::Pair(p));
+                    }
+                }
+                PairSource::Observed => {
+                    for (i, o) in model.0.observed_lanes().into_iter().enumerate() {
+                        a.observed.insert(o.pair, i);
+                        a.pairs.push(o.pair);
+                    }
+                }
+            }
+            a.next_us = arr.rate.next_after(from_us as f64, &mut a.rng);
+            self.arrivals = Some(a);
         }
         loop {
             let a = self.arrivals.as_mut().expect("set above");
-            let (at, pair) = match a.queued.front() {
-                Some(&(t, p)) if t < until_us => {
-                    a.queued.pop_front();
-                    (t, p)
+            let first = a.queued.first_key_value().map(|(k, _)| k.0);
+            if first.is_some_and(|t| t < until_us && t as f64 <= a.next_us) {
+                let ((at, seq), start) = a.queued.pop_first().expect("checked");
+                let r = Request {
+                    at,
+                    stream: ARRIVAL_STREAMS | seq,
+                    start,
+                };
+                let pair = match start {
+                    Start::Pair(p) => p,
+                    Start::Observed(i) => a.pairs[i],
+                };
+                // A live lane decides the start when it goes silent (see the module doc).
+                match self.index.get(&lane_key(self.kind, &pair)) {
+                    Some(&i) if !self.lanes.heads[i].ended => {
+                        self.lanes.heads[i].requests.push_back(r)
+                    }
+                    _ => {
+                        let observed = std::mem::take(&mut a.pairs);
+                        let res = self.start_request(model, &observed, r);
+                        self.arrivals.as_mut().expect("set above").pairs = observed;
+                        res?;
+                    }
                 }
-                _ if a.next_us < until_us as f64 => {
-                    let at = a.next_us as i64;
-                    let pair = arr.sample_pair(&mut a.rng);
-                    a.next_us += exp_gap(&mut a.rng, arr.rate_per_s);
-                    (at, pair)
+                continue;
+            }
+            if a.next_us >= until_us as f64 {
+                return Ok(());
+            }
+            // A group starts: its members are queued at their offsets.
+            let at = a.next_us as i64;
+            a.next_us = arr.rate.next_after(a.next_us, &mut a.rng);
+            if arr.groups.is_empty() {
+                if self.pairs == PairSource::Synthetic {
+                    let p = arr.sample_pair(&mut a.rng);
+                    a.queue(at, Start::Pair(p));
                 }
-                _ => return Ok(()),
-            };
-            self.start_lane(model, pair, at, &LaneStart::New { at }, false)?;
+                continue;
+            }
+            let g = &arr.groups[a.rng.gen_range(0..arr.groups.len())];
+            match self.pairs {
+                PairSource::Synthetic => {
+                    let first = arr.sample_pair(&mut a.rng);
+                    for (k, (_, off)) in g.iter().enumerate() {
+                        let p = if k == 0 {
+                            first
+                        } else {
+                            arr.sample_dst(first.src, &mut a.rng)
+                        };
+                        a.queue(at + off, Start::Pair(p));
+                    }
+                }
+                PairSource::Observed => {
+                    for (p, off) in g {
+                        // Pairs the model's table lacks (none, for a model fitted on the same data) are skipped.
+                        if let Some(&i) = a.observed.get(p) {
+                            a.queue(at + off, Start::Observed(i));
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// Generate every flow with start < `until_us` (flows sorted by start time appended to `out`); with
-    /// `PairSource::Synthetic` also draws new pairs from the pair-arrival part for the advanced interval. Lanes carry
+    /// `PairSource::Synthetic` also draws new pairs from the pair-arrival part for the advanced interval, and after
+    /// [`GenSession::join_observed`] observed pairs coming back after a silence. Lanes carry
     /// their hidden state across calls, so advancing in pieces gives exactly the flows of one call to the same end
     /// (same seed, same model params). Advancing to a time at or before the session clock does nothing.
     pub fn advance(
@@ -367,7 +543,7 @@ impl GenSession {
             self.clock_us = Some(from);
             return Ok(());
         }
-        if self.pairs == PairSource::Synthetic {
+        if self.pairs == PairSource::Synthetic || self.reactivate {
             self.arrive(model, from, until_us)?;
         }
         let mut batch: Vec<(i64, u64, FlowRecord)> = Vec::new();
@@ -392,12 +568,74 @@ impl GenSession {
                 break;
             }
             model.0.step_lanes(&mut self.lanes, &active)?;
+            // A lane the model ended (its silence mark) draws no next flow; starts it queued meanwhile are absorbed
+            // (before its last flow) or restart it.
+            let mut restart = Vec::new();
+            active.retain(|&i| {
+                let h = &mut self.lanes.heads[i];
+                if let Some(n) = &h.next {
+                    h.last_us = n.start_us;
+                }
+                if !h.ended {
+                    return true;
+                }
+                self.ended += 1;
+                while h.requests.front().is_some_and(|r| r.at <= h.last_us) {
+                    h.requests.pop_front();
+                }
+                if let Some(r) = h.requests.pop_front() {
+                    restart.push(r);
+                }
+                false
+            });
+            if !restart.is_empty() {
+                let observed = self
+                    .arrivals
+                    .as_mut()
+                    .map(|a| std::mem::take(&mut a.pairs))
+                    .unwrap_or_default();
+                for r in restart {
+                    let requests = {
+                        let pair = match r.start {
+                            Start::Pair(p) => p,
+                            Start::Observed(i) => observed[i],
+                        };
+                        let i = self.index[&lane_key(self.kind, &pair)];
+                        std::mem::take(&mut self.lanes.heads[i].requests)
+                    };
+                    let i = self.start_request(model, &observed, r)?;
+                    self.lanes.heads[i].requests = requests;
+                    active.push(i);
+                }
+                if let Some(a) = self.arrivals.as_mut() {
+                    a.pairs = observed;
+                }
+            }
             candidates = active;
         }
         batch.sort_by_key(|x| (x.0, x.1));
         out.extend(batch.into_iter().map(|x| x.2));
         self.clock_us = Some(until_us);
+        self.collect_ended();
         Ok(())
+    }
+
+    /// Removes silent lanes with no queued start: a later start or join restarts a pair afresh whether its lane
+    /// is kept or not, so removing them is unobservable (and bounds memory).
+    fn collect_ended(&mut self) {
+        let mut i = 0;
+        while i < self.lanes.heads.len() {
+            let h = &self.lanes.heads[i];
+            if h.ended && h.requests.is_empty() {
+                let key = lane_key(self.kind, &h.pair);
+                if self.index.get(&key) == Some(&i) {
+                    self.index.remove(&key);
+                }
+                self.remove_lane(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Lanes not ended.
@@ -405,14 +643,14 @@ impl GenSession {
         self.lanes.heads.iter().filter(|h| !h.ended).count()
     }
 
-    /// Lanes ended so far (a lane restarted by [`GenSession::join`] and ended again counts twice).
+    /// Lane sessions ended so far (a lane restarted and ended again counts twice).
     pub fn ended(&self) -> u64 {
         self.ended
     }
 
-    /// Lanes created so far (restarts not counted).
+    /// Lane sessions started so far (joins, observed lanes, new and returning pairs).
     pub fn lanes_created(&self) -> u64 {
-        self.serial
+        self.starts
     }
 
     /// Repairs sampling needed so far.
@@ -441,14 +679,6 @@ impl GenSession {
             }
         }
     }
-}
-
-/// Exponential gap in µs of a Poisson process with `rate_per_s` (infinite for a zero rate).
-fn exp_gap<R: Rng>(rng: &mut R, rate_per_s: f64) -> f64 {
-    if rate_per_s <= 0.0 {
-        return f64::INFINITY;
-    }
-    -(1.0 - rng.r#gen::<f64>()).ln() / rate_per_s * 1e6
 }
 
 #[cfg(test)]

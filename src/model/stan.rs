@@ -11,12 +11,21 @@
 //!
 //! Columns: 0 inter-arrival within the host (continuous), 1-4 destination octets, 5 protocol, 6 destination port
 //! class, 7 source port class, 8 flag byte, 9 packets, 10 bytes per packet (continuous), 11 zero duration
-//! (binary), 12 duration (continuous). Discrete inputs are scaled indices in `[-1, 1]`.
+//! (binary), 12 duration (continuous), 13 session position (input only: `ln(1 + min(pos, 63)) / ln 64` of the
+//! flows of the host's session before this one, a function of column 0 and the earlier rows), 14 silence mark
+//! (binary: the host's next flow is more than the silence threshold away; last, so it sees the whole row).
+//! Discrete inputs are scaled indices in `[-1, 1]`. The position gives the silence mark its main covariate
+//! directly (see the TempoNet silence head).
+//!
+//! STAN's lanes are source hosts, so its silence mark is the host's (a host goes silent when none of its pairs
+//! sends): its `silence` NLL is not comparable with the per-pair mark of the other models.
 
-use super::compliance::{RepairCounts, sample_masked, sample_truncated_mixture};
+use super::compliance::{
+    RepairCounts, mixture_mass, sample_masked, sample_truncated_mixture, silence_posterior,
+};
 use super::features::{self, FeatureSpace, N_PORT_CLASSES, cont, decode, task};
 use super::pair_arrival::PairArrivals;
-use super::session::{LaneRng, LaneStart, LaneStates, Lanes, MIN_GEN_ROWS};
+use super::session::{LaneRng, LaneStart, LaneStates, Lanes, MIN_GEN_ROWS, ObservedLane};
 use super::{
     FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, TaskNll, mixture,
 };
@@ -28,7 +37,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-const C: usize = 13;
+const C: usize = 15;
+/// The session position's column (input only: no head is trained or sampled for it).
+const POS_COL: usize = 13;
+/// The silence mark's column.
+const SILENCE_COL: usize = 14;
 const DISCRETE: [(usize, usize); 8] = [
     (1, 256),
     (2, 256),
@@ -74,6 +87,15 @@ pub struct Row {
     pub pk: f32,
     pub bp: f32,
     pub dur: Option<f32>,
+    /// The silence mark after this row, when known.
+    pub silence: Option<bool>,
+    /// Flows of the host's session before this row.
+    pub session_pos: u32,
+}
+
+/// Input value of a session position (see the module doc).
+fn position_value(pos: u32) -> f32 {
+    (1.0 + pos.min(63) as f32).ln() / 64f32.ln()
 }
 
 fn scale(i: i64, n: usize) -> f32 {
@@ -155,6 +177,8 @@ impl Net {
             3 * k,
             1,
             3 * k,
+            1,
+            1,
         ];
         Net {
             w1,
@@ -210,8 +234,8 @@ pub struct Stan {
     /// Mean and std of the log inter-arrival within a host.
     pub host_iat: (f64, f64),
     pub arrivals: PairArrivals,
-    /// Each observed host's last `k` rows and last flow time.
-    pub observed: Vec<(IpAddr, Vec<Row>, i64)>,
+    /// Each observed host's last `k` rows, last flow time and sessions.
+    pub observed: Vec<ObservedHost>,
     pub version: u64,
     device: Device,
     vs: nn::VarStore,
@@ -226,8 +250,18 @@ pub(crate) struct Header {
     pub space: FeatureSpace,
     pub host_iat: (f64, f64),
     pub arrivals: PairArrivals,
-    pub observed: Vec<(IpAddr, Vec<Row>, i64)>,
+    pub observed: Vec<ObservedHost>,
     pub version: u64,
+}
+
+/// A source host seen in training: where generation continues it from, and how often it starts sessions.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ObservedHost {
+    pub host: IpAddr,
+    /// Its last `k` rows.
+    pub rows: Vec<Row>,
+    pub last_us: i64,
+    pub sessions: u32,
 }
 
 /// Records grouped by source host, each in time order (hosts in order of first appearance).
@@ -270,7 +304,15 @@ impl Stan {
             1.0
         };
         let mut arrivals = PairArrivals::new(7);
-        arrivals.fit(records, space.span_us());
+        arrivals.fit(records, space.silence_us);
+        // STAN's lanes are hosts: sessions and their rate are the hosts'.
+        arrivals.fit_sessions(
+            &Self::host_starts(records),
+            space.silence_us,
+            space.first_us,
+            space.last_us,
+            false,
+        );
         let mut m = Self::from_parts(
             Header {
                 config,
@@ -310,6 +352,13 @@ impl Stan {
         Ok(())
     }
 
+    /// Largest inter-arrival input: the longest gap of the training data. A longer one (a host back after a silence
+    /// longer than any it had) is fed as that: the network has seen nothing like it, and on regular data, whose
+    /// gaps have a tiny spread, a day-long gap was hundreds of standard deviations out and derailed the row.
+    fn iat_z_max(&self) -> f32 {
+        ((self.space.norm.max[cont::IAT] - self.host_iat.0) / self.host_iat.1) as f32
+    }
+
     fn iat_z(&self, dt_us: i64) -> f32 {
         ((features::log_iat(dt_us) - self.host_iat.0) / self.host_iat.1) as f32
     }
@@ -329,7 +378,7 @@ impl Stan {
         ];
         let iat = prev.map(|p| self.iat_z(r.start_us - p));
         let mut x = vec![0f32; C];
-        x[0] = iat.unwrap_or(0.0);
+        x[0] = iat.map_or(0.0, |z| z.min(self.iat_z_max()));
         for (j, (col, n)) in DISCRETE.iter().enumerate() {
             x[*col] = scale(cls[j], *n);
         }
@@ -344,19 +393,75 @@ impl Stan {
             pk: e.packets,
             bp: e.bpp,
             dur: e.duration,
+            silence: None,
+            session_pos: 0,
         }
     }
 
-    fn observed_tails(&self, records: &[FlowRecord]) -> Vec<(IpAddr, Vec<Row>, i64)> {
+    /// Sets a row's session position.
+    fn place(row: &mut Row, pos: u32) {
+        row.session_pos = pos;
+        row.x[POS_COL] = position_value(pos);
+    }
+
+    /// Sets a row's silence mark (its input value is 1 only for a known silence).
+    fn mark(row: &mut Row, silence: Option<bool>) {
+        row.silence = silence;
+        row.x[SILENCE_COL] = (silence == Some(true)) as u8 as f32;
+    }
+
+    /// Rows of one host's time-sorted flows, with their silence marks in data ending at `data_end_us`.
+    fn host_rows(&self, seq: &[&FlowRecord], data_end_us: i64, rep: &mut RepairCounts) -> Vec<Row> {
+        let starts: Vec<i64> = seq.iter().map(|r| r.start_us).collect();
+        let pos = features::sessions::positions(&starts, 0, self.space.silence_us);
+        (0..seq.len())
+            .map(|i| {
+                let mut row = self.row(seq[i], i.checked_sub(1).map(|j| starts[j]), rep);
+                let m =
+                    features::sessions::ended_after(&starts, i, self.space.silence_us, data_end_us);
+                Self::mark(&mut row, m);
+                Self::place(&mut row, pos[i]);
+                row
+            })
+            .collect()
+    }
+
+    fn observed_tails(&self, records: &[FlowRecord]) -> Vec<ObservedHost> {
         let mut rep = RepairCounts::default();
+        let end = records.iter().map(|r| r.start_us).max().unwrap_or(0);
+        host_sequences(records)
+            .into_iter()
+            .map(|(host, s)| {
+                let mut rows = self.host_rows(&s, end, &mut rep);
+                let keep = rows.len().saturating_sub(self.config.k);
+                // The last row's mark is what generation decides: it goes in as "not silent".
+                if let Some(r) = rows.last_mut() {
+                    Self::mark(r, None);
+                }
+                let starts: Vec<i64> = s.iter().map(|r| r.start_us).collect();
+                ObservedHost {
+                    host,
+                    rows: rows[keep..].to_vec(),
+                    last_us: s[s.len() - 1].start_us,
+                    sessions: features::sessions::starts(&starts, self.space.silence_us).count()
+                        as u32,
+                }
+            })
+            .collect()
+    }
+
+    /// Time-sorted flow starts of every source host, keyed as its lane (the lanes' session statistics).
+    fn host_starts(records: &[FlowRecord]) -> Vec<(HostPair, Vec<i64>)> {
         host_sequences(records)
             .into_iter()
             .map(|(h, s)| {
-                let rows: Vec<Row> = (0..s.len())
-                    .map(|i| self.row(s[i], i.checked_sub(1).map(|j| s[j].start_us), &mut rep))
-                    .collect();
-                let keep = rows.len().saturating_sub(self.config.k);
-                (h, rows[keep..].to_vec(), s[s.len() - 1].start_us)
+                (
+                    HostPair {
+                        src: h,
+                        dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    },
+                    s.iter().map(|r| r.start_us).collect(),
+                )
             })
             .collect()
     }
@@ -385,7 +490,8 @@ impl Stan {
             .to_device(self.device)
     }
 
-    /// Per-event NLL tensors for the 8 flow tasks plus the address (octets), and the inter-arrival mask.
+    /// Per-event NLL tensors for the 8 flow tasks, the address (octets) and the silence mark (task order), and the
+    /// masks of the inter-arrival and the silence mark (`[2, N]`).
     fn losses(&self, items: &[(Vec<&Row>, &Row)]) -> (Vec<Tensor>, Tensor) {
         let d = self.device;
         let x = self.window_tensor(
@@ -420,6 +526,10 @@ impl Stan {
             + mixture::nll(&col(12), &lf(&|r| r.dur.unwrap_or(0.0)), k)
             + self.space.norm.std[cont::DURATION].ln();
         let du = -l0.log_sigmoid() * &dz + nz * (1.0 - &dz);
+        let has_mark = lf(&|r| r.silence.is_some() as u8 as f32);
+        let ended = lf(&|r| (r.silence == Some(true)) as u8 as f32);
+        let ls = col(SILENCE_COL).squeeze_dims([1]);
+        let si = (-ls.log_sigmoid() * &ended - (-&ls).log_sigmoid() * (1.0 - &ended)) * &has_mark;
         (
             vec![
                 iat,
@@ -431,20 +541,22 @@ impl Stan {
                 bp,
                 du,
                 addr,
+                si,
             ],
-            has,
+            Tensor::stack(&[has, has_mark], 0),
         )
     }
 
-    fn summarise(ls: &[Tensor], has: &Tensor) -> TaskNll {
+    /// Task sums; `masks` is `[2, N]`: which rows have an inter-arrival, which a silence mark.
+    fn summarise(ls: &[Tensor], masks: &Tensor) -> TaskNll {
         let mut out = TaskNll::default();
-        let n = has.size()[0] as u64;
+        let n = masks.size()[1] as u64;
         for (i, l) in ls.iter().enumerate() {
             out.sum[i] = l.sum(Kind::Double).double_value(&[]);
-            out.count[i] = if i == task::IAT {
-                has.sum(Kind::Double).double_value(&[]).round() as u64
-            } else {
-                n
+            out.count[i] = match i {
+                task::IAT => masks.get(0).sum(Kind::Double).double_value(&[]).round() as u64,
+                task::SILENCE => masks.get(1).sum(Kind::Double).double_value(&[]).round() as u64,
+                _ => n,
             };
         }
         out
@@ -470,10 +582,10 @@ impl Stan {
         let (ls, has) = self.losses(&items);
         let mut loss = Tensor::zeros([], (Kind::Float, self.device));
         for (i, l) in ls.iter().enumerate() {
-            let cnt = if i == task::IAT {
-                has.sum(Kind::Float).clamp_min(1.0)
-            } else {
-                Tensor::from(items.len() as f32).to_device(self.device)
+            let cnt = match i {
+                task::IAT => has.get(0).sum(Kind::Float).clamp_min(1.0),
+                task::SILENCE => has.get(1).sum(Kind::Float).clamp_min(1.0),
+                _ => Tensor::from(items.len() as f32).to_device(self.device),
             };
             loss += l.sum(Kind::Float) / cnt;
         }
@@ -493,6 +605,13 @@ impl Stan {
         windows
             .iter()
             .map(|w| {
+                // A window is one pair's: its marks and positions are the pair's (STAN's own training uses the
+                // host's).
+                let pos = features::sessions::positions(
+                    &w.events.iter().map(|r| r.start_us).collect::<Vec<_>>(),
+                    w.session_pos,
+                    self.space.silence_us,
+                );
                 let rows = (0..w.events.len())
                     .map(|i| {
                         let prev = if i > 0 {
@@ -502,7 +621,10 @@ impl Stan {
                         } else {
                             w.prev_start_us
                         };
-                        self.row(&w.events[i], prev, &mut rep)
+                        let mut row = self.row(&w.events[i], prev, &mut rep);
+                        Self::mark(&mut row, w.ended_after(i, self.space.silence_us));
+                        Self::place(&mut row, pos[i]);
+                        row
                     })
                     .collect();
                 (rows, w.score.clone())
@@ -536,15 +658,20 @@ impl Stan {
     }
 }
 
-/// A host's rows, which of them are scored, and its last flow time.
-type HostRows = (Vec<Row>, Vec<bool>, Option<i64>);
+/// A host's rows, which of them are scored, and their start times.
+type HostRows = (Vec<Row>, Vec<bool>, Vec<i64>);
 
 /// One generated host's state (its head, with the host and random stream, is in [`Lanes::heads`]).
 pub(crate) struct LaneState {
     rows: Vec<Row>,
     last_us: Option<i64>,
     arrival: Option<i64>,
-    phase_from: Option<i64>,
+    /// The last row's silence mark fired: the lane ends instead of drawing another row.
+    stop: bool,
+    /// The last row came from real data and its silence mark is still to be decided (with the quiet time since,
+    /// see `LaneStart`): the mark's probability, filled in by `step_lanes` before the row is drawn.
+    unresolved: bool,
+    p_last: Option<f64>,
 }
 
 impl Stan {
@@ -571,8 +698,21 @@ impl Stan {
         let mut times = vec![0i64; a];
         let mut packets = vec![1u64; a];
         let mut bytes = vec![0u64; a];
+        let mut ends = vec![false; a];
         let zl = |i: usize, v: f64| (v - norm.mean[i]) / norm.std[i];
         for c in 0..C {
+            if c == POS_COL {
+                // A new session starts at 0; going on is one more flow of the last row's session.
+                for (j, &i) in idx.iter().enumerate() {
+                    let l = &st[i];
+                    let pos = match (l.arrival, l.rows.last()) {
+                        (None, Some(r)) => r.session_pos + 1,
+                        _ => 0,
+                    };
+                    cur[j][c] = position_value(pos);
+                }
+                continue;
+            }
             let items: Vec<(Vec<&Row>, &[f32])> = (0..m)
                 .map(|j| {
                     let j = if j < a { j } else { 0 };
@@ -593,15 +733,31 @@ impl Stan {
                         let rng = &mut rngs[j];
                         let (lo, hi) = match c {
                             0 => {
-                                let hi = (decode::TIME_LOG_MAX - self.host_iat.0) / self.host_iat.1;
-                                // A twin joined after its host's last flow: the gap must reach the clock.
-                                let last = l.last_us.unwrap_or(0);
-                                let nb = heads[i].not_before;
-                                let lo = if l.phase_from.is_none() && nb > last {
-                                    self.iat_z(nb - last) as f64
+                                // Going on means the next flow comes within the silence threshold; a host
+                                // quiet since its last real flow draws a gap reaching `not_before`.
+                                let hi = ((decode::TIME_LOG_MAX - self.host_iat.0)
+                                    / self.host_iat.1)
+                                    .min(self.iat_z(self.space.silence_us) as f64);
+                                let quiet = heads[i].not_before - l.last_us.unwrap_or(0);
+                                let lo = if quiet > 0 && l.arrival.is_none() {
+                                    self.iat_z(quiet) as f64
                                 } else {
                                     f64::NEG_INFINITY
                                 };
+                                if let Some(p) = l.p_last {
+                                    let (wj, mj, sj) = (
+                                        &w[j * k..(j + 1) * k],
+                                        &mu[j * k..(j + 1) * k],
+                                        &sg[j * k..(j + 1) * k],
+                                    );
+                                    let all = mixture_mass(wj, mj, sj, f64::NEG_INFINITY, hi);
+                                    let q = if all > 0.0 {
+                                        mixture_mass(wj, mj, sj, lo.min(hi), hi) / all
+                                    } else {
+                                        0.0
+                                    };
+                                    ends[j] = rng.r#gen::<f64>() < silence_posterior(p, q);
+                                }
                                 (lo.min(hi), hi)
                             }
                             9 => (
@@ -619,7 +775,13 @@ impl Stan {
                         };
                         let skip = (c == 0 && l.arrival.is_some()) || (c == 12 && cur[j][11] > 0.5);
                         let z = if skip {
-                            0.0
+                            // A host back after a silence: the gap since its last flow, as in training.
+                            match (c, l.arrival, l.last_us) {
+                                (0, Some(t), Some(lt)) => {
+                                    self.iat_z(t - lt).min(self.iat_z_max()) as f64
+                                }
+                                _ => 0.0,
+                            }
                         } else {
                             sample_truncated_mixture(
                                 &w[j * k..(j + 1) * k],
@@ -635,15 +797,10 @@ impl Stan {
                         cur[j][c] = z as f32;
                         match c {
                             0 => {
-                                let dt = || decode::iat_us(z * self.host_iat.1 + self.host_iat.0);
-                                times[j] = match (l.arrival, l.phase_from) {
-                                    (Some(t), _) => t,
-                                    (None, Some(s)) => {
-                                        s + (dt() as f64 * rng.r#gen::<f64>()) as i64
-                                    }
-                                    (None, None) => {
-                                        (l.last_us.unwrap_or(0) + dt()).max(heads[i].not_before)
-                                    }
+                                let dt = decode::iat_us(z * self.host_iat.1 + self.host_iat.0);
+                                times[j] = match l.arrival {
+                                    Some(t) => t,
+                                    None => (l.last_us.unwrap_or(0) + dt).max(heads[i].not_before),
                                 };
                             }
                             9 => {
@@ -666,6 +823,14 @@ impl Stan {
                             }
                             _ => {}
                         }
+                    }
+                }
+                SILENCE_COL => {
+                    let p =
+                        Vec::<f32>::try_from(o.squeeze_dims([1]).sigmoid().to_device(Device::Cpu))
+                            .unwrap_or_default();
+                    for j in 0..a {
+                        cur[j][c] = (rngs[j].r#gen::<f32>() < p[j]) as u8 as f32;
                     }
                 }
                 11 => {
@@ -713,6 +878,12 @@ impl Stan {
         }
         for (j, &i) in idx.iter().enumerate() {
             let rng = &mut rngs[j];
+            if ends[j] {
+                // Silent since its last real flow: the row drawn alongside is dropped.
+                heads[i].ended = true;
+                heads[i].rng = rng.clone();
+                continue;
+            }
             let c = &cls[j];
             let p = c[4] as u8;
             let ports = proto::has_ports(p);
@@ -746,14 +917,24 @@ impl Stan {
                 label: None,
             };
             let lane = &mut st[i];
-            let row = self.row(&r, lane.last_us.filter(|_| lane.arrival.is_none()), rep);
+            let prev = lane
+                .last_us
+                .filter(|_| lane.arrival.is_none() || !lane.rows.is_empty());
+            let pos = match (lane.arrival, lane.rows.last()) {
+                (None, Some(r)) => r.session_pos + 1,
+                _ => 0,
+            };
+            let mut row = self.row(&r, prev, rep);
+            lane.stop = cur[j][SILENCE_COL] > 0.5;
+            Self::mark(&mut row, Some(lane.stop));
+            Self::place(&mut row, pos);
             lane.rows.push(row);
             if lane.rows.len() > self.config.k {
                 lane.rows.remove(0);
             }
             lane.last_us = Some(r.start_us);
             lane.arrival = None;
-            lane.phase_from = None;
+            lane.p_last = None;
             head.rng = rng.clone();
             head.next = Some(r);
         }
@@ -774,6 +955,13 @@ impl FlowModel for Stan {
         progress: &mut dyn FnMut(&FitProgress),
     ) -> Result<(), ModelError> {
         self.observed = self.observed_tails(records);
+        self.arrivals.fit_sessions(
+            &Self::host_starts(records),
+            self.space.silence_us,
+            self.space.first_us,
+            self.space.last_us,
+            false,
+        );
         self.rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
         tch::manual_seed(opts.seed as i64);
         let m = features::Marginals::fit(&self.space, records);
@@ -786,13 +974,26 @@ impl FlowModel for Stan {
         features::set_bias(&h[7], &features::Marginals::log_freq(&m.sport));
         features::set_bias(&h[8], &features::Marginals::log_freq(&m.flags));
         features::set_bias(&h[11], &[m.zero_logit()]);
+        features::set_bias(
+            &h[SILENCE_COL],
+            &[features::sessions::silence_logit(
+                &Self::host_starts(records)
+                    .into_iter()
+                    .map(|x| x.1)
+                    .collect::<Vec<_>>(),
+                self.space.silence_us,
+                self.space.last_us,
+            )],
+        );
         let mut rep = RepairCounts::default();
+        let end = self
+            .space
+            .last_us
+            .max(records.iter().map(|r| r.start_us).max().unwrap_or(0));
         let seqs: Vec<(Vec<Row>, Vec<bool>)> = host_sequences(records)
             .into_iter()
             .map(|(_, s)| {
-                let rows: Vec<Row> = (0..s.len())
-                    .map(|i| self.row(s[i], i.checked_sub(1).map(|j| s[j].start_us), &mut rep))
-                    .collect();
+                let rows = self.host_rows(&s, end, &mut rep);
                 let n = rows.len();
                 (rows, vec![true; n])
             })
@@ -838,9 +1039,10 @@ impl FlowModel for Stan {
         let mut v = Vec::new();
         for chunk in items.chunks(1024) {
             tch::no_grad(|| {
+                // Flow tasks and the address (the silence mark is not part of the event).
                 let (ls, _) = self.losses(chunk);
                 let mut s = ls[0].shallow_clone();
-                for t in &ls[1..] {
+                for t in &ls[1..task::SILENCE] {
                     s += t;
                 }
                 v.extend(Vec::<f32>::try_from(s.to_device(Device::Cpu)).unwrap_or_default());
@@ -857,56 +1059,90 @@ impl FlowModel for Stan {
             context.iter().chain(heldout).enumerate().collect();
         all.sort_by_key(|(_, r)| r.start_us);
         let mut rep = RepairCounts::default();
+        let end = all.iter().map(|(_, r)| r.start_us).max().unwrap_or(0);
         let mut by_host: HashMap<IpAddr, HostRows> = HashMap::new();
         for (i, r) in all {
             let e = by_host.entry(r.src).or_default();
-            let row = self.row(r, e.2, &mut rep);
+            let row = self.row(r, e.2.last().copied(), &mut rep);
             e.0.push(row);
             e.1.push(i >= context.len());
-            e.2 = Some(r.start_us);
+            e.2.push(r.start_us);
         }
-        let seqs: Vec<(Vec<Row>, Vec<bool>)> =
-            by_host.into_values().map(|(r, s, _)| (r, s)).collect();
+        let seqs: Vec<(Vec<Row>, Vec<bool>)> = by_host
+            .into_values()
+            .map(|(mut rows, s, t)| {
+                let pos = features::sessions::positions(&t, 0, self.space.silence_us);
+                for (i, row) in rows.iter_mut().enumerate() {
+                    let m = features::sessions::ended_after(&t, i, self.space.silence_us, end);
+                    Self::mark(row, m);
+                    Self::place(row, pos[i]);
+                }
+                (rows, s)
+            })
+            .collect();
         Ok(self.nll_seqs(&seqs))
     }
     fn new_lanes(&self) -> Lanes {
         Lanes::new(LaneStates::Stan(Vec::new()))
     }
     /// One lane per observed source host (the destination is left unspecified: STAN draws it per flow).
-    fn observed_pairs(&self) -> Vec<HostPair> {
+    fn observed_lanes(&self) -> Vec<ObservedLane> {
         self.observed
             .iter()
-            .map(|o| HostPair {
-                src: o.0,
-                dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            .map(|o| ObservedLane {
+                pair: HostPair {
+                    src: o.host,
+                    dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                },
+                last_us: o.last_us,
+                sessions: o.sessions,
             })
             .collect()
     }
     fn start_lane(&self, lanes: &mut Lanes, i: usize, from: &LaneStart) -> Result<(), ModelError> {
-        let nb = lanes.heads[i].not_before;
         let mut scratch = RepairCounts::default();
         let s = match from {
             LaneStart::Continue {
                 last,
                 prev_start_us,
-                phase,
             } => LaneState {
-                rows: vec![self.row(last, *prev_start_us, &mut scratch)],
-                last_us: Some(if *phase { nb } else { last.start_us }),
+                rows: {
+                    // A twin knows one earlier flow at most: within a session or not is all it can tell.
+                    let mut r = self.row(last, *prev_start_us, &mut scratch);
+                    let within =
+                        prev_start_us.is_some_and(|p| last.start_us - p <= self.space.silence_us);
+                    Self::place(&mut r, within as u32);
+                    vec![r]
+                },
+                last_us: Some(last.start_us),
                 arrival: None,
-                phase_from: phase.then_some(nb),
+                stop: false,
+                unresolved: true,
+                p_last: None,
             },
             LaneStart::Observed(k) => LaneState {
-                rows: self.observed[*k].1.clone(),
-                last_us: Some(nb),
+                rows: self.observed[*k].rows.clone(),
+                last_us: Some(self.observed[*k].last_us),
                 arrival: None,
-                phase_from: Some(nb),
+                stop: false,
+                unresolved: true,
+                p_last: None,
+            },
+            LaneStart::Reactivate { i: k, at } => LaneState {
+                rows: self.observed[*k].rows.clone(),
+                last_us: Some(self.observed[*k].last_us),
+                arrival: Some(*at),
+                stop: false,
+                unresolved: false,
+                p_last: None,
             },
             LaneStart::New { at } => LaneState {
                 rows: Vec::new(),
                 last_us: None,
                 arrival: Some(*at),
-                phase_from: None,
+                stop: false,
+                unresolved: false,
+                p_last: None,
             },
         };
         let v = match &mut lanes.states {
@@ -921,7 +1157,49 @@ impl FlowModel for Stan {
         Ok(())
     }
     fn step_lanes(&self, lanes: &mut Lanes, active: &[usize]) -> Result<(), ModelError> {
-        for chunk in active.chunks(self.config.gen_batch.max(1)) {
+        let v = match &mut lanes.states {
+            LaneStates::Stan(v) => v,
+            _ => unreachable!("a session checks its model kind before every call"),
+        };
+        // The silence probability of real last rows (its mark is decided with the next row's gap).
+        let pending: Vec<usize> = active
+            .iter()
+            .copied()
+            .filter(|&i| v[i].unresolved)
+            .collect();
+        for chunk in pending.chunks(self.config.gen_batch.max(1)) {
+            let items: Vec<(Vec<&Row>, &[f32])> = (0..chunk.len().max(MIN_GEN_ROWS))
+                .map(|j| {
+                    let rows = &v[chunk[j.min(chunk.len() - 1)]].rows;
+                    let n = rows.len();
+                    (rows[..n - 1].iter().collect(), rows[n - 1].x.as_slice())
+                })
+                .collect();
+            let p = tch::no_grad(|| {
+                let o = self.net.heads[SILENCE_COL].forward(
+                    &self
+                        .net
+                        .features(&self.window_tensor(&items))
+                        .select(1, SILENCE_COL as i64),
+                );
+                Vec::<f32>::try_from(o.squeeze_dims([1]).sigmoid().to_device(Device::Cpu))
+                    .unwrap_or_default()
+            });
+            for (j, &i) in chunk.iter().enumerate() {
+                v[i].p_last = Some(p[j] as f64);
+                v[i].unresolved = false;
+            }
+        }
+        // Lanes whose last row carried the silence mark end here.
+        let mut go = Vec::with_capacity(active.len());
+        for &i in active {
+            if v[i].stop {
+                lanes.heads[i].ended = true;
+            } else {
+                go.push(i);
+            }
+        }
+        for chunk in go.chunks(self.config.gen_batch.max(1)) {
             tch::no_grad(|| self.gen_rows(lanes, chunk));
         }
         Ok(())

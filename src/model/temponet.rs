@@ -15,13 +15,15 @@
 //! al. 2018); each task's NLL is reported unweighted. New pairs come from [`PairArrivals`] with a full-prefix
 //! octet model.
 
-use super::compliance::{RepairCounts, sample_masked, sample_truncated_mixture};
+use super::compliance::{
+    RepairCounts, mixture_mass, sample_masked, sample_truncated_mixture, silence_posterior,
+};
 use super::features::{
     self, EncodedEvent, FeatureSpace, N_BYTE_CLASSES, N_CONT_INPUTS, N_PORT_CLASSES, cont, decode,
     task,
 };
 use super::pair_arrival::PairArrivals;
-use super::session::{LaneRng, LaneStart, LaneStates, Lanes, MIN_GEN_ROWS};
+use super::session::{LaneRng, LaneStart, LaneStates, Lanes, MIN_GEN_ROWS, ObservedLane};
 use super::{
     FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, TaskNll, mixture,
 };
@@ -90,11 +92,49 @@ struct Net {
     c_pkts: nn::Linear,
     c_bpp: nn::Linear,
     heads: Vec<(nn::Linear, nn::Linear)>,
+    /// Input layer of the silence head: pair embedding and the input event's session inputs ([`SILENCE_INPUTS`]).
+    silence_in: nn::Linear,
     log_vars: Tensor,
 }
 
+/// The input event's continuous inputs the silence head reads (besides the pair embedding and the position flags of
+/// [`POSITION_BUCKETS`]): its gap and whether it has one, the seasonality, the start-token flag, and whether it
+/// starts a session.
+///
+/// The silence head deliberately does not read the GRU state. Trained on real histories (teacher forcing) a GRU-fed
+/// head was calibrated (on the simulator: predicted 9.8 % silences, 9.8 % real), yet in generation the histories it
+/// produced itself drifted into states it read as mid-burst, and sessions ran several times too long (a generated
+/// session's first flow got a silence probability near 7 % where real ones end 35 % of the time). Position in the
+/// session, the last gap and the pair are what the silence mostly depends on, and they do not drift that way.
+const SILENCE_INPUTS: [usize; 8] = [0, 1, 6, 7, 8, 9, 10, 11];
+
+/// Session-position thresholds the silence head also reads, as "position >= threshold" flags (a thermometer code):
+/// a hazard that changes sharply with the count (a burst of exactly six flows) is a step on them, while on the log
+/// position alone a small head learned it slowly; and a position beyond any seen in training keeps the hazard of
+/// the last position seen (the flags' input weights start at zero, and a flag never set in training keeps them),
+/// where a one-hot code (or randomly initialised flags) left such positions with an arbitrary, often tiny hazard and
+/// sessions ran on.
+const POSITION_BUCKETS: [u32; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32, 64];
+
 impl Net {
     fn new(p: &nn::Path, c: &TempoNetConfig) -> Net {
+        let net = Self::build(p, c);
+        // Position flags start with zero weights (see `POSITION_BUCKETS`).
+        tch::no_grad(|| {
+            let _ = net
+                .silence_in
+                .ws
+                .narrow(
+                    1,
+                    c.pair_dim + SILENCE_INPUTS.len() as i64,
+                    POSITION_BUCKETS.len() as i64,
+                )
+                .zero_();
+        });
+        net
+    }
+
+    fn build(p: &nn::Path, c: &TempoNetConfig) -> Net {
         let ec = Default::default;
         let k = c.mixtures;
         let h = c.hidden;
@@ -108,6 +148,7 @@ impl Net {
             3 * k,
             3 * k,
             1 + 3 * k,
+            1,
         ];
         Net {
             e_proto: nn::embedding(p / "e_proto", 256, c.proto_dim, ec()),
@@ -124,8 +165,25 @@ impl Net {
                     ..Default::default()
                 },
             ),
+            // Pair buckets start small (standard deviation 0.1, not 1): a bucket no training pair hashed to (an
+            // unseen host in generation) stays close to the neutral, average pair. With unit-variance rows such
+            // pairs got arbitrary silence probabilities and some never went silent; with zero rows training took
+            // long to tell pairs apart.
             pair: (0..4)
-                .map(|i| nn::embedding(p / format!("pair{i}"), c.buckets as i64, c.pair_dim, ec()))
+                .map(|i| {
+                    nn::embedding(
+                        p / format!("pair{i}"),
+                        c.buckets as i64,
+                        c.pair_dim,
+                        nn::EmbeddingConfig {
+                            ws_init: nn::Init::Randn {
+                                mean: 0.0,
+                                stdev: 0.1,
+                            },
+                            ..Default::default()
+                        },
+                    )
+                })
                 .collect(),
             ctx: nn::linear(p / "ctx", h + c.pair_dim, h, Default::default()),
             c_iat: nn::linear(p / "c_iat", 2, h, Default::default()),
@@ -145,7 +203,13 @@ impl Net {
                     )
                 })
                 .collect(),
-            log_vars: p.zeros("log_vars", &[8]),
+            silence_in: nn::linear(
+                p / "silence_in",
+                c.pair_dim + (SILENCE_INPUTS.len() + POSITION_BUCKETS.len()) as i64,
+                h,
+                Default::default(),
+            ),
+            log_vars: p.zeros("log_vars", &[9]),
         }
     }
 
@@ -170,6 +234,25 @@ impl Net {
         self.in_proj.forward(&x).relu()
     }
 
+    /// Silence logits `[N]` from pair embeddings `[N, pair_dim]`, input events' continuous vectors (row-major,
+    /// [`N_CONT_INPUTS`] wide) and their session positions.
+    fn silence(&self, pe: &Tensor, cont: &[f32], pos: &[u32]) -> Tensor {
+        let n = pos.len();
+        let w = SILENCE_INPUTS.len() + POSITION_BUCKETS.len();
+        let mut x = Vec::with_capacity(n * w);
+        for (r, p) in cont.chunks(N_CONT_INPUTS).zip(pos) {
+            x.extend(SILENCE_INPUTS.iter().map(|&i| r[i]));
+            x.extend(POSITION_BUCKETS.iter().map(|lo| (p >= lo) as u8 as f32));
+        }
+        let x = Tensor::from_slice(&x)
+            .view([n as i64, w as i64])
+            .to_device(pe.device());
+        let s = self
+            .silence_in
+            .forward(&Tensor::cat(&[pe.shallow_clone(), x], 1));
+        self.head(SILENCE_HEAD, &s).squeeze_dims([1])
+    }
+
     fn pair_embed(&self, ids: &Tensor) -> Tensor {
         let mut e = self.pair[0].forward(&ids.select(1, 0));
         for i in 1..4 {
@@ -191,23 +274,37 @@ struct Batch {
     pairs: Vec<i64>,
     pos: Vec<i64>,
     row: Vec<i64>,
+    /// The row's next event (a copy of the last event on rows that only carry a silence mark).
     y: Vec<EncodedEvent>,
+    /// The row predicts a scored next event (the 8 flow tasks); otherwise it carries only a silence mark.
+    is_target: Vec<bool>,
+    /// The silence mark of the row's input event, when known and scored, and the event's session position.
+    silence: Vec<Option<bool>>,
+    in_pos: Vec<u32>,
     /// Target is a pair's first flow (address scored, inter-arrival not).
     new_pair: Vec<Option<HostPair>>,
 }
 
-/// Per-event NLL tensors `[N]` for the 8 flow tasks, and which events each task covers.
+/// Per-row NLL tensors `[N]` for the 8 flow tasks and the silence mark, and which rows each task covers (masked
+/// rows have NLL 0).
 struct Losses {
     per_task: Vec<Tensor>,
     masks: Vec<Tensor>,
+    /// The inter-arrival NLL without its silence part (the gap's density on its side of the threshold): what the
+    /// inter-arrival head trains on, the silence part being the silence task's.
+    iat_shape: Tensor,
 }
+
+/// Index of the silence head (after the 8 flow heads) and of its entry in [`Losses`].
+const SILENCE_HEAD: usize = 8;
 
 pub struct TempoNet {
     pub config: TempoNetConfig,
     pub space: FeatureSpace,
     pub arrivals: PairArrivals,
-    /// Each observed pair's last flow and the start of the flow before it: where generation continues from.
-    pub observed: Vec<(HostPair, FlowRecord, Option<i64>)>,
+    /// Each observed pair's last flow, the start of the flow before it and its sessions: where generation continues
+    /// from, and how often the pair comes back.
+    pub observed: Vec<ObservedTail>,
     pub version: u64,
     device: Device,
     vs: nn::VarStore,
@@ -222,7 +319,7 @@ pub(crate) struct Header {
     pub config: TempoNetConfig,
     pub space: FeatureSpace,
     pub arrivals: PairArrivals,
-    pub observed: Vec<(HostPair, FlowRecord, Option<i64>)>,
+    pub observed: Vec<ObservedTail>,
     pub version: u64,
 }
 
@@ -234,13 +331,13 @@ impl TempoNet {
     ) -> Result<TempoNet, ModelError> {
         let space = FeatureSpace::fit(records, config.buckets);
         let mut arrivals = PairArrivals::new(config.address_context);
-        arrivals.fit(records, space.span_us());
+        arrivals.fit(records, space.silence_us);
         Ok(Self::from_parts(
             Header {
                 config,
+                observed: observed_tails(records, space.silence_us),
                 space,
                 arrivals,
-                observed: observed_tails(records),
                 version: 0,
             },
             device,
@@ -272,15 +369,18 @@ impl TempoNet {
 
     fn build_batch(&self, windows: &[&PairWindow]) -> Batch {
         let mut rep = RepairCounts::default();
+        let silence = self.space.silence_us;
+        // A pair's last event is an input too when its silence mark is known (a row with only that mark).
+        let extra = |w: &PairWindow| {
+            let l = w.events.len();
+            l > 0 && w.score[l - 1] && w.ended_after(l - 1, silence).is_some()
+        };
+        let inputs_of = |w: &PairWindow| {
+            w.starts_pair as usize + w.events.len().saturating_sub(1) + extra(w) as usize
+        };
         let t = windows
             .iter()
-            .map(|w| {
-                if w.starts_pair {
-                    w.events.len()
-                } else {
-                    w.events.len().saturating_sub(1)
-                }
-            })
+            .map(|w| inputs_of(w))
             .max()
             .unwrap_or(1)
             .max(1);
@@ -297,11 +397,19 @@ impl TempoNet {
             pos: Vec::new(),
             row: Vec::new(),
             y: Vec::new(),
+            is_target: Vec::new(),
+            silence: Vec::new(),
+            in_pos: Vec::new(),
             new_pair: Vec::new(),
         };
         for (bi, w) in windows.iter().enumerate() {
             bt.pairs
                 .extend_from_slice(&self.space.pair_buckets(&w.pair));
+            let pos = features::sessions::positions(
+                &w.events.iter().map(|r| r.start_us).collect::<Vec<_>>(),
+                w.session_pos,
+                silence,
+            );
             let enc: Vec<EncodedEvent> = w
                 .events
                 .iter()
@@ -314,22 +422,18 @@ impl TempoNet {
                     } else {
                         w.prev_start_us
                     };
-                    self.space.encode(r, prev, &mut rep)
+                    let mut e = self.space.encode(r, prev, &mut rep);
+                    e.session_pos = pos[i];
+                    e
                 })
                 .collect();
-            let mut inputs: Vec<Option<&EncodedEvent>> = Vec::new();
-            let first_target = if w.starts_pair {
-                inputs.push(None);
-                0
-            } else {
-                1
-            };
-            for e in enc.iter().take(enc.len().saturating_sub(1)) {
-                inputs.push(Some(e));
-            }
-            for (ti, inp) in inputs.iter().enumerate().take(t) {
-                let at = bi * t + ti;
-                let c = inp.map(|e| e.continuous()).unwrap_or(EncodedEvent::START);
+            // Input position p holds the start token (p = 0 when the window starts its pair) or event `ev(p)`.
+            let shift = w.starts_pair as usize;
+            let n_in = inputs_of(w);
+            for p in 0..n_in {
+                let at = bi * t + p;
+                let inp = (p >= shift).then(|| &enc[p - shift]);
+                let c = inp.map(|e| self.input(e)).unwrap_or(EncodedEvent::START);
                 bt.cont[at * N_CONT_INPUTS..(at + 1) * N_CONT_INPUTS].copy_from_slice(&c);
                 if let Some(e) = inp {
                     bt.x_proto[at] = e.proto as i64;
@@ -337,18 +441,32 @@ impl TempoNet {
                     bt.x_sport[at] = e.sport as i64;
                     bt.x_flags[at] = e.flags as i64;
                 }
-            }
-            for (j, e) in enc.iter().enumerate().skip(first_target) {
-                if !w.score[j] {
+                // The GRU output after input p predicts the silence mark of the input event and, when the pair
+                // goes on, the next event (index `p + 1 - shift`).
+                let next = p + 1 - shift;
+                let target = next < enc.len() && w.score[next];
+                let mark = (p >= shift)
+                    .then(|| {
+                        let j = p - shift;
+                        let scored = if next < enc.len() {
+                            w.score[next]
+                        } else {
+                            w.score[j]
+                        };
+                        w.ended_after(j, silence).filter(|_| scored)
+                    })
+                    .flatten();
+                if !target && mark.is_none() {
                     continue;
                 }
-                // Target j is predicted from the GRU output after input position j (start token first) or j - 1.
-                let p = if w.starts_pair { j } else { j - 1 };
-                bt.pos.push((bi * t + p) as i64);
+                bt.pos.push(at as i64);
                 bt.row.push(bi as i64);
-                bt.y.push(*e);
+                bt.y.push(enc[next.min(enc.len() - 1)]);
+                bt.is_target.push(target);
+                bt.silence.push(mark);
+                bt.in_pos.push(if p >= shift { pos[p - shift] } else { 0 });
                 bt.new_pair
-                    .push((w.starts_pair && j == 0).then_some(w.pair));
+                    .push((target && w.starts_pair && next == 0).then_some(w.pair));
             }
         }
         bt
@@ -376,11 +494,27 @@ impl TempoNet {
         let row = li(&bt.row, &[-1]);
         let h = out.reshape([b * t, hcfg]).index_select(0, &pos);
         let pe = n.pair_embed(&li(&bt.pairs, &[b, 4])).index_select(0, &row);
+        let row_cont: Vec<f32> = bt
+            .pos
+            .iter()
+            .flat_map(|&p| {
+                let p = p as usize;
+                bt.cont[p * N_CONT_INPUTS..(p + 1) * N_CONT_INPUTS]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let ls = n.silence(&pe, &row_cont, &bt.in_pos);
         let y = &bt.y;
         let yf = |f: &dyn Fn(&EncodedEvent) -> f32| lf(&y.iter().map(f).collect::<Vec<_>>());
         let yi = |f: &dyn Fn(&EncodedEvent) -> i64| li(&y.iter().map(f).collect::<Vec<_>>(), &[-1]);
+        let tgt = lf(&bt
+            .is_target
+            .iter()
+            .map(|t| *t as u8 as f32)
+            .collect::<Vec<_>>());
         let iat = yf(&|e| e.iat.unwrap_or(0.0));
-        let has_iat = yf(&|e| e.iat.is_some() as u8 as f32);
+        let has_iat = yf(&|e| e.iat.is_some() as u8 as f32) * &tgt;
         let pr = yi(&|e| e.proto as i64);
         let dp = yi(&|e| e.dport as i64);
         let sp = yi(&|e| e.sport as i64);
@@ -409,33 +543,58 @@ impl TempoNet {
                 .gather(1, &y.unsqueeze(1), false)
                 .squeeze_dims([1])
         };
-        let nll_iat = (mixture::nll(&n.head(0, &c1), &iat, k) + ln_std(cont::IAT)) * &has_iat;
-        let nll_pr = ce(n.head(1, &c2), &pr);
-        let nll_dp = ce(n.head(2, &c3), &dp);
-        let nll_sp = ce(n.head(3, &c4), &sp);
-        let nll_fl = ce(n.head(4, &c5), &fl);
-        let nll_pk = mixture::nll(&n.head(5, &c6), &pk, k) + ln_std(cont::PACKETS);
-        let nll_bp = mixture::nll(&n.head(6, &c7), &bp, k) + ln_std(cont::BPP);
+        // Inter-arrival: the silence mark splits the gap's density at the threshold S. Below it,
+        // `(1 - p) q(z) / Q(z_S)`; above it, `p q(z) / (1 - Q(z_S))`, with `q` the mixture head, `Q` its CDF and `p`
+        // the silence probability: an exact density of every gap, whose in-session part is the mixture truncated
+        // at S, exactly what generation draws from when a lane goes on.
+        let oi = n.head(0, &c1);
+        let zs = self
+            .space
+            .norm
+            .z(cont::IAT, features::log_iat(self.space.silence_us)) as f64;
+        // Clamped where f32 still tells Q from 0 and 1.
+        let cdf = mixture::cdf(&oi, zs, k).clamp(1e-6, 1.0 - 1e-6);
+        let out = bt_marks(&bt.silence, true, d);
+        let shape = (mixture::nll(&oi, &iat, k)
+            + ln_std(cont::IAT)
+            + cdf.log() * (1.0 - &out)
+            + (-&cdf + 1.0).log() * &out)
+            * &has_iat;
+        let stay: Tensor = (-&ls).log_sigmoid() * (1.0 - &out);
+        let bern = (stay + ls.log_sigmoid() * &out) * &has_iat * -1.0;
+        let nll_iat = &shape + bern;
+        let nll_pr = ce(n.head(1, &c2), &pr) * &tgt;
+        let nll_dp = ce(n.head(2, &c3), &dp) * &tgt;
+        let nll_sp = ce(n.head(3, &c4), &sp) * &tgt;
+        let nll_fl = ce(n.head(4, &c5), &fl) * &tgt;
+        let nll_pk = (mixture::nll(&n.head(5, &c6), &pk, k) + ln_std(cont::PACKETS)) * &tgt;
+        let nll_bp = (mixture::nll(&n.head(6, &c7), &bp, k) + ln_std(cont::BPP)) * &tgt;
         let od = n.head(7, &c8);
         let l0 = od.select(1, 0);
         let nz = -(-&l0).log_sigmoid()
             + mixture::nll(&od.narrow(1, 1, 3 * k), &du, k)
             + ln_std(cont::DURATION);
-        let nll_du = -l0.log_sigmoid() * &dz + nz * (1.0 - &dz);
-        let ones = Tensor::ones_like(&pk);
+        let nll_du = (-l0.log_sigmoid() * &dz + nz * (1.0 - &dz)) * &tgt;
+        // Silence mark: a Bernoulli on the same context as the inter-arrival (the GRU state after the input event).
+        let has_mark = bt_marks(&bt.silence, false, d);
+        let ended = bt_marks(&bt.silence, true, d);
+        let nll_si =
+            (-ls.log_sigmoid() * &ended - (-&ls).log_sigmoid() * (1.0 - &ended)) * &has_mark;
         Losses {
+            iat_shape: shape,
             per_task: vec![
-                nll_iat, nll_pr, nll_dp, nll_sp, nll_fl, nll_pk, nll_bp, nll_du,
+                nll_iat, nll_pr, nll_dp, nll_sp, nll_fl, nll_pk, nll_bp, nll_du, nll_si,
             ],
             masks: vec![
                 has_iat,
-                ones.shallow_clone(),
-                ones.shallow_clone(),
-                ones.shallow_clone(),
-                ones.shallow_clone(),
-                ones.shallow_clone(),
-                ones.shallow_clone(),
-                ones,
+                tgt.shallow_clone(),
+                tgt.shallow_clone(),
+                tgt.shallow_clone(),
+                tgt.shallow_clone(),
+                tgt.shallow_clone(),
+                tgt.shallow_clone(),
+                tgt,
+                has_mark,
             ],
         }
     }
@@ -443,9 +602,9 @@ impl TempoNet {
     /// Task NLL sums from losses (plus the address task of new pairs).
     fn summarise(&self, l: &Losses, bt: &Batch) -> TaskNll {
         let mut out = TaskNll::default();
-        for i in 0..8 {
-            out.sum[i] = l.per_task[i].sum(Kind::Double).double_value(&[]);
-            out.count[i] = l.masks[i].sum(Kind::Double).double_value(&[]).round() as u64;
+        for (i, t) in (0..8).chain([task::SILENCE]).enumerate() {
+            out.sum[t] = l.per_task[i].sum(Kind::Double).double_value(&[]);
+            out.count[t] = l.masks[i].sum(Kind::Double).double_value(&[]).round() as u64;
         }
         for p in bt.new_pair.iter().flatten() {
             if let Some(a) = self.arrivals.nll(p) {
@@ -468,9 +627,16 @@ impl TempoNet {
         }
         let l = self.losses(&bt);
         let mut loss = Tensor::zeros([], (Kind::Float, self.device));
-        for i in 0..8 {
-            let cnt = l.masks[i].sum(Kind::Float).clamp_min(1.0);
-            let mean = l.per_task[i].sum(Kind::Float) / cnt;
+        for i in 0..l.per_task.len() {
+            // The inter-arrival density is its shape times the silence Bernoulli: the head trains on the shape, the
+            // silence task (every known mark) on the Bernoulli, each with its own weight. Their sum is the joint NLL.
+            let (nll, mask) = if i == 0 {
+                (l.iat_shape.shallow_clone(), l.masks[0].shallow_clone())
+            } else {
+                (l.per_task[i].shallow_clone(), l.masks[i].shallow_clone())
+            };
+            let cnt = mask.sum(Kind::Float).clamp_min(1.0);
+            let mean = nll.sum(Kind::Float) / cnt;
             let s = self.net.log_vars.get(i as i64);
             loss = loss + (-&s).exp() * mean + s;
         }
@@ -482,18 +648,52 @@ impl TempoNet {
         Ok(tch::no_grad(|| self.summarise(&l, &bt)))
     }
 
+    /// Largest inter-arrival fed to the network: the longest gap of the training data. A longer one (a pair back
+    /// after a silence longer than any in training) is fed as that, rather than as a value far outside anything
+    /// the network saw. Targets are never clamped (their likelihood is of the true gap).
+    fn iat_in_max(&self) -> f32 {
+        let n = &self.space.norm;
+        n.z(cont::IAT, n.max[cont::IAT])
+    }
+
+    /// The network input of an event: [`EncodedEvent::continuous`] with the gap clamped (see [`Self::iat_in_max`]).
+    fn input(&self, e: &EncodedEvent) -> [f32; N_CONT_INPUTS] {
+        let mut c = e.continuous();
+        c[0] = c[0].min(self.iat_in_max());
+        c
+    }
+
     fn all_windows<'a>(&self, windows: &'a [PairWindow]) -> Vec<&'a PairWindow> {
         windows.iter().collect()
     }
 }
 
-/// The last flow of every pair and the start of the flow before it.
-fn observed_tails(records: &[FlowRecord]) -> Vec<(HostPair, FlowRecord, Option<i64>)> {
+/// A pair seen in training: where generation continues it from, and how often it starts sessions.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ObservedTail {
+    pub pair: HostPair,
+    /// Its last flow and the start of the flow before it.
+    pub last: FlowRecord,
+    pub prev_start_us: Option<i64>,
+    /// Its sessions under the silence threshold, and the last flow's position in its session.
+    pub sessions: u32,
+    pub session_pos: u32,
+}
+
+/// The last flow of every pair, the start of the flow before it, and its session count.
+fn observed_tails(records: &[FlowRecord], silence_us: i64) -> Vec<ObservedTail> {
     features::pair_sequences(records)
         .into_iter()
-        .map(|(p, s)| {
+        .map(|(pair, s)| {
             let n = s.len();
-            (p, s[n - 1].clone(), (n >= 2).then(|| s[n - 2].start_us))
+            let starts: Vec<i64> = s.iter().map(|r| r.start_us).collect();
+            ObservedTail {
+                pair,
+                last: s[n - 1].clone(),
+                prev_start_us: (n >= 2).then(|| s[n - 2].start_us),
+                sessions: features::sessions::starts(&starts, silence_us).count() as u32,
+                session_pos: features::sessions::positions(&starts, 0, silence_us)[n - 1],
+            }
         })
         .collect()
 }
@@ -503,10 +703,8 @@ pub(crate) struct LaneState {
     buckets: [i64; 4],
     /// The last flow (the next GRU input) and its start; `None` before the pair's first flow (start token).
     last: Option<(EncodedEvent, i64)>,
-    /// First flow of a new pair: its time (no inter-arrival sampled).
+    /// First flow of a session (a new pair, or one back after a silence): its time (no inter-arrival sampled).
     arrival: Option<i64>,
-    /// Observed pair's first generated flow: the inter-arrival is scaled by a uniform phase from this time.
-    phase_from: Option<i64>,
     /// Flows predicted since the history restarted (see the module doc: bounded history).
     steps: usize,
     /// GRU state after the last input; empty for a zero state.
@@ -549,7 +747,7 @@ impl TempoNet {
             let l = &st[idx[row(j)]];
             match &l.last {
                 Some((e, _)) => {
-                    cont.extend_from_slice(&e.continuous());
+                    cont.extend_from_slice(&self.input(e));
                     xp.push(e.proto as i64);
                     xd.push(e.dport as i64);
                     xs.push(e.sport as i64);
@@ -587,42 +785,72 @@ impl TempoNet {
         let h = o.squeeze_dims([1]);
         let h_cpu = cpu(h.shallow_clone());
         let pe = n.pair_embed(&Tensor::from_slice(&pb).view([mi, 4]).to_device(d));
-        let c1 = n.ctx.forward(&Tensor::cat(&[h, pe], 1));
+        let c1 = n.ctx.forward(&Tensor::cat(&[h, pe.shallow_clone()], 1));
         let probs = |t: Tensor| cpu(t.softmax(1, Kind::Float));
 
-        // Inter-arrival.
+        // Silence mark, then inter-arrival. A lane that has a flow and no given next one may end here (it draws
+        // nothing more); one that goes on has its next flow within the silence threshold. A lane quiet since its
+        // last flow until `not_before` conditions both on that (see `LaneStart`).
+        let in_pos: Vec<u32> = (0..m)
+            .map(|j| {
+                st[idx[row(j)]]
+                    .last
+                    .as_ref()
+                    .map_or(0, |(e, _)| e.session_pos)
+            })
+            .collect();
+        let p_end = cpu(n.silence(&pe, &cont, &in_pos).sigmoid());
         let (w, mu, sg) = mixture::to_cpu(&n.head(0, &c1), k as i64);
-        let zmax = (norm.upper(cont::IAT) - norm.mean[cont::IAT]) / norm.std[cont::IAT];
+        let zmax = ((norm.upper(cont::IAT) - norm.mean[cont::IAT]) / norm.std[cont::IAT])
+            .min(norm.z(cont::IAT, features::log_iat(self.space.silence_us)) as f64);
+        let mut ends = vec![false; a];
         let mut times = vec![0i64; a];
         let mut iat_in = vec![0f32; 2 * m];
         for (j, &i) in idx.iter().enumerate() {
             let l = &st[i];
             let rng = &mut rngs[j];
+            let (wj, mj, sj) = (
+                &w[j * k..(j + 1) * k],
+                &mu[j * k..(j + 1) * k],
+                &sg[j * k..(j + 1) * k],
+            );
+            let last_us = l.last.as_ref().map(|x| x.1).unwrap_or(0);
+            let quiet = heads[i].not_before - last_us;
+            let zmin = if quiet > 0 {
+                norm.z(cont::IAT, features::log_iat(quiet)) as f64
+            } else {
+                f64::NEG_INFINITY
+            };
+            if l.last.is_some() && l.arrival.is_none() {
+                let q = if quiet > 0 {
+                    let all = mixture_mass(wj, mj, sj, f64::NEG_INFINITY, zmax);
+                    if all > 0.0 {
+                        mixture_mass(wj, mj, sj, zmin, zmax) / all
+                    } else {
+                        0.0
+                    }
+                } else {
+                    1.0
+                };
+                let p = silence_posterior(p_end[j] as f64, q);
+                ends[j] = rng.r#gen::<f64>() < p;
+            }
+            if ends[j] {
+                continue;
+            }
             if let Some(t0) = l.arrival {
                 times[j] = t0;
+                // Back after a silence: the gap since the pair's last flow conditions the flow, as in training.
+                if let Some((_, lt)) = l.last {
+                    iat_in[2 * j] = norm
+                        .z(cont::IAT, features::log_iat(t0 - lt))
+                        .min(self.iat_in_max());
+                    iat_in[2 * j + 1] = 1.0;
+                }
             } else {
-                let last_us = l.last.as_ref().map(|x| x.1).unwrap_or(0);
-                let not_before = heads[i].not_before;
-                // A twin joined after its pair's last flow: the gap is conditioned on reaching the clock.
-                let zmin = if l.phase_from.is_none() && not_before > last_us {
-                    norm.z(cont::IAT, features::log_iat(not_before - last_us)) as f64
-                } else {
-                    f64::NEG_INFINITY
-                };
-                let z = sample_truncated_mixture(
-                    &w[j * k..(j + 1) * k],
-                    &mu[j * k..(j + 1) * k],
-                    &sg[j * k..(j + 1) * k],
-                    zmin.min(zmax),
-                    zmax,
-                    rng,
-                    rep,
-                );
+                let z = sample_truncated_mixture(wj, mj, sj, zmin.min(zmax), zmax, rng, rep);
                 let dt = decode::iat_us(norm.unz(cont::IAT, z));
-                times[j] = match l.phase_from {
-                    Some(s) => s + (dt as f64 * rng.r#gen::<f64>()) as i64,
-                    None => last_us.saturating_add(dt).max(not_before),
-                };
+                times[j] = last_us.saturating_add(dt).max(heads[i].not_before);
                 iat_in[2 * j] = z as f32;
                 iat_in[2 * j + 1] = 1.0;
             }
@@ -712,6 +940,11 @@ impl TempoNet {
         let zmax_d = zl(cont::DURATION, norm.upper(cont::DURATION));
         for (j, &i) in idx.iter().enumerate() {
             let rng = &mut rngs[j];
+            if ends[j] {
+                heads[i].ended = true;
+                heads[i].rng = rng.clone();
+                continue;
+            }
             let forced = packets[j] == 1 && !self.space.single_packet_duration;
             let duration_us = if forced || rng.r#gen::<f32>() < p0[j] {
                 0
@@ -753,12 +986,15 @@ impl TempoNet {
             let lane = &mut st[i];
             let prev = lane.last.as_ref().map(|x| x.1);
             let mut e = self.space.encode(&r, prev, rep);
-            if lane.arrival.is_some() {
+            if prev.is_none() {
                 e.iat = None;
             }
+            e.session_pos = match (&lane.last, lane.arrival) {
+                (Some((l, _)), None) => l.session_pos + 1,
+                _ => 0,
+            };
             lane.last = Some((e, r.start_us));
             lane.arrival = None;
-            lane.phase_from = None;
             lane.steps += 1;
             // Bounded history: after `window` predicted flows, restart from a zero state with the last flow as input.
             if lane.steps >= self.config.window {
@@ -788,8 +1024,8 @@ impl FlowModel for TempoNet {
         progress: &mut dyn FnMut(&FitProgress),
     ) -> Result<(), ModelError> {
         self.arrivals = PairArrivals::new(self.config.address_context);
-        self.arrivals.fit(records, self.space.span_us());
-        self.observed = observed_tails(records);
+        self.arrivals.fit(records, self.space.silence_us);
+        self.observed = observed_tails(records, self.space.silence_us);
         self.rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
         tch::manual_seed(opts.seed as i64);
         let m = features::Marginals::fit(&self.space, records);
@@ -799,7 +1035,24 @@ impl FlowModel for TempoNet {
         features::set_bias(&h[3].1, &features::Marginals::log_freq(&m.sport));
         features::set_bias(&h[4].1, &features::Marginals::log_freq(&m.flags));
         features::set_bias(&h[7].1, &[m.zero_logit()]);
-        let windows = super::pair_windows(records, self.config.window, |_| true);
+        let seqs: Vec<Vec<i64>> = features::pair_sequences(records)
+            .into_iter()
+            .map(|(_, s)| s.iter().map(|r| r.start_us).collect())
+            .collect();
+        features::set_bias(
+            &h[SILENCE_HEAD].1,
+            &[features::sessions::silence_logit(
+                &seqs,
+                self.space.silence_us,
+                self.space.last_us,
+            )],
+        );
+        let windows = super::pair_windows_with(
+            records,
+            self.config.window,
+            |_| true,
+            Some(self.space.silence_us),
+        );
         let bw = self.config.batch_windows.max(1);
         let batches = windows.len().div_ceil(bw);
         let mut order: Vec<usize> = (0..windows.len()).collect();
@@ -853,14 +1106,18 @@ impl FlowModel for TempoNet {
                 continue;
             }
             let ev = tch::no_grad(|| {
+                // The 8 flow tasks of each predicted event (silence marks are not events).
                 let l = self.losses(&bt);
                 let mut s = l.per_task[0].shallow_clone();
-                for t in &l.per_task[1..] {
+                for t in &l.per_task[1..SILENCE_HEAD] {
                     s += t;
                 }
                 Vec::<f32>::try_from(s.to_device(Device::Cpu)).unwrap_or_default()
             });
             for (j, e) in ev.into_iter().enumerate() {
+                if !bt.is_target[j] {
+                    continue;
+                }
                 let a = bt.new_pair[j]
                     .and_then(|p| self.arrivals.nll(&p))
                     .unwrap_or(0.0);
@@ -878,44 +1135,58 @@ impl FlowModel for TempoNet {
             context,
             heldout,
             self.config.window,
+            self.space.silence_us,
         ))
     }
     fn new_lanes(&self) -> Lanes {
         Lanes::new(LaneStates::TempoNet(Vec::new()))
     }
-    fn observed_pairs(&self) -> Vec<HostPair> {
-        self.observed.iter().map(|o| o.0).collect()
+    fn observed_lanes(&self) -> Vec<ObservedLane> {
+        self.observed
+            .iter()
+            .map(|o| ObservedLane {
+                pair: o.pair,
+                last_us: o.last.start_us,
+                sessions: o.sessions,
+            })
+            .collect()
     }
     fn start_lane(&self, lanes: &mut Lanes, i: usize, from: &LaneStart) -> Result<(), ModelError> {
         let head = &lanes.heads[i];
-        let not_before = head.not_before;
         let mut scratch = RepairCounts::default();
-        let mut cont = |last: &FlowRecord, prev: Option<i64>, phase: bool| {
+        let silence = self.space.silence_us;
+        let mut cont = |last: &FlowRecord, prev: Option<i64>, pos: u32| {
             let mut e = self.space.encode(last, prev, &mut scratch);
             if prev.is_none() {
                 e.iat = None;
             }
-            // With a phase, the first gap counts from `not_before` (the flows between are unknown).
-            let t = if phase { not_before } else { last.start_us };
-            (Some((e, t)), None, phase.then_some(not_before))
+            e.session_pos = pos;
+            Some((e, last.start_us))
         };
-        let (last, arrival, phase_from) = match from {
+        let (last, arrival) = match from {
+            // A twin knows one earlier flow at most: within a session or not is all it can tell.
             LaneStart::Continue {
                 last,
                 prev_start_us,
-                phase,
-            } => cont(last, *prev_start_us, *phase),
-            LaneStart::Observed(k) => {
-                let (_, last, prev) = &self.observed[*k];
-                cont(last, *prev, true)
+            } => {
+                let pos = prev_start_us.is_some_and(|p| last.start_us - p <= silence) as u32;
+                (cont(last, *prev_start_us, pos), None)
             }
-            LaneStart::New { at } => (None, Some(*at), None),
+            LaneStart::Observed(k) => {
+                let o = &self.observed[*k];
+                (cont(&o.last, o.prev_start_us, o.session_pos), None)
+            }
+            // Back after a silence: the last training flow is the history, the first flow is at `at`.
+            LaneStart::Reactivate { i: k, at } => {
+                let o = &self.observed[*k];
+                (cont(&o.last, o.prev_start_us, o.session_pos), Some(*at))
+            }
+            LaneStart::New { at } => (None, Some(*at)),
         };
         let s = LaneState {
             buckets: self.space.pair_buckets(&head.pair),
             last,
             arrival,
-            phase_from,
             steps: 0,
             hidden: Vec::new(),
         };
@@ -1014,6 +1285,15 @@ const _: () = {
     const fn is_send<T: Send>() {}
     is_send::<TempoNet>()
 };
+
+/// Rows' silence marks as a float tensor: whether a mark is known (`ended == false`), or whether it is a silence.
+fn bt_marks(marks: &[Option<bool>], ended: bool, d: Device) -> Tensor {
+    let v: Vec<f32> = marks
+        .iter()
+        .map(|m| if ended { *m == Some(true) } else { m.is_some() } as u8 as f32)
+        .collect();
+    Tensor::from_slice(&v).to_device(d)
+}
 
 /// Copies a tensor to a flat CPU vector.
 fn cpu(t: Tensor) -> Vec<f32> {

@@ -238,10 +238,10 @@ pub fn fit(kind: ModelKind, cfg: &ModelConfig, records: &[FlowRecord], epochs: u
     Model::fit_new(kind, cfg, records, &opts, &mut |_| {}).unwrap()
 }
 
-/// Generates `hours` of flows after the training data, checking no sample broke a rule.
+/// Generates `hours` of flows right after the training data, checking no sample broke a rule.
 pub fn span(model: &Model, hours: i64, pairs: PairSource) -> Vec<FlowRecord> {
     let req = GenerateRequest::new(
-        T0 + 1_000_000_000_000,
+        model.space().last_us + 1,
         GenLimit::SpanUs(hours * 3_600_000_000),
         11,
         pairs,
