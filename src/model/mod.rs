@@ -393,7 +393,10 @@ impl GenerateRequest {
 pub struct Generated {
     pub flows: Vec<FlowRecord>,
     pub repairs: RepairCounts,
+    /// Lane sessions started (pairs, or hosts for STAN, counted once per session).
     pub pairs_used: u64,
+    /// Sessions ended by the session-length guard rather than by the model ([`session::SESSION_GUARD`]).
+    pub sessions_guarded: u64,
 }
 
 /// What each model implements. Use it through [`Model`].
@@ -534,6 +537,7 @@ impl Model {
             flows,
             repairs: s.repairs().clone(),
             pairs_used: s.lanes_created(),
+            sessions_guarded: s.guarded(),
         };
         audit(
             &mut g.flows,

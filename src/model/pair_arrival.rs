@@ -198,6 +198,8 @@ pub struct PairArrivals {
     pub groups: Vec<Vec<(HostPair, i64)>>,
     /// Lanes in a session at the end of the training data: how many a synthetic span starts with.
     pub initial_pairs: u64,
+    /// Flows of the longest session in the training data (one still under way at its end included).
+    pub longest_session: u64,
     /// Octet counts per position (8 x 256).
     pub marginal: Vec<Vec<u32>>,
     /// Counts of the next octet after a prefix (keyed by the prefix bytes as hex, at most `context` long).
@@ -231,6 +233,7 @@ impl PairArrivals {
                 ..Default::default()
             },
             initial_pairs: 0,
+            longest_session: 0,
             groups: Vec::new(),
             marginal: vec![vec![0; 256]; 8],
             next: HashMap::new(),
@@ -307,6 +310,14 @@ impl PairArrivals {
             .iter()
             .filter(|(_, s)| s.last().is_some_and(|t| last_us - t <= silence_us))
             .count() as u64;
+        self.longest_session = seqs
+            .iter()
+            .flat_map(|(_, s)| {
+                let pos = super::features::sessions::positions(s, 0, silence_us);
+                pos.into_iter().map(|p| p as u64 + 1)
+            })
+            .max()
+            .unwrap_or(0);
     }
 
     /// Adds one new pair to the address counts (online: the streaming operators call this for unseen pairs).

@@ -160,9 +160,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         gbar.finish_and_clear();
         eprintln!(
-            "{kind}: generated {} flows ({} pairs), repairs: {:?}",
+            "{kind}: generated {} flows ({} lane sessions, {} ended by the length guard), repairs: {:?}",
             generated.flows.len(),
             generated.pairs_used,
+            generated.sessions_guarded,
             generated.repairs
         );
         let path = args.out.join(format!("{kind}.jsonl"));
