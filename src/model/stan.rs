@@ -897,9 +897,14 @@ impl Stan {
                 start_us: times[j],
                 duration_us,
                 src: head.pair.src,
-                dst: IpAddr::V4(Ipv4Addr::new(
-                    c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8,
-                )),
+                // STAN's octet columns are IPv4 (as published); an IPv6 host's destination comes from the
+                // pair-arrival address model, so both ends keep one family.
+                dst: match head.pair.src {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(
+                        c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8,
+                    )),
+                    src @ IpAddr::V6(_) => self.arrivals.sample_dst(src, rng).dst,
+                },
                 src_port: if ports {
                     features::port_from_class(c[6] as u16, rng)
                 } else {
