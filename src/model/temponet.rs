@@ -92,6 +92,9 @@ struct Net {
     c_pkts: nn::Linear,
     c_bpp: nn::Linear,
     heads: Vec<(nn::Linear, nn::Linear)>,
+    /// Within-group weights, biases and padding masks of the four categorical heads (protocol, destination and
+    /// source port class, flags; heads 1 to 4), see [`TwoLevel`].
+    within: Vec<(Tensor, Tensor, Tensor)>,
     /// Input layer of the silence head: pair embedding and the input event's session inputs ([`SILENCE_INPUTS`]).
     silence_in: nn::Linear,
     log_vars: Tensor,
@@ -139,12 +142,13 @@ impl Net {
         let k = c.mixtures;
         let h = c.hidden;
         let in_dim = N_CONT_INPUTS as i64 + c.proto_dim + 2 * c.port_dim + c.flags_dim;
+        // Categorical heads output their group logits (see `TwoLevel`).
         let outs = [
             3 * k,
-            N_BYTE_CLASSES as i64,
-            N_PORT_CLASSES as i64,
-            N_PORT_CLASSES as i64,
-            N_BYTE_CLASSES as i64,
+            CATEGORICAL[0].groups(),
+            CATEGORICAL[1].groups(),
+            CATEGORICAL[2].groups(),
+            CATEGORICAL[3].groups(),
             3 * k,
             3 * k,
             1 + 3 * k,
@@ -203,6 +207,28 @@ impl Net {
                     )
                 })
                 .collect(),
+            within: CATEGORICAL
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let rows = t.groups() * t.size;
+                    let bound = 1.0 / (h as f64).sqrt();
+                    let w = p.var(
+                        &format!("head{}_within_w", i + 1),
+                        &[rows, h],
+                        nn::Init::Uniform {
+                            lo: -bound,
+                            up: bound,
+                        },
+                    );
+                    let b = p.zeros(&format!("head{}_within_b", i + 1), &[rows]);
+                    // Padding classes of the last group: never drawn, no probability.
+                    let pad: Vec<f32> = (0..rows)
+                        .map(|r| if r < t.n { 0.0 } else { -1e9 })
+                        .collect();
+                    (w, b, Tensor::from_slice(&pad).to_device(p.device()))
+                })
+                .collect(),
             silence_in: nn::linear(
                 p / "silence_in",
                 c.pair_dim + (SILENCE_INPUTS.len() + POSITION_BUCKETS.len()) as i64,
@@ -217,6 +243,61 @@ impl Net {
         self.heads[i]
             .1
             .forward(&self.heads[i].0.forward(&c.relu()).relu())
+    }
+
+    /// Hidden features of head `i` and its output (for a categorical head, the group logits).
+    fn head_hid(&self, i: usize, c: &Tensor) -> (Tensor, Tensor) {
+        let hid = self.heads[i].0.forward(&c.relu()).relu();
+        let out = self.heads[i].1.forward(&hid);
+        (hid, out)
+    }
+
+    /// Starts categorical head `i` (1..=4) at the marginal log frequencies `log_p` of its classes: the group biases
+    /// at the groups' log masses, the within-group biases at the classes' log shares of their group.
+    fn set_categorical_bias(&self, i: usize, log_p: &[f32]) {
+        let t = &CATEGORICAL[i - 1];
+        let g: Vec<f32> = log_p
+            .chunks(t.size as usize)
+            .map(|c| c.iter().map(|v| v.exp()).sum::<f32>().ln())
+            .collect();
+        features::set_bias(&self.heads[i].1, &g);
+        let within: Vec<f32> = log_p
+            .iter()
+            .enumerate()
+            .map(|(c, v)| v - g[c / t.size as usize])
+            .collect();
+        tch::no_grad(|| {
+            let mut b = self.within[i - 1].1.narrow(0, 0, t.n);
+            b.copy_(&Tensor::from_slice(&within).to_device(b.device()));
+        });
+    }
+
+    /// Within-group logits `[N, size]` of categorical head `i` (1..=4) for rows' groups `[N]`.
+    fn within_logits(&self, i: usize, hid: &Tensor, group: &Tensor) -> Tensor {
+        let t = &CATEGORICAL[i - 1];
+        let (w, b, pad) = &self.within[i - 1];
+        let rows = hid.size()[0];
+        let idx = (group.unsqueeze(1) * t.size
+            + Tensor::arange(t.size, (Kind::Int64, hid.device())).unsqueeze(0))
+        .view([-1]);
+        let ws = w.index_select(0, &idx).view([rows, t.size, -1]);
+        ws.bmm(&hid.unsqueeze(2)).squeeze_dims([2])
+            + (b.index_select(0, &idx) + pad.index_select(0, &idx)).view([rows, t.size])
+    }
+
+    /// Per-row NLL of classes `y` `[N]` under categorical head `i` (1..=4) from its context `c`.
+    fn categorical_nll(&self, i: usize, c: &Tensor, y: &Tensor) -> Tensor {
+        let t = &CATEGORICAL[i - 1];
+        let (hid, gl) = self.head_hid(i, c);
+        let group = y.divide_scalar_mode(t.size, "floor");
+        let member = y.remainder(t.size);
+        let pick = |logits: Tensor, at: &Tensor| {
+            logits
+                .log_softmax(1, Kind::Float)
+                .gather(1, &at.unsqueeze(1), false)
+                .squeeze_dims([1])
+        };
+        -(pick(gl, &group) + pick(self.within_logits(i, &hid, &group), &member))
     }
 
     /// Event embeddings of inputs `[B, T]`.
@@ -294,6 +375,42 @@ struct Losses {
     /// inter-arrival head trains on, the silence part being the silence task's.
     iat_shape: Tensor,
 }
+
+/// A categorical over `n` classes as two levels: `groups()` groups of `size` consecutive classes (the last one padded),
+/// `P(class) = P(group) P(class | group)`. The group logits are the head's output layer; the within-group logits of a
+/// group are `w[c] . hid + b[c]` for its classes `c` only. The likelihood stays exact over all `n` classes, while a
+/// row costs `groups + size` logits instead of `n`: for the 1,670 port classes 82 instead of 1,670, which were the
+/// largest layers of training and, drawn on the CPU, most of generation.
+struct TwoLevel {
+    n: i64,
+    size: i64,
+}
+
+impl TwoLevel {
+    const fn groups(&self) -> i64 {
+        (self.n + self.size - 1) / self.size
+    }
+}
+
+/// The categorical heads 1 to 4: protocol, destination and source port class, flags.
+const CATEGORICAL: [TwoLevel; 4] = [
+    TwoLevel {
+        n: N_BYTE_CLASSES as i64,
+        size: 16,
+    },
+    TwoLevel {
+        n: N_PORT_CLASSES as i64,
+        size: 41,
+    },
+    TwoLevel {
+        n: N_PORT_CLASSES as i64,
+        size: 41,
+    },
+    TwoLevel {
+        n: N_BYTE_CLASSES as i64,
+        size: 16,
+    },
+];
 
 /// Index of the silence head (after the 8 flow heads) and of its entry in [`Losses`].
 const SILENCE_HEAD: usize = 8;
@@ -537,12 +654,6 @@ impl TempoNet {
         let c6 = &c5 + n.c_flags.forward(&fl);
         let c7 = &c6 + n.c_pkts.forward(&pk.unsqueeze(1));
         let c8 = &c7 + n.c_bpp.forward(&bp.unsqueeze(1));
-        let ce = |logits: Tensor, y: &Tensor| {
-            -logits
-                .log_softmax(1, Kind::Float)
-                .gather(1, &y.unsqueeze(1), false)
-                .squeeze_dims([1])
-        };
         // Inter-arrival: the silence mark splits the gap's density at the threshold S. Below it,
         // `(1 - p) q(z) / Q(z_S)`; above it, `p q(z) / (1 - Q(z_S))`, with `q` the mixture head, `Q` its CDF and `p`
         // the silence probability: an exact density of every gap, whose in-session part is the mixture truncated
@@ -563,10 +674,10 @@ impl TempoNet {
         let stay: Tensor = (-&ls).log_sigmoid() * (1.0 - &out);
         let bern = (stay + ls.log_sigmoid() * &out) * &has_iat * -1.0;
         let nll_iat = &shape + bern;
-        let nll_pr = ce(n.head(1, &c2), &pr) * &tgt;
-        let nll_dp = ce(n.head(2, &c3), &dp) * &tgt;
-        let nll_sp = ce(n.head(3, &c4), &sp) * &tgt;
-        let nll_fl = ce(n.head(4, &c5), &fl) * &tgt;
+        let nll_pr = n.categorical_nll(1, &c2, &pr) * &tgt;
+        let nll_dp = n.categorical_nll(2, &c3, &dp) * &tgt;
+        let nll_sp = n.categorical_nll(3, &c4, &sp) * &tgt;
+        let nll_fl = n.categorical_nll(4, &c5, &fl) * &tgt;
         let nll_pk = (mixture::nll(&n.head(5, &c6), &pk, k) + ln_std(cont::PACKETS)) * &tgt;
         let nll_bp = (mixture::nll(&n.head(6, &c7), &bp, k) + ln_std(cont::BPP)) * &tgt;
         let od = n.head(7, &c8);
@@ -719,6 +830,41 @@ fn states(lanes: &mut Lanes) -> &mut Vec<LaneState> {
 }
 
 impl TempoNet {
+    /// One categorical field (head `i`, 1..=4) for the first `a` rows of context `c`: each lane draws a group, then
+    /// a class in it, with its own random stream, when `applies(j)`; class 0 (no ports, no flags) otherwise.
+    fn draw_categorical(
+        &self,
+        i: usize,
+        c: &Tensor,
+        a: usize,
+        applies: impl Fn(usize) -> bool,
+        rngs: &mut [LaneRng],
+        rep: &mut RepairCounts,
+    ) -> Vec<usize> {
+        let t = &CATEGORICAL[i - 1];
+        let (g, s) = (t.groups() as usize, t.size as usize);
+        let (hid, gl) = self.net.head_hid(i, c);
+        let gp = cpu(gl.softmax(1, Kind::Float));
+        let groups = draw_classes(&gp, g, a, &applies, rngs, rep);
+        let mut all = groups.iter().map(|&x| x as i64).collect::<Vec<_>>();
+        all.resize(gp.len() / g, 0);
+        let group_t = Tensor::from_slice(&all).to_device(c.device());
+        let wp = cpu(self
+            .net
+            .within_logits(i, &hid, &group_t)
+            .softmax(1, Kind::Float));
+        let members = draw_classes(&wp, s, a, &applies, rngs, rep);
+        (0..a)
+            .map(|j| {
+                if applies(j) {
+                    groups[j] * s + members[j]
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
     /// Draws one flow for each lane of `idx` (one GRU step, all heads), leaving it in the lane's head.
     fn gen_step(&self, lanes: &mut Lanes, idx: &[usize]) {
         let n = &self.net;
@@ -786,7 +932,6 @@ impl TempoNet {
         let h_cpu = cpu(h.shallow_clone());
         let pe = n.pair_embed(&Tensor::from_slice(&pb).view([mi, 4]).to_device(d));
         let c1 = n.ctx.forward(&Tensor::cat(&[h, pe.shallow_clone()], 1));
-        let probs = |t: Tensor| cpu(t.softmax(1, Kind::Float));
 
         // Silence mark, then inter-arrival. A lane that has a flow and no given next one may end here (it draws
         // nothing more); one that goes on has its next flow within the silence threshold. A lane quiet since its
@@ -863,28 +1008,30 @@ impl TempoNet {
             + n.c_iat
                 .forward(&Tensor::from_slice(&iat_in).view([mi, 2]).to_device(d));
         // Protocol: any of the 256 values.
-        let protos: Vec<u8> =
-            draw_classes(&probs(n.head(1, &c2)), 256, a, |_| true, &mut rngs, rep)
-                .into_iter()
-                .map(|c| c as u8)
-                .collect();
+        let protos: Vec<u8> = self
+            .draw_categorical(1, &c2, a, |_| true, &mut rngs, rep)
+            .into_iter()
+            .map(|c| c as u8)
+            .collect();
         let c3 = &c2 + n.c_proto.forward(&class_tensor(&protos, m, d));
         // Ports: class 0 for protocols without ports.
-        let np = N_PORT_CLASSES;
         let has_ports = |j: usize| proto::has_ports(protos[j]);
-        let dcls: Vec<u16> = draw_classes(&probs(n.head(2, &c3)), np, a, has_ports, &mut rngs, rep)
+        let dcls: Vec<u16> = self
+            .draw_categorical(2, &c3, a, has_ports, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u16)
             .collect();
         let c4 = &c3 + n.c_dport.forward(&class_tensor(&dcls, m, d));
-        let scls: Vec<u16> = draw_classes(&probs(n.head(3, &c4)), np, a, has_ports, &mut rngs, rep)
+        let scls: Vec<u16> = self
+            .draw_categorical(3, &c4, a, has_ports, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u16)
             .collect();
         let c5 = &c4 + n.c_sport.forward(&class_tensor(&scls, m, d));
         // Flags: only on TCP.
         let is_tcp = |j: usize| protos[j] == proto::TCP;
-        let flags: Vec<u8> = draw_classes(&probs(n.head(4, &c5)), 256, a, is_tcp, &mut rngs, rep)
+        let flags: Vec<u8> = self
+            .draw_categorical(4, &c5, a, is_tcp, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u8)
             .collect();
@@ -1030,10 +1177,10 @@ impl FlowModel for TempoNet {
         tch::manual_seed(opts.seed as i64);
         let m = features::Marginals::fit(&self.space, records);
         let h = &self.net.heads;
-        features::set_bias(&h[1].1, &features::Marginals::log_freq(&m.proto));
-        features::set_bias(&h[2].1, &features::Marginals::log_freq(&m.dport));
-        features::set_bias(&h[3].1, &features::Marginals::log_freq(&m.sport));
-        features::set_bias(&h[4].1, &features::Marginals::log_freq(&m.flags));
+        for (i, counts) in [&m.proto, &m.dport, &m.sport, &m.flags].iter().enumerate() {
+            self.net
+                .set_categorical_bias(i + 1, &features::Marginals::log_freq(counts));
+        }
         features::set_bias(&h[7].1, &[m.zero_logit()]);
         let seqs: Vec<Vec<i64>> = features::pair_sequences(records)
             .into_iter()
