@@ -10,7 +10,9 @@
 //! # Who owns what
 //! - A Kafka partition belongs to exactly one worker: `partition % peers == worker index` ([`kafka_source`]).
 //! - A host pair belongs to exactly one worker: `HostPair::stable_hash() & (peers - 1)` on a power-of-two peer
-//!   count, `% peers` otherwise (timely's exchange routing), the same on every process ([`pair_history`]).
+//!   count, `% peers` otherwise (timely's exchange routing), the same on every process ([`pair_history`], and
+//!   [`fidelity`] for its sketches).
+//! - Per-window aggregates ([`window_metrics`], the merge stage of [`fidelity`]) live on worker 0.
 //!
 //! # Plug points
 //! The model stages (trainer, generator, fidelity, drift) are written elsewhere; they plug in through the traits
@@ -18,6 +20,7 @@
 
 pub mod admin;
 pub mod codec;
+pub mod fidelity;
 pub mod file_sink;
 pub mod file_source;
 pub mod kafka_sink;
