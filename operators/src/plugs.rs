@@ -5,8 +5,11 @@
 //!   pushes to `out` leaves the operator at that epoch on the hook stream (synthetic flows, gradients, losses...).
 //!   Parameter averaging across workers is a separate operator on the hook stream (exchange to one worker,
 //!   broadcast back through a feedback loop); the model version travels inside the hook's output type.
-//! - **Fidelity / drift**: implement [`WindowObserver`]; [`crate::window_metrics::window_metrics`] calls it on the
-//!   window-closing worker with the merged window figures and adds its fields to the window's JSON record.
+//! - **Fidelity / drift**: the [`crate::fidelity::fidelity`] operator's figures and the trainers'
+//!   [`crate::window_metrics::ModelWindowStats`] (which carry the drift detections) enter
+//!   [`crate::window_metrics::window_metrics`] as `WindowInput::Fidelity` / `WindowInput::Model`. Other per-window
+//!   figures implement [`WindowObserver`]: `window_metrics` calls it on the window-closing worker and it adds its
+//!   fields to the window's JSON record.
 //!
 //! Both are plain traits so that a closure-free, stateful, testable object can be plugged in; [`NoHook`] and
 //! [`NoObserver`] are the do-nothing defaults used until the model lands.

@@ -1,11 +1,16 @@
-//! The `fidelity` operator on flows whose distances are known, on one and two workers.
+//! The `fidelity` operator on flows whose distances are known, on one and two workers, and its figures and the
+//! trainers' stats merged into `window_metrics`' JSON records.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
+use temponet::drift::{DetectorKind, DriftEvent, DriftFeature};
 use temponet::{FlowRecord, TcpFlags};
 use temponet_operators::EpochClock;
 use temponet_operators::fidelity::{FidelityConfig, FidelityFigures, fidelity};
-use timely::dataflow::operators::{Inspect, Probe};
+use temponet_operators::plugs::NoObserver;
+use temponet_operators::window_metrics::{ModelWindowStats, WindowInput, window_metrics};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 
 /// Event time of epoch 1000 (the clock's default epoch is one second).
@@ -323,4 +328,136 @@ fn one_and_two_workers_agree() {
             assert!(close(x.synthetic_pass_percent, y.synthetic_pass_percent));
         }
     }
+}
+
+fn drift_event(index: u64) -> DriftEvent {
+    DriftEvent {
+        detector: DetectorKind::Adwin,
+        feature: DriftFeature::Loss,
+        index,
+        statistic: 1.5,
+        threshold: 1.2,
+        increase: Some(true),
+        width: Some(40),
+        window_start_us: None,
+        reference_start_us: None,
+    }
+}
+
+/// `fidelity` and per-epoch trainer stats of two workers feed `window_metrics`: each window's JSON record holds
+/// the fidelity object (absent in a window without flows), the largest model version and learning rate, summed
+/// steps, events and synthetic flows, the event-weighted mean loss, each worker's latest live lanes summed, and
+/// the drift events tagged with their worker; a window with neither has no model fields.
+#[test]
+fn window_metrics_merges_fidelity_and_model_stats() {
+    let records = Arc::new(Mutex::new(Vec::<String>::new()));
+    let rec2 = records.clone();
+    let clock = EpochClock::default();
+    timely::execute(timely::Config::process(2), move |worker| {
+        let index = worker.index();
+        let mut flows = InputHandle::new();
+        let mut model = InputHandle::new();
+        let probe = ProbeHandle::new();
+        let rec = rec2.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let f = flows.to_stream(scope);
+            let figs = fidelity(
+                f.clone(),
+                f,
+                clock,
+                FidelityConfig {
+                    window_epochs: 2,
+                    ..Default::default()
+                },
+            );
+            let stats = figs
+                .map(WindowInput::Fidelity)
+                .concat(model.to_stream(scope).map(WindowInput::Model));
+            window_metrics(stats, clock, 2, NoObserver)
+                .inspect(move |s: &String| rec.lock().unwrap().push(s.clone()))
+                .probe_with(&probe);
+        });
+        // Epochs 1000-1001 (window 500): flows and model stats. Epochs 1002-1003 (window 501): model stats only.
+        // Epoch 1004 (window 502): flows only.
+        for e in 1000..1005u64 {
+            flows.advance_to(e);
+            model.advance_to(e);
+            if e != 1002 && e != 1003 && index == 0 {
+                for f in regular(100, e as i64 * 1_000_000, 5000) {
+                    flows.send(f);
+                }
+            }
+            if e < 1004 {
+                let w = index as u64;
+                model.send(ModelWindowStats {
+                    worker: index,
+                    model_version: e - 1000 + w,
+                    train_steps: 2,
+                    events_trained: 10 * (w + 1),
+                    mean_loss: 1.0 + w as f64,
+                    synthetic_flows: 5,
+                    live_lanes: e - 990 + 100 * w,
+                    drift: if e == 1001 {
+                        vec![drift_event(e)]
+                    } else {
+                        vec![]
+                    },
+                    learning_rate: 0.001 * (1 + w) as f64,
+                });
+            }
+            worker.step();
+        }
+        flows.close();
+        model.close();
+        worker.step_while(|| !probe.done());
+    })
+    .unwrap()
+    .join()
+    .into_iter()
+    .for_each(|r| r.unwrap());
+    let recs: Vec<serde_json::Value> = records
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    let (w0, w1, w2) = (&recs[0], &recs[1], &recs[2]);
+    assert_eq!(w0["window_start_us"], 1_000_000_000i64);
+    let f = &w0["fidelity"];
+    assert_eq!(f["real_flows"], 200);
+    assert_eq!(f["synthetic_flows"], 200);
+    assert_eq!(f["emd_log10_inter_arrival"], 0.0);
+    assert_eq!(f["jsd_dst_port"], 0.0);
+    assert!(f["dkc"].is_array() && f["coverage"].is_object());
+    assert!(w1.get("fidelity").is_none(), "no flows in window 501");
+    assert_eq!(w2["fidelity"]["real_flows"], 100);
+    // Window 500: epochs 1000 and 1001 of workers 0 and 1.
+    assert_eq!(w0["model_version"], 2); // worker 1 at epoch 1001: 1 + 1
+    assert_eq!(w0["train_steps"], 8);
+    assert_eq!(w0["events_trained"], 60);
+    // (2 * 10 * 1.0 + 2 * 20 * 2.0) / 60
+    let mean_loss = w0["mean_loss"].as_f64().unwrap();
+    assert!((mean_loss - 100.0 / 60.0).abs() < 1e-12, "{mean_loss}");
+    assert_eq!(w0["synthetic_flows"], 20);
+    // Latest (epoch 1001) lanes: 11 on worker 0, 111 on worker 1.
+    assert_eq!(w0["live_lanes"], 122);
+    assert_eq!(w0["learning_rate"], 0.002);
+    let drift = w0["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 2);
+    let mut workers: Vec<u64> = drift
+        .iter()
+        .map(|d| d["worker"].as_u64().unwrap())
+        .collect();
+    workers.sort();
+    assert_eq!(workers, vec![0, 1]);
+    assert_eq!(drift[0]["detector"], "adwin");
+    assert_eq!(drift[0]["index"], 1001);
+    // Window 501: model stats only, no drift.
+    assert_eq!(w1["model_version"], 4);
+    assert_eq!(w1["live_lanes"], 13 + 113);
+    assert_eq!(w1["drift"].as_array().unwrap().len(), 0);
+    // Window 502: fidelity only, so no model fields; the pipeline fields are still there.
+    assert!(w2.get("model_version").is_none() && w2.get("drift").is_none());
+    assert!(w2.get("flows_in").is_some());
 }
