@@ -9,12 +9,10 @@
 use super::compliance::{RepairCounts, sample_masked};
 use super::features::{self, FeatureSpace, N_BYTE_CLASSES, N_PORT_CLASSES, cont, decode, task};
 use super::pair_arrival::PairArrivals;
-use super::{
-    FitOptions, FitProgress, FlowModel, GenerateRequest, Generated, ModelError, ModelKind,
-    PairSource, PairWindow, TaskNll,
-};
+use super::session::{LaneStart, LaneStates, Lanes};
+use super::{FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, TaskNll};
 use crate::record::{FlowRecord, HostPair, TcpFlags, proto};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -109,6 +107,17 @@ fn cat_nll(counts: &[f64], i: usize) -> f64 {
 
 fn cat_probs(counts: &[f64]) -> Vec<f32> {
     counts.iter().map(|c| (*c + SMOOTH) as f32).collect()
+}
+
+/// A generated pair: Poisson flows at `rate` per µs, the next at `next_us`.
+pub(crate) struct LaneState {
+    next_us: f64,
+    rate: f64,
+}
+
+/// Exponential gap (µs) at `rate` flows per µs.
+fn exp_gap<R: Rng>(rng: &mut R, rate: f64) -> f64 {
+    -(1.0 - rng.r#gen::<f64>()).ln() / rate
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -416,65 +425,76 @@ impl FlowModel for Independent {
     ) -> Result<TaskNll, ModelError> {
         self.windows_nll(&super::heldout_windows(context, heldout, 64))
     }
-    fn generate(
-        &self,
-        req: &GenerateRequest,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Generated, ModelError> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(req.seed);
-        let mut rep = RepairCounts::default();
-        // Lanes: (pair, next flow time, rate per µs).
-        let mut lanes: Vec<(HostPair, f64, f64)> = Vec::new();
-        let rates: Vec<f64> = self.pair_counts.iter().map(|p| self.rate(&p.0)).collect();
-        let exp = |rng: &mut rand::rngs::StdRng, rate: f64| -(1.0 - rng.r#gen::<f64>()).ln() / rate;
-        if req.pairs == PairSource::Observed {
-            for (p, r) in self.pair_counts.iter().zip(&rates) {
-                let r = r * 1e-6;
-                lanes.push((p.0, req.start_us as f64 + exp(&mut rng, r), r));
+    fn new_lanes(&self) -> Lanes {
+        Lanes::new(LaneStates::Independent(Vec::new()))
+    }
+    fn observed_pairs(&self) -> Vec<HostPair> {
+        self.pair_counts.iter().map(|p| p.0).collect()
+    }
+    /// Observed pairs and twins run at their pair's Poisson rate from the lane's start (memoryless: no phase is
+    /// needed); a new pair gets the rate of a random observed pair (the mean rate when none was observed).
+    fn start_lane(&self, lanes: &mut Lanes, i: usize, from: &LaneStart) -> Result<(), ModelError> {
+        let head = &mut lanes.heads[i];
+        let nb = head.not_before as f64;
+        let rng = &mut head.rng;
+        let s = match from {
+            LaneStart::Continue { last, .. } => {
+                let rate = self.rate(&last.pair()) * 1e-6;
+                LaneState {
+                    next_us: nb + exp_gap(rng, rate),
+                    rate,
+                }
             }
-        }
-        let mut horizon = req.start_us;
-        let flows = super::drive_generation(
-            req,
-            &self.space,
-            |end, out| {
-                if req.pairs == PairSource::Synthetic {
-                    for (t, pair) in self.arrivals.sample_arrivals(
-                        horizon,
-                        end,
-                        horizon == req.start_us,
-                        &mut rng,
-                    ) {
-                        let r = if rates.is_empty() {
-                            self.mean_rate()
-                        } else {
-                            rates[rng.gen_range(0..rates.len())]
-                        };
-                        lanes.push((pair, t as f64, r * 1e-6));
-                    }
+            LaneStart::Observed(k) => {
+                let rate = self.rate(&self.pair_counts[*k].0) * 1e-6;
+                LaneState {
+                    next_us: nb + exp_gap(rng, rate),
+                    rate,
                 }
-                for lane in lanes.iter_mut() {
-                    while lane.1 < end as f64 {
-                        out.push(self.sample_flow(lane.0, lane.1 as i64, &mut rng, &mut rep));
-                        lane.1 += exp(&mut rng, lane.2);
-                    }
+            }
+            LaneStart::New { at } => {
+                let rate = if self.pair_counts.is_empty() {
+                    self.mean_rate()
+                } else {
+                    self.rate(&self.pair_counts[rng.gen_range(0..self.pair_counts.len())].0)
+                };
+                LaneState {
+                    next_us: *at as f64,
+                    rate: rate * 1e-6,
                 }
-                horizon = end;
-                Ok(())
-            },
-            progress,
-        )?;
-        let mut g = Generated {
-            flows,
-            repairs: rep,
-            pairs_used: lanes.len() as u64,
+            }
         };
-        super::audit(
-            &mut g.flows,
-            self.space.single_packet_duration,
-            &mut g.repairs,
-        );
-        Ok(g)
+        let v = match &mut lanes.states {
+            LaneStates::Independent(v) => v,
+            _ => unreachable!("a session checks its model kind before every call"),
+        };
+        if i == v.len() {
+            v.push(s);
+        } else {
+            v[i] = s;
+        }
+        Ok(())
+    }
+    fn step_lanes(&self, lanes: &mut Lanes, active: &[usize]) -> Result<(), ModelError> {
+        let Lanes {
+            heads,
+            states,
+            repairs,
+        } = lanes;
+        let st = match states {
+            LaneStates::Independent(v) => v,
+            _ => unreachable!("a session checks its model kind before every call"),
+        };
+        for &i in active {
+            let h = &mut heads[i];
+            let l = &mut st[i];
+            h.next = Some(self.sample_flow(h.pair, l.next_us as i64, &mut h.rng, repairs));
+            l.next_us += exp_gap(&mut h.rng, l.rate);
+        }
+        Ok(())
+    }
+    fn pair_arrivals(&self) -> &PairArrivals {
+        &self.arrivals
     }
     /// The shared marginals (count tables and histograms). Per-pair Poisson counts are per-pair state, kept by
     /// whoever owns the pair, and are not part of the flat parameters.

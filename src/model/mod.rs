@@ -19,6 +19,7 @@ pub mod file;
 pub mod independent;
 pub mod mixture;
 pub mod pair_arrival;
+pub mod session;
 pub mod stan;
 pub mod temponet;
 
@@ -28,6 +29,9 @@ use features::{FeatureSpace, N_TASKS, TASKS};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
+
+pub use session::GenSession;
+pub use session::{LaneStart, Lanes};
 
 /// Which model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,13 +373,18 @@ pub trait FlowModel: Send {
         context: &[FlowRecord],
         heldout: &[FlowRecord],
     ) -> Result<TaskNll, ModelError>;
-    /// Generates flows for a span or a count from `req.start_us` (deterministic given `req.seed`), sorted by
-    /// start time, every flow passing [`compliance::check`]; `progress` gets the number of flows so far.
-    fn generate(
-        &self,
-        req: &GenerateRequest,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Generated, ModelError>;
+    /// No lanes yet, with this model's kind of lane state (a new [`GenSession`]).
+    fn new_lanes(&self) -> Lanes;
+    /// The pairs [`GenSession::join_observed`] starts lanes for (STAN: one per source host, keyed by the host),
+    /// in the order of the model's table that [`LaneStart::Observed`] indexes.
+    fn observed_pairs(&self) -> Vec<HostPair>;
+    /// Sets lane `i`'s state (pushing a new state when `i` is the number of states) to continue from `from`. The
+    /// lane's head (pair, random stream, `not_before`) is already set.
+    fn start_lane(&self, lanes: &mut Lanes, i: usize, from: &LaneStart) -> Result<(), ModelError>;
+    /// Draws the next flow of each lane in `active` (all live, none holding a flow) into its head.
+    fn step_lanes(&self, lanes: &mut Lanes, active: &[usize]) -> Result<(), ModelError>;
+    /// The new-pair part (arrival rate and address model).
+    fn pair_arrivals(&self) -> &pair_arrival::PairArrivals;
     fn params(&self) -> Vec<f32>;
     fn set_params(&mut self, flat: &[f32]) -> Result<(), ModelError>;
     fn version(&self) -> u64;
@@ -456,12 +465,41 @@ impl Model {
     ) -> Result<TaskNll, ModelError> {
         self.0.heldout_nll(context, heldout)
     }
+    /// Generates flows for a span or a count from `req.start_us` (deterministic given `req.seed`), sorted by
+    /// start time, every flow passing [`compliance::check`]; `progress` gets the number of flows so far. This is a
+    /// [`GenSession`] advanced to the end of the span (see [`drive_generation`]).
     pub fn generate(
         &self,
         req: &GenerateRequest,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Generated, ModelError> {
-        self.0.generate(req, progress)
+        let mut s = self.open_session(req.seed, req.pairs);
+        s.begin(req.start_us);
+        if req.pairs == PairSource::Observed {
+            s.join_observed(self, req.start_us);
+        }
+        let flows = drive_generation(
+            req,
+            self.space(),
+            |until, out| s.advance(self, until, out),
+            progress,
+        )?;
+        let mut g = Generated {
+            flows,
+            repairs: s.repairs().clone(),
+            pairs_used: s.lanes_created(),
+        };
+        audit(
+            &mut g.flows,
+            self.space().single_packet_duration,
+            &mut g.repairs,
+        );
+        Ok(g)
+    }
+    /// A generation session: no lanes yet; see [`GenSession::join`], [`GenSession::join_observed`] and
+    /// [`GenSession::advance`]. With `PairSource::Synthetic`, advancing also draws new pairs.
+    pub fn open_session(&self, seed: u64, pairs: PairSource) -> GenSession {
+        GenSession::new(self, seed, pairs)
     }
     pub fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let r = self.0.train_batch(windows)?;
@@ -520,9 +558,10 @@ pub(crate) fn heldout_windows(
         .collect()
 }
 
-/// Generation driver shared by the models: for a span, one call; for a count, grows the horizon (using the
-/// training event rate as the first guess) until enough flows exist, then keeps the earliest `n`. Lanes are
-/// independent processes, so extending the horizon continues them exactly.
+/// Generation driver of [`Model::generate`]: advances a session over geometrically growing horizons (for a span up
+/// to its end; for a count, using the training event rate as the first guess, until enough flows exist, then keeps
+/// the earliest `n`). A session advanced in pieces gives exactly the flows of one call, so the horizons change only
+/// when the runaway cap and the progress reports are checked.
 pub(crate) fn drive_generation(
     req: &GenerateRequest,
     space: &FeatureSpace,
@@ -577,7 +616,6 @@ pub(crate) fn drive_generation(
             horizon = horizon.min(span);
         }
     }
-    out.sort_by_key(|r| r.start_us);
     if let GenLimit::Count(n) = req.limit {
         out.truncate(n as usize);
     }

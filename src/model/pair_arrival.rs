@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 const BACKOFF: f64 = 1.0;
-const FIRST_WINDOW_US: i64 = 60_000_000;
+/// Pairs active within this long of the training data's start are placed within this long of a session's start.
+pub const FIRST_WINDOW_US: i64 = 60_000_000;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PairArrivals {
@@ -156,37 +157,5 @@ impl PairArrivals {
             src: IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])),
             dst: IpAddr::V4(Ipv4Addr::new(o[4], o[5], o[6], o[7])),
         }
-    }
-
-    /// New pairs with their first-flow times in `[start_us, end_us)`: the initial pairs within the first minute
-    /// (only when `from_start`), then Poisson arrivals.
-    pub fn sample_arrivals<R: Rng>(
-        &self,
-        start_us: i64,
-        end_us: i64,
-        from_start: bool,
-        rng: &mut R,
-    ) -> Vec<(i64, HostPair)> {
-        let mut out = Vec::new();
-        if from_start {
-            for _ in 0..self.initial_pairs.max(1) {
-                let t = start_us + rng.gen_range(0..FIRST_WINDOW_US);
-                if t < end_us {
-                    out.push((t, self.sample_pair(rng)));
-                }
-            }
-        }
-        if self.rate_per_s > 0.0 {
-            let mut t = start_us as f64;
-            loop {
-                let u: f64 = rng.r#gen();
-                t += -(1.0 - u).ln() / self.rate_per_s * 1e6;
-                if t >= end_us as f64 {
-                    break;
-                }
-                out.push((t as i64, self.sample_pair(rng)));
-            }
-        }
-        out
     }
 }

@@ -16,11 +16,11 @@
 use super::compliance::{RepairCounts, sample_masked, sample_truncated_mixture};
 use super::features::{self, FeatureSpace, N_PORT_CLASSES, cont, decode, task};
 use super::pair_arrival::PairArrivals;
+use super::session::{LaneRng, LaneStart, LaneStates, Lanes, MIN_GEN_ROWS};
 use super::{
-    FitOptions, FitProgress, FlowModel, GenerateRequest, Generated, ModelError, ModelKind,
-    PairSource, PairWindow, TaskNll, mixture,
+    FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, TaskNll, mixture,
 };
-use crate::record::{FlowRecord, TcpFlags, proto};
+use crate::record::{FlowRecord, HostPair, TcpFlags, proto};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -539,30 +539,32 @@ impl Stan {
 /// A host's rows, which of them are scored, and its last flow time.
 type HostRows = (Vec<Row>, Vec<bool>, Option<i64>);
 
-/// One generated host's state.
-struct Lane {
-    src: IpAddr,
+/// One generated host's state (its head, with the host and random stream, is in [`Lanes::heads`]).
+pub(crate) struct LaneState {
     rows: Vec<Row>,
     last_us: Option<i64>,
     arrival: Option<i64>,
     phase_from: Option<i64>,
-    pending: Option<FlowRecord>,
 }
 
 impl Stan {
-    #[allow(clippy::too_many_arguments)]
-    fn gen_rows(
-        &self,
-        lanes: &mut [Lane],
-        idx: &[usize],
-        end: i64,
-        out: &mut Vec<FlowRecord>,
-        rng: &mut rand::rngs::StdRng,
-        rep: &mut RepairCounts,
-    ) {
+    /// Draws one row (flow) for each lane of `idx`, column by column, leaving it in the lane's head.
+    fn gen_rows(&self, lanes: &mut Lanes, idx: &[usize]) {
         let a = idx.len();
+        // Padded batch (see `MIN_GEN_ROWS`): rows `a..m` repeat row 0 and are ignored.
+        let m = a.max(MIN_GEN_ROWS);
         let k = self.config.mixtures as usize;
         let norm = &self.space.norm;
+        let Lanes {
+            heads,
+            states,
+            repairs: rep,
+        } = lanes;
+        let st = match states {
+            LaneStates::Stan(v) => v,
+            _ => unreachable!("a session checks its model kind before every call"),
+        };
+        let mut rngs: Vec<LaneRng> = idx.iter().map(|&i| heads[i].rng.clone()).collect();
         let mut cur = vec![vec![0f32; C]; a];
         let mut cls = vec![[0i64; 8]; a];
         let mut vals = vec![[0f64; C]; a];
@@ -571,10 +573,11 @@ impl Stan {
         let mut bytes = vec![0u64; a];
         let zl = |i: usize, v: f64| (v - norm.mean[i]) / norm.std[i];
         for c in 0..C {
-            let items: Vec<(Vec<&Row>, &[f32])> = idx
-                .iter()
-                .enumerate()
-                .map(|(j, &i)| (lanes[i].rows.iter().collect(), cur[j].as_slice()))
+            let items: Vec<(Vec<&Row>, &[f32])> = (0..m)
+                .map(|j| {
+                    let j = if j < a { j } else { 0 };
+                    (st[idx[j]].rows.iter().collect(), cur[j].as_slice())
+                })
                 .collect();
             let o = self.net.heads[c].forward(
                 &self
@@ -586,11 +589,21 @@ impl Stan {
                 0 | 9 | 10 | 12 => {
                     let (w, mu, sg) = mixture::to_cpu(&o, k as i64);
                     for (j, &i) in idx.iter().enumerate() {
+                        let l = &st[i];
+                        let rng = &mut rngs[j];
                         let (lo, hi) = match c {
-                            0 => (
-                                f64::NEG_INFINITY,
-                                (decode::TIME_LOG_MAX - self.host_iat.0) / self.host_iat.1,
-                            ),
+                            0 => {
+                                let hi = (decode::TIME_LOG_MAX - self.host_iat.0) / self.host_iat.1;
+                                // A twin joined after its host's last flow: the gap must reach the clock.
+                                let last = l.last_us.unwrap_or(0);
+                                let nb = heads[i].not_before;
+                                let lo = if l.phase_from.is_none() && nb > last {
+                                    self.iat_z(nb - last) as f64
+                                } else {
+                                    f64::NEG_INFINITY
+                                };
+                                (lo.min(hi), hi)
+                            }
                             9 => (
                                 zl(cont::PACKETS, decode::PACKETS_LOG.0),
                                 zl(cont::PACKETS, decode::PACKETS_LOG.1),
@@ -604,8 +617,7 @@ impl Stan {
                                 zl(cont::DURATION, norm.upper(cont::DURATION)),
                             ),
                         };
-                        let skip =
-                            (c == 0 && lanes[i].arrival.is_some()) || (c == 12 && cur[j][11] > 0.5);
+                        let skip = (c == 0 && l.arrival.is_some()) || (c == 12 && cur[j][11] > 0.5);
                         let z = if skip {
                             0.0
                         } else {
@@ -623,18 +635,14 @@ impl Stan {
                         cur[j][c] = z as f32;
                         match c {
                             0 => {
-                                let l = &lanes[i];
+                                let dt = || decode::iat_us(z * self.host_iat.1 + self.host_iat.0);
                                 times[j] = match (l.arrival, l.phase_from) {
                                     (Some(t), _) => t,
                                     (None, Some(s)) => {
-                                        s + (decode::iat_us(z * self.host_iat.1 + self.host_iat.0)
-                                            as f64
-                                            * rng.r#gen::<f64>())
-                                            as i64
+                                        s + (dt() as f64 * rng.r#gen::<f64>()) as i64
                                     }
                                     (None, None) => {
-                                        l.last_us.unwrap_or(0)
-                                            + decode::iat_us(z * self.host_iat.1 + self.host_iat.0)
+                                        (l.last_us.unwrap_or(0) + dt()).max(heads[i].not_before)
                                     }
                                 };
                             }
@@ -666,7 +674,7 @@ impl Stan {
                             .unwrap_or_default();
                     for j in 0..a {
                         let forced = packets[j] == 1 && !self.space.single_packet_duration;
-                        let zero = forced || rng.r#gen::<f32>() < p0[j];
+                        let zero = forced || rngs[j].r#gen::<f32>() < p0[j];
                         cur[j][11] = zero as u8 as f32;
                     }
                 }
@@ -694,7 +702,8 @@ impl Stan {
                         let v = if forced {
                             0
                         } else {
-                            sample_masked(&pr[j * n..(j + 1) * n], |_| true, rng, rep) as i64
+                            sample_masked(&pr[j * n..(j + 1) * n], |_| true, &mut rngs[j], rep)
+                                as i64
                         };
                         cls[j][slot] = v;
                         cur[j][c] = scale(v, n);
@@ -703,6 +712,7 @@ impl Stan {
             }
         }
         for (j, &i) in idx.iter().enumerate() {
+            let rng = &mut rngs[j];
             let c = &cls[j];
             let p = c[4] as u8;
             let ports = proto::has_ports(p);
@@ -711,11 +721,11 @@ impl Stan {
             } else {
                 decode::duration_us(norm.unz(cont::DURATION, vals[j][12]))
             };
-            let lane = &mut lanes[i];
+            let head = &mut heads[i];
             let r = FlowRecord {
                 start_us: times[j],
                 duration_us,
-                src: lane.src,
+                src: head.pair.src,
                 dst: IpAddr::V4(Ipv4Addr::new(
                     c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8,
                 )),
@@ -735,6 +745,7 @@ impl Stan {
                 bytes: bytes[j],
                 label: None,
             };
+            let lane = &mut st[i];
             let row = self.row(&r, lane.last_us.filter(|_| lane.arrival.is_none()), rep);
             lane.rows.push(row);
             if lane.rows.len() > self.config.k {
@@ -743,11 +754,8 @@ impl Stan {
             lane.last_us = Some(r.start_us);
             lane.arrival = None;
             lane.phase_from = None;
-            if r.start_us < end {
-                out.push(r);
-            } else {
-                lane.pending = Some(r);
-            }
+            head.rng = rng.clone();
+            head.next = Some(r);
         }
     }
 }
@@ -861,83 +869,65 @@ impl FlowModel for Stan {
             by_host.into_values().map(|(r, s, _)| (r, s)).collect();
         Ok(self.nll_seqs(&seqs))
     }
-    fn generate(
-        &self,
-        req: &GenerateRequest,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Generated, ModelError> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(req.seed);
-        let mut rep = RepairCounts::default();
-        let mut lanes: Vec<Lane> = Vec::new();
-        if req.pairs == PairSource::Observed {
-            for (h, rows, _) in &self.observed {
-                lanes.push(Lane {
-                    src: *h,
-                    rows: rows.clone(),
-                    last_us: Some(req.start_us),
-                    arrival: None,
-                    phase_from: Some(req.start_us),
-                    pending: None,
-                });
-            }
-        }
-        let mut horizon = req.start_us;
-        let flows = super::drive_generation(
-            req,
-            &self.space,
-            |end, out| {
-                if req.pairs == PairSource::Synthetic {
-                    for (t, pair) in self.arrivals.sample_arrivals(
-                        horizon,
-                        end,
-                        horizon == req.start_us,
-                        &mut rng,
-                    ) {
-                        lanes.push(Lane {
-                            src: pair.src,
-                            rows: Vec::new(),
-                            last_us: None,
-                            arrival: Some(t),
-                            phase_from: None,
-                            pending: None,
-                        });
-                    }
-                }
-                horizon = end;
-                for lane in lanes.iter_mut() {
-                    if lane.pending.as_ref().is_some_and(|p| p.start_us < end) {
-                        out.push(lane.pending.take().expect("checked"));
-                    }
-                }
-                loop {
-                    let active: Vec<usize> = (0..lanes.len())
-                        .filter(|&i| {
-                            lanes[i].pending.is_none() && lanes[i].arrival.is_none_or(|a| a < end)
-                        })
-                        .collect();
-                    if active.is_empty() {
-                        return Ok(());
-                    }
-                    for chunk in active.chunks(self.config.gen_batch.max(1)) {
-                        tch::no_grad(|| {
-                            self.gen_rows(&mut lanes, chunk, end, out, &mut rng, &mut rep)
-                        });
-                    }
-                }
+    fn new_lanes(&self) -> Lanes {
+        Lanes::new(LaneStates::Stan(Vec::new()))
+    }
+    /// One lane per observed source host (the destination is left unspecified: STAN draws it per flow).
+    fn observed_pairs(&self) -> Vec<HostPair> {
+        self.observed
+            .iter()
+            .map(|o| HostPair {
+                src: o.0,
+                dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            })
+            .collect()
+    }
+    fn start_lane(&self, lanes: &mut Lanes, i: usize, from: &LaneStart) -> Result<(), ModelError> {
+        let nb = lanes.heads[i].not_before;
+        let mut scratch = RepairCounts::default();
+        let s = match from {
+            LaneStart::Continue {
+                last,
+                prev_start_us,
+                phase,
+            } => LaneState {
+                rows: vec![self.row(last, *prev_start_us, &mut scratch)],
+                last_us: Some(if *phase { nb } else { last.start_us }),
+                arrival: None,
+                phase_from: phase.then_some(nb),
             },
-            progress,
-        )?;
-        let mut g = Generated {
-            flows,
-            repairs: rep,
-            pairs_used: lanes.len() as u64,
+            LaneStart::Observed(k) => LaneState {
+                rows: self.observed[*k].1.clone(),
+                last_us: Some(nb),
+                arrival: None,
+                phase_from: Some(nb),
+            },
+            LaneStart::New { at } => LaneState {
+                rows: Vec::new(),
+                last_us: None,
+                arrival: Some(*at),
+                phase_from: None,
+            },
         };
-        super::audit(
-            &mut g.flows,
-            self.space.single_packet_duration,
-            &mut g.repairs,
-        );
-        Ok(g)
+        let v = match &mut lanes.states {
+            LaneStates::Stan(v) => v,
+            _ => unreachable!("a session checks its model kind before every call"),
+        };
+        if i == v.len() {
+            v.push(s);
+        } else {
+            v[i] = s;
+        }
+        Ok(())
+    }
+    fn step_lanes(&self, lanes: &mut Lanes, active: &[usize]) -> Result<(), ModelError> {
+        for chunk in active.chunks(self.config.gen_batch.max(1)) {
+            tch::no_grad(|| self.gen_rows(lanes, chunk));
+        }
+        Ok(())
+    }
+    fn pair_arrivals(&self) -> &PairArrivals {
+        &self.arrivals
     }
     fn params(&self) -> Vec<f32> {
         super::temponet::flat_params(&self.vs)

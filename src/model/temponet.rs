@@ -21,9 +21,9 @@ use super::features::{
     task,
 };
 use super::pair_arrival::PairArrivals;
+use super::session::{LaneRng, LaneStart, LaneStates, Lanes, MIN_GEN_ROWS};
 use super::{
-    FitOptions, FitProgress, FlowModel, GenerateRequest, Generated, ModelError, ModelKind,
-    PairSource, PairWindow, TaskNll, mixture,
+    FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, TaskNll, mixture,
 };
 use crate::record::{FlowRecord, HostPair, TcpFlags, proto};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
@@ -498,69 +498,55 @@ fn observed_tails(records: &[FlowRecord]) -> Vec<(HostPair, FlowRecord, Option<i
         .collect()
 }
 
-/// One generated pair's state.
-struct Lane {
-    pair: HostPair,
+/// One generated pair's state (its head, with the pair and random stream, is in [`Lanes::heads`]).
+pub(crate) struct LaneState {
     buckets: [i64; 4],
-    /// The last flow (the next GRU input); `None` before the pair's first flow (start token).
+    /// The last flow (the next GRU input) and its start; `None` before the pair's first flow (start token).
     last: Option<(EncodedEvent, i64)>,
     /// First flow of a new pair: its time (no inter-arrival sampled).
     arrival: Option<i64>,
-    /// Observed pair's first generated flow: the inter-arrival is scaled by a uniform phase from the start.
+    /// Observed pair's first generated flow: the inter-arrival is scaled by a uniform phase from this time.
     phase_from: Option<i64>,
+    /// Flows predicted since the history restarted (see the module doc: bounded history).
     steps: usize,
-    pending: Option<FlowRecord>,
+    /// GRU state after the last input; empty for a zero state.
+    hidden: Vec<f32>,
+}
+
+fn states(lanes: &mut Lanes) -> &mut Vec<LaneState> {
+    match &mut lanes.states {
+        LaneStates::TempoNet(v) => v,
+        _ => unreachable!("a session checks its model kind before every call"),
+    }
 }
 
 impl TempoNet {
-    /// Advances `lanes` (state rows of `hidden`) until every lane's next flow lies at or after `end`.
-    fn run_lanes(
-        &self,
-        lanes: &mut [Lane],
-        hidden: &mut Tensor,
-        end: i64,
-        out: &mut Vec<FlowRecord>,
-        rng: &mut rand::rngs::StdRng,
-        rep: &mut RepairCounts,
-    ) -> Result<(), ModelError> {
-        for lane in lanes.iter_mut() {
-            if lane.pending.as_ref().is_some_and(|p| p.start_us < end) {
-                out.push(lane.pending.take().expect("checked"));
-            }
-        }
-        loop {
-            let active: Vec<usize> = (0..lanes.len())
-                .filter(|&i| lanes[i].pending.is_none() && lanes[i].arrival.is_none_or(|a| a < end))
-                .collect();
-            if active.is_empty() {
-                return Ok(());
-            }
-            for chunk in active.chunks(self.config.gen_batch.max(1)) {
-                tch::no_grad(|| self.gen_step(lanes, chunk, hidden, end, out, rng, rep));
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn gen_step(
-        &self,
-        lanes: &mut [Lane],
-        idx: &[usize],
-        hidden: &mut Tensor,
-        end: i64,
-        out: &mut Vec<FlowRecord>,
-        rng: &mut rand::rngs::StdRng,
-        rep: &mut RepairCounts,
-    ) {
+    /// Draws one flow for each lane of `idx` (one GRU step, all heads), leaving it in the lane's head.
+    fn gen_step(&self, lanes: &mut Lanes, idx: &[usize]) {
         let n = &self.net;
         let d = self.device;
         let a = idx.len();
+        // Padded batch (see `MIN_GEN_ROWS`): rows `a..m` repeat row 0 and are ignored.
+        let m = a.max(MIN_GEN_ROWS);
+        let row = |j: usize| if j < a { j } else { 0 };
+        let hs = self.config.hidden as usize;
         let k = self.config.mixtures as usize;
         let norm = &self.space.norm;
-        let mut cont = Vec::with_capacity(a * N_CONT_INPUTS);
+        let Lanes {
+            heads,
+            states,
+            repairs: rep,
+        } = lanes;
+        let mut rngs: Vec<LaneRng> = idx.iter().map(|&i| heads[i].rng.clone()).collect();
+        let st = match states {
+            LaneStates::TempoNet(v) => v,
+            _ => unreachable!("a session checks its model kind before every call"),
+        };
+        let mut cont = Vec::with_capacity(m * N_CONT_INPUTS);
         let (mut xp, mut xd, mut xs, mut xf, mut pb) = (vec![], vec![], vec![], vec![], vec![]);
-        for &i in idx {
-            let l = &lanes[i];
+        let mut h0 = vec![0f32; m * hs];
+        for j in 0..m {
+            let l = &st[idx[row(j)]];
             match &l.last {
                 Some((e, _)) => {
                     cont.extend_from_slice(&e.continuous());
@@ -578,46 +564,56 @@ impl TempoNet {
                 }
             }
             pb.extend_from_slice(&l.buckets);
+            // A state of another size (the session outlived a model change) restarts from zero.
+            if l.hidden.len() == hs {
+                h0[j * hs..(j + 1) * hs].copy_from_slice(&l.hidden);
+            }
         }
-        let ti = |v: &[i64]| Tensor::from_slice(v).view([a as i64, 1]).to_device(d);
+        let mi = m as i64;
+        let ti = |v: &[i64]| Tensor::from_slice(v).view([mi, 1]).to_device(d);
         let x = n.embed(
             &Tensor::from_slice(&cont)
-                .view([a as i64, 1, N_CONT_INPUTS as i64])
+                .view([mi, 1, N_CONT_INPUTS as i64])
                 .to_device(d),
             &ti(&xp),
             &ti(&xd),
             &ti(&xs),
             &ti(&xf),
         );
-        let rows =
-            Tensor::from_slice(&idx.iter().map(|i| *i as i64).collect::<Vec<_>>()).to_device(d);
-        let h0 = hidden.index_select(0, &rows).unsqueeze(0);
+        let h0 = Tensor::from_slice(&h0)
+            .view([1, mi, hs as i64])
+            .to_device(d);
         let (o, _) = n.gru.seq_init(&x, &nn::GRUState(h0));
         let h = o.squeeze_dims([1]);
-        let _ = hidden.index_copy_(0, &rows, &h);
-        let pe = n.pair_embed(&Tensor::from_slice(&pb).view([a as i64, 4]).to_device(d));
+        let h_cpu = cpu(h.shallow_clone());
+        let pe = n.pair_embed(&Tensor::from_slice(&pb).view([mi, 4]).to_device(d));
         let c1 = n.ctx.forward(&Tensor::cat(&[h, pe], 1));
-        let cpu = |t: Tensor| {
-            Vec::<f32>::try_from(t.to_device(Device::Cpu).contiguous().view([-1]))
-                .unwrap_or_default()
-        };
         let probs = |t: Tensor| cpu(t.softmax(1, Kind::Float));
 
         // Inter-arrival.
         let (w, mu, sg) = mixture::to_cpu(&n.head(0, &c1), k as i64);
         let zmax = (norm.upper(cont::IAT) - norm.mean[cont::IAT]) / norm.std[cont::IAT];
         let mut times = vec![0i64; a];
-        let mut iat_in = vec![0f32; 2 * a];
+        let mut iat_in = vec![0f32; 2 * m];
         for (j, &i) in idx.iter().enumerate() {
-            let l = &lanes[i];
+            let l = &st[i];
+            let rng = &mut rngs[j];
             if let Some(t0) = l.arrival {
                 times[j] = t0;
             } else {
+                let last_us = l.last.as_ref().map(|x| x.1).unwrap_or(0);
+                let not_before = heads[i].not_before;
+                // A twin joined after its pair's last flow: the gap is conditioned on reaching the clock.
+                let zmin = if l.phase_from.is_none() && not_before > last_us {
+                    norm.z(cont::IAT, features::log_iat(not_before - last_us)) as f64
+                } else {
+                    f64::NEG_INFINITY
+                };
                 let z = sample_truncated_mixture(
                     &w[j * k..(j + 1) * k],
                     &mu[j * k..(j + 1) * k],
                     &sg[j * k..(j + 1) * k],
-                    f64::NEG_INFINITY,
+                    zmin.min(zmax),
                     zmax,
                     rng,
                     rep,
@@ -625,46 +621,51 @@ impl TempoNet {
                 let dt = decode::iat_us(norm.unz(cont::IAT, z));
                 times[j] = match l.phase_from {
                     Some(s) => s + (dt as f64 * rng.r#gen::<f64>()) as i64,
-                    None => l.last.as_ref().map(|x| x.1).unwrap_or(0).saturating_add(dt),
+                    None => last_us.saturating_add(dt).max(not_before),
                 };
                 iat_in[2 * j] = z as f32;
                 iat_in[2 * j + 1] = 1.0;
             }
         }
+        for j in a..m {
+            iat_in[2 * j] = iat_in[0];
+            iat_in[2 * j + 1] = iat_in[1];
+        }
         let c2 = &c1
             + n.c_iat
-                .forward(&Tensor::from_slice(&iat_in).view([a as i64, 2]).to_device(d));
+                .forward(&Tensor::from_slice(&iat_in).view([mi, 2]).to_device(d));
         // Protocol: any of the 256 values.
-        let protos: Vec<u8> = draw_classes(&probs(n.head(1, &c2)), 256, |_| true, rng, rep)
-            .into_iter()
-            .map(|c| c as u8)
-            .collect();
-        let c3 = &c2 + n.c_proto.forward(&class_tensor(&protos, d));
+        let protos: Vec<u8> =
+            draw_classes(&probs(n.head(1, &c2)), 256, a, |_| true, &mut rngs, rep)
+                .into_iter()
+                .map(|c| c as u8)
+                .collect();
+        let c3 = &c2 + n.c_proto.forward(&class_tensor(&protos, m, d));
         // Ports: class 0 for protocols without ports.
         let np = N_PORT_CLASSES;
         let has_ports = |j: usize| proto::has_ports(protos[j]);
-        let dcls: Vec<u16> = draw_classes(&probs(n.head(2, &c3)), np, has_ports, rng, rep)
+        let dcls: Vec<u16> = draw_classes(&probs(n.head(2, &c3)), np, a, has_ports, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u16)
             .collect();
-        let c4 = &c3 + n.c_dport.forward(&class_tensor(&dcls, d));
-        let scls: Vec<u16> = draw_classes(&probs(n.head(3, &c4)), np, has_ports, rng, rep)
+        let c4 = &c3 + n.c_dport.forward(&class_tensor(&dcls, m, d));
+        let scls: Vec<u16> = draw_classes(&probs(n.head(3, &c4)), np, a, has_ports, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u16)
             .collect();
-        let c5 = &c4 + n.c_sport.forward(&class_tensor(&scls, d));
+        let c5 = &c4 + n.c_sport.forward(&class_tensor(&scls, m, d));
         // Flags: only on TCP.
         let is_tcp = |j: usize| protos[j] == proto::TCP;
-        let flags: Vec<u8> = draw_classes(&probs(n.head(4, &c5)), 256, is_tcp, rng, rep)
+        let flags: Vec<u8> = draw_classes(&probs(n.head(4, &c5)), 256, a, is_tcp, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u8)
             .collect();
-        let c6 = &c5 + n.c_flags.forward(&class_tensor(&flags, d));
+        let c6 = &c5 + n.c_flags.forward(&class_tensor(&flags, m, d));
         // Packets: truncated to at least one.
         let (w, mu, sg) = mixture::to_cpu(&n.head(5, &c6), k as i64);
         let zl = |i: usize, v: f64| (v - norm.mean[i]) / norm.std[i];
         let mut packets = vec![0u64; a];
-        let mut pk_in = vec![0f32; a];
+        let mut pk_in = vec![0f32; m];
         for j in 0..a {
             let z = sample_truncated_mixture(
                 &w[j * k..(j + 1) * k],
@@ -672,7 +673,7 @@ impl TempoNet {
                 &sg[j * k..(j + 1) * k],
                 zl(cont::PACKETS, decode::PACKETS_LOG.0),
                 zl(cont::PACKETS, decode::PACKETS_LOG.1),
-                rng,
+                &mut rngs[j],
                 rep,
             );
             packets[j] = decode::packets(norm.unz(cont::PACKETS, z));
@@ -680,11 +681,11 @@ impl TempoNet {
         }
         let c7 = &c6
             + n.c_pkts
-                .forward(&Tensor::from_slice(&pk_in).view([a as i64, 1]).to_device(d));
+                .forward(&Tensor::from_slice(&pk_in).view([mi, 1]).to_device(d));
         // Bytes per packet: truncated to the protocol's bounds.
         let (w, mu, sg) = mixture::to_cpu(&n.head(6, &c7), k as i64);
         let mut bytes = vec![0u64; a];
-        let mut bp_in = vec![0f32; a];
+        let mut bp_in = vec![0f32; m];
         for j in 0..a {
             let (lo, hi) = decode::bpp_log(protos[j]);
             let z = sample_truncated_mixture(
@@ -693,7 +694,7 @@ impl TempoNet {
                 &sg[j * k..(j + 1) * k],
                 zl(cont::BPP, lo),
                 zl(cont::BPP, hi),
-                rng,
+                &mut rngs[j],
                 rep,
             );
             let (b, clamped) = decode::bytes(norm.unz(cont::BPP, z), packets[j], protos[j]);
@@ -703,13 +704,14 @@ impl TempoNet {
         }
         let c8 = &c7
             + n.c_bpp
-                .forward(&Tensor::from_slice(&bp_in).view([a as i64, 1]).to_device(d));
+                .forward(&Tensor::from_slice(&bp_in).view([mi, 1]).to_device(d));
         // Duration: point mass at zero, forced for single-packet flows unless the data had such flows.
         let od = n.head(7, &c8);
         let p0 = cpu(od.select(1, 0).sigmoid());
         let (w, mu, sg) = mixture::to_cpu(&od.narrow(1, 1, 3 * k as i64), k as i64);
         let zmax_d = zl(cont::DURATION, norm.upper(cont::DURATION));
         for (j, &i) in idx.iter().enumerate() {
+            let rng = &mut rngs[j];
             let forced = packets[j] == 1 && !self.space.single_packet_duration;
             let duration_us = if forced || rng.r#gen::<f32>() < p0[j] {
                 0
@@ -726,12 +728,12 @@ impl TempoNet {
                 decode::duration_us(norm.unz(cont::DURATION, z))
             };
             let ports = proto::has_ports(protos[j]);
-            let lane = &mut lanes[i];
+            let head = &mut heads[i];
             let r = FlowRecord {
                 start_us: times[j],
                 duration_us,
-                src: lane.pair.src,
-                dst: lane.pair.dst,
+                src: head.pair.src,
+                dst: head.pair.dst,
                 src_port: if ports {
                     features::port_from_class(scls[j], rng)
                 } else {
@@ -748,6 +750,7 @@ impl TempoNet {
                 bytes: bytes[j],
                 label: None,
             };
+            let lane = &mut st[i];
             let prev = lane.last.as_ref().map(|x| x.1);
             let mut e = self.space.encode(&r, prev, rep);
             if lane.arrival.is_some() {
@@ -757,25 +760,16 @@ impl TempoNet {
             lane.arrival = None;
             lane.phase_from = None;
             lane.steps += 1;
-            if r.start_us < end {
-                out.push(r);
+            // Bounded history: after `window` predicted flows, restart from a zero state with the last flow as input.
+            if lane.steps >= self.config.window {
+                lane.steps = 0;
+                lane.hidden.clear();
             } else {
-                lane.pending = Some(r);
+                lane.hidden.clear();
+                lane.hidden.extend_from_slice(&h_cpu[j * hs..(j + 1) * hs]);
             }
-        }
-        // Bounded history: after `window` predicted flows, restart from a zero state with the last flow as input.
-        let reset: Vec<i64> = idx
-            .iter()
-            .filter(|&&i| lanes[i].steps >= self.config.window)
-            .map(|&i| i as i64)
-            .collect();
-        for &i in &reset {
-            lanes[i as usize].steps = 0;
-        }
-        if !reset.is_empty() {
-            let r = Tensor::from_slice(&reset).to_device(d);
-            let z = Tensor::zeros([reset.len() as i64, self.config.hidden], (Kind::Float, d));
-            let _ = hidden.index_copy_(0, &r, &z);
+            head.rng = rng.clone();
+            head.next = Some(r);
         }
     }
 }
@@ -886,89 +880,61 @@ impl FlowModel for TempoNet {
             self.config.window,
         ))
     }
-    fn generate(
-        &self,
-        req: &GenerateRequest,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<Generated, ModelError> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(req.seed);
-        let mut rep = RepairCounts::default();
-        let mut lanes: Vec<Lane> = Vec::new();
-        if req.pairs == PairSource::Observed {
-            for (pair, last, prev) in &self.observed {
-                let mut e = self.space.encode(last, *prev, &mut rep);
-                if prev.is_none() {
-                    e.iat = None;
-                }
-                lanes.push(Lane {
-                    pair: *pair,
-                    buckets: self.space.pair_buckets(pair),
-                    last: Some((e, req.start_us)),
-                    arrival: None,
-                    phase_from: Some(req.start_us),
-                    steps: 0,
-                    pending: None,
-                });
+    fn new_lanes(&self) -> Lanes {
+        Lanes::new(LaneStates::TempoNet(Vec::new()))
+    }
+    fn observed_pairs(&self) -> Vec<HostPair> {
+        self.observed.iter().map(|o| o.0).collect()
+    }
+    fn start_lane(&self, lanes: &mut Lanes, i: usize, from: &LaneStart) -> Result<(), ModelError> {
+        let head = &lanes.heads[i];
+        let not_before = head.not_before;
+        let mut scratch = RepairCounts::default();
+        let mut cont = |last: &FlowRecord, prev: Option<i64>, phase: bool| {
+            let mut e = self.space.encode(last, prev, &mut scratch);
+            if prev.is_none() {
+                e.iat = None;
             }
-        }
-        rep = RepairCounts::default();
-        let mut hidden = Tensor::zeros(
-            [lanes.len() as i64, self.config.hidden],
-            (Kind::Float, self.device),
-        );
-        let mut horizon = req.start_us;
-        let flows = super::drive_generation(
-            req,
-            &self.space,
-            |end, out| {
-                if req.pairs == PairSource::Synthetic {
-                    let new = self.arrivals.sample_arrivals(
-                        horizon,
-                        end,
-                        horizon == req.start_us,
-                        &mut rng,
-                    );
-                    let added = new.len() as i64;
-                    for (t, pair) in new {
-                        lanes.push(Lane {
-                            pair,
-                            buckets: self.space.pair_buckets(&pair),
-                            last: None,
-                            arrival: Some(t),
-                            phase_from: None,
-                            steps: 0,
-                            pending: None,
-                        });
-                    }
-                    if added > 0 {
-                        hidden = Tensor::cat(
-                            &[
-                                hidden.shallow_clone(),
-                                Tensor::zeros(
-                                    [added, self.config.hidden],
-                                    (Kind::Float, self.device),
-                                ),
-                            ],
-                            0,
-                        );
-                    }
-                }
-                horizon = end;
-                self.run_lanes(&mut lanes, &mut hidden, end, out, &mut rng, &mut rep)
-            },
-            progress,
-        )?;
-        let mut g = Generated {
-            flows,
-            repairs: rep,
-            pairs_used: lanes.len() as u64,
+            // With a phase, the first gap counts from `not_before` (the flows between are unknown).
+            let t = if phase { not_before } else { last.start_us };
+            (Some((e, t)), None, phase.then_some(not_before))
         };
-        super::audit(
-            &mut g.flows,
-            self.space.single_packet_duration,
-            &mut g.repairs,
-        );
-        Ok(g)
+        let (last, arrival, phase_from) = match from {
+            LaneStart::Continue {
+                last,
+                prev_start_us,
+                phase,
+            } => cont(last, *prev_start_us, *phase),
+            LaneStart::Observed(k) => {
+                let (_, last, prev) = &self.observed[*k];
+                cont(last, *prev, true)
+            }
+            LaneStart::New { at } => (None, Some(*at), None),
+        };
+        let s = LaneState {
+            buckets: self.space.pair_buckets(&head.pair),
+            last,
+            arrival,
+            phase_from,
+            steps: 0,
+            hidden: Vec::new(),
+        };
+        let v = states(lanes);
+        if i == v.len() {
+            v.push(s);
+        } else {
+            v[i] = s;
+        }
+        Ok(())
+    }
+    fn step_lanes(&self, lanes: &mut Lanes, active: &[usize]) -> Result<(), ModelError> {
+        for chunk in active.chunks(self.config.gen_batch.max(1)) {
+            tch::no_grad(|| self.gen_step(lanes, chunk));
+        }
+        Ok(())
+    }
+    fn pair_arrivals(&self) -> &PairArrivals {
+        &self.arrivals
     }
     fn params(&self) -> Vec<f32> {
         flat_params(&self.vs)
@@ -1049,19 +1015,30 @@ const _: () = {
     is_send::<TempoNet>()
 };
 
-/// One categorical field for every lane: lane `j` draws from its row of `probs` (`classes` wide) when `applies(j)`,
-/// and gets class 0 (no ports, no flags) otherwise. Lanes draw in order, so the random stream is the same as a loop.
-fn draw_classes<R: Rng>(
+/// Copies a tensor to a flat CPU vector.
+fn cpu(t: Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).contiguous().view([-1])).unwrap_or_default()
+}
+
+/// One categorical field for the first `a` lanes: lane `j` draws from its row of `probs` (`classes` wide) with its
+/// own random stream when `applies(j)`, and gets class 0 (no ports, no flags) otherwise.
+fn draw_classes(
     probs: &[f32],
     classes: usize,
+    a: usize,
     applies: impl Fn(usize) -> bool,
-    rng: &mut R,
+    rngs: &mut [LaneRng],
     rep: &mut RepairCounts,
 ) -> Vec<usize> {
-    (0..probs.len() / classes)
+    (0..a)
         .map(|j| {
             if applies(j) {
-                sample_masked(&probs[j * classes..(j + 1) * classes], |_| true, rng, rep)
+                sample_masked(
+                    &probs[j * classes..(j + 1) * classes],
+                    |_| true,
+                    &mut rngs[j],
+                    rep,
+                )
             } else {
                 0
             }
@@ -1069,7 +1046,9 @@ fn draw_classes<R: Rng>(
         .collect()
 }
 
-/// Sampled classes as the index tensor their embedding layer takes.
-fn class_tensor<T: Copy + Into<i64>>(classes: &[T], d: Device) -> Tensor {
-    Tensor::from_slice(&classes.iter().map(|&c| c.into()).collect::<Vec<i64>>()).to_device(d)
+/// Sampled classes as the index tensor their embedding layer takes, padded with class 0 to `m` rows.
+fn class_tensor<T: Copy + Into<i64>>(classes: &[T], m: usize, d: Device) -> Tensor {
+    let mut v: Vec<i64> = classes.iter().map(|&c| c.into()).collect();
+    v.resize(m, 0);
+    Tensor::from_slice(&v).to_device(d)
 }
