@@ -19,16 +19,21 @@
 //! of [`plugs`] ([`plugs::PairHook`] runs inside [`pair_history`] on every owned pair after each closed epoch).
 
 pub mod admin;
+pub mod clock_source;
 pub mod codec;
 pub mod fidelity;
 pub mod file_sink;
 pub mod file_source;
+pub mod fresh_windows;
+pub mod generator;
 pub mod kafka_sink;
 pub mod kafka_source;
 pub mod pair_history;
+pub mod param_average;
 pub mod plugs;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod trainer;
 pub mod window_metrics;
 
 /// Maps event time (microseconds since the Unix epoch) to timely epochs.

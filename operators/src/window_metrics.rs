@@ -22,8 +22,8 @@
 //!   in the window:
 //!   - `model_version`: the largest version reported in the window;
 //!   - `train_steps`, `events_trained`, `synthetic_flows`: sums over the window's epochs and the workers;
-//!   - `mean_loss`: mean loss per trained event, each report weighted by its `events_trained` (reports with no
-//!     event or a non-finite loss are left out; `null` when none is left);
+//!   - `mean_loss`: mean prequential loss per scored event, each report weighted by its `events_scored` (reports
+//!     with no event or a non-finite loss are left out; `null` when none is left);
 //!   - `live_lanes`: each worker's value at its latest epoch in the window, summed over workers;
 //!   - `drift`: every [`DriftEvent`] reported, in arrival order, each as the event's fields plus `worker`;
 //!   - `learning_rate`: the largest reported.
@@ -64,7 +64,9 @@ pub struct ModelWindowStats {
     pub train_steps: u64,
     /// Events (flows) the steps were computed on.
     pub events_trained: u64,
-    /// Mean loss over those events (NaN when none).
+    /// Events scored by the model before it trained on them (prequential: the honest live loss).
+    pub events_scored: u64,
+    /// Mean loss over the scored events (NaN when none).
     pub mean_loss: f64,
     /// Synthetic flows generated in the epoch.
     pub synthetic_flows: u64,
@@ -97,9 +99,9 @@ impl ModelAgg {
         self.model_version = self.model_version.max(m.model_version);
         self.train_steps += m.train_steps;
         self.events_trained += m.events_trained;
-        if m.events_trained > 0 && m.mean_loss.is_finite() {
-            self.loss_sum += m.mean_loss * m.events_trained as f64;
-            self.loss_events += m.events_trained;
+        if m.events_scored > 0 && m.mean_loss.is_finite() {
+            self.loss_sum += m.mean_loss * m.events_scored as f64;
+            self.loss_events += m.events_scored;
         }
         self.synthetic_flows += m.synthetic_flows;
         let e = self

@@ -394,6 +394,7 @@ fn window_metrics_merges_fidelity_and_model_stats() {
                     model_version: e - 1000 + w,
                     train_steps: 2,
                     events_trained: 10 * (w + 1),
+                    events_scored: 10 * (w + 1),
                     mean_loss: 1.0 + w as f64,
                     synthetic_flows: 5,
                     live_lanes: e - 990 + 100 * w,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use temponet::{FlowRecord, HostPair};
 use temponet_operators::codec::WireFormat;
 use temponet_operators::testkit::Broker;
-use temponet_pipelines::dataflow::{self, NoGenerator, RunConfig, RunReport};
+use temponet_pipelines::dataflow::{self, RunConfig, RunReport};
 
 const IOT: &str = "CTU-Malware-Capture-34-1-labeled.csv";
 const IOT_FLOWS: usize = 23_145;
@@ -67,7 +67,7 @@ fn config(b: &Broker, input: &str, tag: &str) -> RunConfig {
 
 fn run(cfg: &RunConfig, timely: timely::Config) -> RunReport {
     dataflow::ensure_sink_topics(cfg, 1).unwrap();
-    dataflow::run(timely, cfg.clone(), |_| NoGenerator).expect("pipeline run")
+    dataflow::run(timely, cfg.clone()).expect("pipeline run")
 }
 
 fn pair_counts(flows: &[FlowRecord]) -> HashMap<HostPair, u64> {
@@ -105,15 +105,47 @@ const METRIC_FIELDS: &[&str] = &[
     "emitted_at_us",
 ];
 
-/// IoT-23 34-1 through a 3-partition topic with 2 workers: every flow lands once in the pair state of the worker
-/// that owns its pair, committed offsets equal what was produced, metrics windows add up.
+/// The model stages with a small TempoNet built from the first flows (10 s epochs: the capture spans a day).
+fn with_model(cfg: &mut RunConfig) {
+    use temponet::model::{ModelConfig, ModelKind, PairSource};
+    use temponet_operators::generator::GeneratorConfig;
+    use temponet_operators::trainer::{ModelStart, TrainerConfig};
+    cfg.clock = temponet_operators::EpochClock::new(10_000_000);
+    cfg.window_epochs = 60;
+    let mut mc = ModelConfig::default();
+    mc.temponet.hidden = 32;
+    mc.temponet.embed = 24;
+    let mut trainer = TrainerConfig::new(ModelStart::Warmup {
+        kind: ModelKind::TempoNet,
+        config: mc,
+        min_flows: 2000,
+        min_epochs: 30,
+        fit_epochs: 1,
+    });
+    trainer.average_every = 30;
+    cfg.model = Some(temponet_pipelines::model_stages::ModelStagesConfig {
+        trainer,
+        generator: GeneratorConfig {
+            clock: cfg.clock,
+            seed: 3,
+            pairs: PairSource::Observed,
+            twins: true,
+            observed_at_start: false,
+        },
+    });
+}
+
+/// IoT-23 34-1 through a 3-partition topic with 2 workers, model on: every flow lands once in the pair state of the
+/// worker that owns its pair, committed offsets equal what was produced, metrics windows add up and carry the
+/// model's figures, synthetic flows arrive on the output topic, parse and pass the compliance rules.
 #[test]
 fn iot23_two_workers_exactly_once_and_committed() {
     let b = Broker::start();
     b.create_topic("flows", 3);
     let flows = iot_flows();
     let produced = produce(&b, "flows", &flows, 3, WireFormat::Json);
-    let cfg = config(&b, "flows", "t1");
+    let mut cfg = config(&b, "flows", "t1");
+    with_model(&mut cfg);
     let rep = run(&cfg, timely::Config::process(2));
 
     assert_eq!(rep.flows, IOT_FLOWS as u64);
@@ -191,14 +223,46 @@ fn iot23_two_workers_exactly_once_and_committed() {
         starts.windows(2).all(|w| w[0] < w[1]),
         "windows out of order"
     );
-    // No generator is plugged in: nothing is invented on the output topic.
-    assert!(
-        b.read_all(
+    // Synthetic flows: on the output topic, as many as the metrics say, each parsing and compliant, all after
+    // the warm-up and within the input's span.
+    let synthetic: Vec<FlowRecord> = b
+        .read_all(
             &cfg.output_topic,
-            Duration::from_millis(200),
-            Duration::from_secs(5)
+            Duration::from_millis(300),
+            Duration::from_secs(20),
         )
-        .is_empty()
+        .into_iter()
+        .map(|(_, _, p)| {
+            WireFormat::Json
+                .decode(&p)
+                .expect("a synthetic flow parses")
+        })
+        .collect();
+    assert!(
+        !synthetic.is_empty(),
+        "no synthetic flow on the output topic"
+    );
+    assert_eq!(synthetic.len() as u64, sum("synthetic_flows"));
+    for r in &synthetic {
+        temponet::model::compliance::check(r, true)
+            .unwrap_or_else(|e| panic!("non-compliant synthetic flow {r:?}: {e}"));
+    }
+    let first = flows.iter().map(|r| r.start_us).min().unwrap();
+    let last_end = cfg.clock.start_of(
+        cfg.clock
+            .epoch_of(flows.iter().map(|r| r.start_us).max().unwrap())
+            + 1,
+    );
+    assert!(
+        synthetic
+            .iter()
+            .all(|r| r.start_us >= first + 300_000_000 && r.start_us < last_end)
+    );
+    assert!(last["model_version"].as_u64().unwrap() > 30);
+    let ratio = synthetic.len() as f64 / IOT_FLOWS as f64;
+    eprintln!(
+        "synthetic/real = {ratio:.2} ({} synthetic)",
+        synthetic.len()
     );
     assert!(
         b.read_all(

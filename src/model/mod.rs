@@ -387,6 +387,14 @@ pub trait FlowModel: Send {
     fn pair_arrivals(&self) -> &pair_arrival::PairArrivals;
     fn params(&self) -> Vec<f32>;
     fn set_params(&mut self, flat: &[f32]) -> Result<(), ModelError>;
+    /// The configured learning rate of online training (0 for models fitted by counting).
+    fn base_learning_rate(&self) -> f64 {
+        0.0
+    }
+    /// Sets the learning rate of the next [`FlowModel::train_batch`] steps (streaming: raised after a drift).
+    fn set_learning_rate(&mut self, _lr: f64) -> Result<(), ModelError> {
+        Ok(())
+    }
     fn version(&self) -> u64;
     fn set_version(&mut self, v: u64);
     /// Config, vocabularies and statistics as JSON (the model file header).
@@ -522,6 +530,14 @@ impl Model {
         self.0.set_params(flat)?;
         self.0.set_version(version);
         Ok(())
+    }
+    /// The configured learning rate of online training (0 for models fitted by counting).
+    pub fn base_learning_rate(&self) -> f64 {
+        self.0.base_learning_rate()
+    }
+    /// Sets the learning rate of the next [`Model::train_batch`] steps.
+    pub fn set_learning_rate(&mut self, lr: f64) -> Result<(), ModelError> {
+        self.0.set_learning_rate(lr)
     }
     /// Counts parameter updates (training steps and parameter replacements); travels with parameters.
     pub fn version(&self) -> u64 {

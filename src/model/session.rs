@@ -177,6 +177,9 @@ pub struct GenSession {
     index: HashMap<HostPair, usize>,
     lanes: Lanes,
     ended: u64,
+    /// Streaming shard `(worker, peers)`: only pairs with `stable_hash % peers == worker` get lanes (see
+    /// [`GenSession::set_shard`]).
+    shard: Option<(u64, u64)>,
 }
 
 /// Models move between threads (the streaming workers own their sessions): sessions must stay `Send`.
@@ -208,6 +211,7 @@ impl GenSession {
             index: HashMap::new(),
             lanes: model.0.new_lanes(),
             ended: 0,
+            shard: None,
         }
     }
 
@@ -220,6 +224,29 @@ impl GenSession {
             )));
         }
         Ok(())
+    }
+
+    /// Makes this session worker `worker`'s part of a generation spread over `peers` workers (each with a session
+    /// of the same seed): the observed pairs and the arrivals of new pairs are the same draws on every worker, and
+    /// each worker keeps the pairs it owns (`HostPair::stable_hash() % peers == worker`, the dataflow's routing for
+    /// any peer count that is a power of two, and its `%` rule otherwise), so together they generate what one session
+    /// would, not `peers` times as much. Lanes draw from per-worker random streams. Set it before the first lane.
+    pub fn set_shard(&mut self, worker: usize, peers: usize) {
+        if peers > 1 {
+            self.shard = Some((worker as u64, peers as u64));
+        }
+    }
+
+    fn owns(&self, pair: &HostPair) -> bool {
+        self.shard.is_none_or(|(w, n)| pair.stable_hash() % n == w)
+    }
+
+    /// Seed of the lanes' random streams (per worker when sharded, so workers' lanes are independent).
+    fn lane_seed(&self) -> u64 {
+        match self.shard {
+            Some((w, _)) => self.seed ^ (w + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            None => self.seed,
+        }
     }
 
     /// Sets where generation starts when no lane says so (a `Synthetic` session before its first advance: the
@@ -252,7 +279,7 @@ impl GenSession {
                 self.lanes.heads.push(LaneHead {
                     pair,
                     serial: self.serial,
-                    rng: LaneRng::new(self.seed, self.serial),
+                    rng: LaneRng::new(self.lane_seed(), self.serial),
                     next: None,
                     ended: false,
                     not_before,
@@ -300,6 +327,9 @@ impl GenSession {
         }
         let not_before = self.clock_us.unwrap_or(i64::MIN).max(start_us);
         for (i, pair) in model.0.observed_pairs().into_iter().enumerate() {
+            if !self.owns(&pair) {
+                continue;
+            }
             let _ = self.start_lane(model, pair, not_before, &LaneStart::Observed(i), true);
         }
     }
@@ -338,7 +368,9 @@ impl GenSession {
                 }
                 _ => return Ok(()),
             };
-            self.start_lane(model, pair, at, &LaneStart::New { at }, false)?;
+            if self.owns(&pair) {
+                self.start_lane(model, pair, at, &LaneStart::New { at }, false)?;
+            }
         }
     }
 

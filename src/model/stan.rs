@@ -935,6 +935,18 @@ impl FlowModel for Stan {
     fn set_params(&mut self, flat: &[f32]) -> Result<(), ModelError> {
         super::temponet::set_flat_params(&self.vs, flat)
     }
+    fn base_learning_rate(&self) -> f64 {
+        self.config.lr
+    }
+    fn set_learning_rate(&mut self, lr: f64) -> Result<(), ModelError> {
+        if self.opt.is_none() {
+            self.opt = Some(nn::Adam::default().build(&self.vs, lr)?);
+        }
+        if let Some(o) = self.opt.as_mut() {
+            o.set_lr(lr);
+        }
+        Ok(())
+    }
     fn version(&self) -> u64 {
         self.version
     }
