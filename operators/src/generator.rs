@@ -14,7 +14,9 @@
 //! session advances to the end of `t` and every synthetic flow starting before it is emitted at `t`, so output
 //! event times agree with timely times (a flow earlier than `t`'s start, possible only right after a twin joins
 //! from a late real flow, is emitted at `t` and counted as late). No flow is generated before the epoch after the
-//! model was built: the replicas are not in step before.
+//! model was built: the replicas are not in step before. Closed epochs are generated `batch_epochs` at a time
+//! (when an epoch `t` with `(t + 1) % batch_epochs == 0` closes, or that many are waiting, or the input ends): one
+//! advance over them, then each flow leaves at its own epoch.
 
 use crate::EpochClock;
 use crate::fresh_windows::FreshWindow;
@@ -38,6 +40,9 @@ pub struct GeneratorConfig {
     pub twins: bool,
     /// Pure generation: start twins of the training pairs this worker owns at the first epoch.
     pub observed_at_start: bool,
+    /// Closed epochs generated together (one session advance over all of them; each flow still leaves at its own
+    /// epoch): fewer, larger batched steps, at the price of up to this many epochs of latency.
+    pub batch_epochs: u64,
 }
 
 /// What the generator reads (all on this worker).
@@ -104,28 +109,48 @@ pub fn generator<'s>(
                     }
                 }
             });
-            while let Some((&t, _)) = stash.first_key_value() {
-                if frontier.less_equal(&t) {
-                    break;
+            // The closed epochs, processed together once `batch_epochs` of them are ready or the input ended.
+            let closed = stash
+                .range(..)
+                .take_while(|(t, _)| !frontier.less_equal(t))
+                .count();
+            let ended = frontier.is_empty();
+            let due = stash
+                .keys()
+                .take(closed)
+                .any(|t| (t + 1).is_multiple_of(cfg.batch_epochs.max(1)));
+            if closed == 0 || !(due || ended || closed as u64 >= cfg.batch_epochs.max(1)) {
+                return;
+            }
+            let batch: Vec<(u64, Pending)> = (0..closed)
+                .map(|_| stash.pop_first().expect("counted"))
+                .collect();
+            let slot = slot.borrow();
+            let mut per_epoch: Vec<(u64, Capability<u64>, GeneratorStats)> = Vec::new();
+            let mut joins: Vec<FreshWindow> = Vec::new();
+            for (t, (cap, windows, trainer)) in batch {
+                let ready = slot.ready && !slot.built_at.is_some_and(|b| t <= b && b > 0);
+                if ready {
+                    joins.extend(windows);
                 }
-                let (cap, windows, trainer) = stash.pop_first().expect("present").1;
-                let slot = slot.borrow();
-                let mut stats = GeneratorStats {
-                    worker,
-                    epoch: t,
-                    trainer,
-                    ..Default::default()
-                };
-                let model = match (slot.model.as_ref(), slot.ready) {
-                    (Some(m), true) if !slot.built_at.is_some_and(|b| t <= b && b > 0) => m,
-                    _ => {
-                        output
-                            .session(&cap)
-                            .give(GeneratorOut::Stats(Box::new(stats)));
-                        continue;
-                    }
-                };
-                let start = cfg.clock.start_of(t);
+                per_epoch.push((
+                    t,
+                    cap,
+                    GeneratorStats {
+                        worker,
+                        epoch: t,
+                        trainer,
+                        ..Default::default()
+                    },
+                ));
+            }
+            let model = slot.model.as_ref().filter(|_| slot.ready);
+            let first_ready = per_epoch
+                .iter()
+                .position(|(t, _, _)| !slot.built_at.is_some_and(|b| *t <= b && b > 0));
+            let mut flows = Vec::new();
+            if let (Some(model), Some(i0)) = (model, first_ready) {
+                let start = cfg.clock.start_of(per_epoch[i0].0);
                 let s = session.get_or_insert_with(|| {
                     let mut s = model.open_session(cfg.seed, cfg.pairs);
                     s.set_shard(worker, peers);
@@ -136,27 +161,41 @@ pub fn generator<'s>(
                     s
                 });
                 if cfg.twins {
-                    for w in &windows {
+                    for w in &joins {
                         if let Some((last, prev)) = w.last() {
                             s.join(model, &last, prev);
                         }
                     }
                 }
-                let mut flows = Vec::new();
-                if let Err(e) = s.advance(model, cfg.clock.start_of(t + 1), &mut flows) {
+                let until = cfg
+                    .clock
+                    .start_of(per_epoch.last().expect("closed > 0").0 + 1);
+                if let Err(e) = s.advance(model, until, &mut flows) {
                     // A torch failure is a bug or an exhausted machine: stop loudly.
-                    panic!("generator on worker {worker}: epoch {t}: {e}");
+                    panic!("generator on worker {worker}: epochs up to {until} us: {e}");
                 }
-                stats.synthetic_flows = flows.len() as u64;
-                stats.late = flows.iter().filter(|r| r.start_us < start).count() as u64;
-                stats.live_lanes = s.live() as u64;
-                stats.ended_lanes = s.ended();
-                stats.lanes_created = s.lanes_created();
-                stats.repairs = s.repairs().sample_total();
-                stats.model_version = model.version();
+                for (_, _, st) in per_epoch.iter_mut().skip(i0) {
+                    st.live_lanes = s.live() as u64;
+                    st.ended_lanes = s.ended();
+                    st.lanes_created = s.lanes_created();
+                    st.repairs = s.repairs().sample_total();
+                    st.model_version = model.version();
+                }
+            }
+            // Each flow leaves at the epoch of its start (one earlier than the batch's first ready epoch, possible
+            // only right after a twin joined from a late real flow, leaves at that epoch and counts as late).
+            let mut flows = flows.into_iter().peekable();
+            let n = per_epoch.len();
+            for (k, (t, cap, mut st)) in per_epoch.into_iter().enumerate() {
+                let end = cfg.clock.start_of(t + 1);
+                let start = cfg.clock.start_of(t);
                 let mut session = output.session(&cap);
-                session.give_iterator(flows.into_iter().map(GeneratorOut::Flow));
-                session.give(GeneratorOut::Stats(Box::new(stats)));
+                while let Some(r) = flows.next_if(|r| r.start_us < end || k + 1 == n) {
+                    st.synthetic_flows += 1;
+                    st.late += (r.start_us < start) as u64;
+                    session.give(GeneratorOut::Flow(r));
+                }
+                session.give(GeneratorOut::Stats(Box::new(st)));
             }
         }
     })

@@ -102,6 +102,10 @@ pub struct TrainerConfig {
     pub reservoir: usize,
     /// Epochs between parameter averaging rounds.
     pub average_every: u64,
+    /// Fresh windows are scored and trained on once this many are pending...
+    pub min_pending_windows: usize,
+    /// ...or the oldest has waited this many epochs (small steps cost nearly as much as full ones).
+    pub max_wait_epochs: u64,
     pub drift: DriftMonitorConfig,
     /// Epochs of real marginals per PSI comparison.
     pub psi_epochs: u64,
@@ -125,6 +129,8 @@ impl TrainerConfig {
             replay_fraction: 0.25,
             reservoir: 4096,
             average_every: 10,
+            min_pending_windows: 48,
+            max_wait_epochs: 10,
             drift: DriftMonitorConfig::default(),
             psi_epochs: 60,
             drift_lr_boost: 3.0,
@@ -201,6 +207,9 @@ struct State {
     reservoir: Vec<PairWindow>,
     seen_windows: u64,
     trained_since_share: f64,
+    /// Fresh windows not yet scored nor trained on, and the epoch the oldest arrived.
+    pending: Vec<PairWindow>,
+    pending_since: Option<u64>,
     monitor: DriftMonitor,
     marginals: WindowMarginals,
     marginals_from: Option<u64>,
@@ -233,6 +242,8 @@ pub fn trainer<'s>(
         reservoir: Vec::new(),
         seen_windows: 0,
         trained_since_share: 0.0,
+        pending: Vec::new(),
+        pending_since: None,
         monitor: DriftMonitor::new(cfg_drift),
         marginals: WindowMarginals::new(),
         marginals_from: None,
@@ -256,8 +267,9 @@ pub fn trainer<'s>(
                         break;
                     }
                     let (cap, items) = stash.pop_first().expect("present").1;
+                    let last = stash.is_empty() && frontier.is_empty();
                     let mut out = Vec::new();
-                    if let Err(e) = st.epoch(t, items, &mut out) {
+                    if let Err(e) = st.epoch(t, items, last, &mut out) {
                         // A torch failure is a bug or an exhausted machine: stop loudly, never train on silently.
                         panic!("trainer on worker {}: epoch {t}: {e}", st.worker);
                     }
@@ -269,10 +281,12 @@ pub fn trainer<'s>(
 }
 
 impl State {
+    /// One closed epoch; `last`: the input has ended (flush what is pending).
     fn epoch(
         &mut self,
         t: u64,
         items: Vec<TrainerInput>,
+        last: bool,
         out: &mut Vec<TrainerOut>,
     ) -> Result<(), ModelError> {
         let mut windows = Vec::new();
@@ -306,7 +320,17 @@ impl State {
         let Some(model) = s.model.as_mut() else {
             return Ok(());
         };
-        if ready && !windows.is_empty() && !just_built {
+        if ready && !just_built && !windows.is_empty() {
+            self.pending_since.get_or_insert(t);
+            self.pending.append(&mut windows);
+        }
+        let flush = self.pending_since.is_some_and(|since| {
+            last || self.pending.len() >= self.cfg.min_pending_windows
+                || t + 1 - since >= self.cfg.max_wait_epochs.max(1)
+        });
+        if flush {
+            self.pending_since = None;
+            let windows = std::mem::take(&mut self.pending);
             let losses = model.event_losses(&windows)?;
             stats.events_scored = losses.len() as u64;
             stats.loss_sum = losses.iter().map(|&x| x as f64).sum();
@@ -318,11 +342,11 @@ impl State {
                 self.refresh_reservoir(&windows, self.cfg.drift_refresh);
             }
             model.set_learning_rate(model.base_learning_rate() * self.lr_scale())?;
-            self.boost_left = self.boost_left.saturating_sub(1);
             if self.cfg.train {
                 self.train(model, &windows, &mut stats)?;
             }
         }
+        self.boost_left = self.boost_left.saturating_sub(1);
         stats.model_version = model.version();
         stats.learning_rate = model.base_learning_rate() * self.lr_scale();
         let share_now = just_built

@@ -304,6 +304,7 @@ fn end_to_end(c: &mut Criterion) {
                             pairs: PairSource::Observed,
                             twins: true,
                             observed_at_start: false,
+                            batch_epochs: 10,
                         },
                     });
                     dataflow::ensure_sink_topics(&cfg, 2).unwrap();

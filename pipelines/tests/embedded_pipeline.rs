@@ -53,6 +53,7 @@ fn config(
                 pairs: PairSource::Observed,
                 twins: true,
                 observed_at_start: false,
+                batch_epochs: 10,
             },
         },
         out_dir: out.to_path_buf(),

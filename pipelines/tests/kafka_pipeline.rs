@@ -131,6 +131,7 @@ fn with_model(cfg: &mut RunConfig) {
             pairs: PairSource::Observed,
             twins: true,
             observed_at_start: false,
+            batch_epochs: 10,
         },
     });
 }
@@ -206,7 +207,7 @@ fn iot23_two_workers_exactly_once_and_committed() {
         }
         assert_eq!(m["workers"], 2);
     }
-    let sum = |k: &str| ms.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    let sum = |k: &str| ms.iter().map(|m| m[k].as_u64().unwrap_or(0)).sum::<u64>();
     assert_eq!(sum("flows_in"), IOT_FLOWS as u64);
     assert_eq!(sum("flows_absorbed"), IOT_FLOWS as u64);
     let last = ms.last().unwrap();

@@ -84,6 +84,15 @@ pub struct Args {
     /// Pure generation: how much event time to generate [default: forever with Kafka, 1h embedded].
     #[arg(long, value_parser = parse_span)]
     pub generate_span: Option<Duration>,
+    /// Closed epochs generated together (larger batched steps; up to this many epochs of added latency).
+    #[arg(long, default_value_t = 10)]
+    pub gen_batch_epochs: u64,
+    /// Fresh windows scored and trained together (the trainer waits for this many, or --train-wait-epochs).
+    #[arg(long, default_value_t = 48)]
+    pub train_batch_windows: usize,
+    /// Most epochs fresh windows wait before they are scored and trained on.
+    #[arg(long, default_value_t = 10)]
+    pub train_wait_epochs: u64,
     /// Random seed of the model and generation.
     #[arg(long, default_value_t = 0)]
     pub model_seed: u64,
@@ -222,6 +231,8 @@ pub fn model_config(a: &Args, clock: EpochClock, pure_generation: bool) -> Model
     trainer.train = !a.no_train && !pure_generation;
     trainer.average_every = a.average_every.max(1);
     trainer.max_steps_per_epoch = a.max_steps_per_epoch;
+    trainer.min_pending_windows = a.train_batch_windows.max(1);
+    trainer.max_wait_epochs = a.train_wait_epochs.max(1);
     ModelStagesConfig {
         trainer,
         generator: GeneratorConfig {
@@ -230,6 +241,7 @@ pub fn model_config(a: &Args, clock: EpochClock, pure_generation: bool) -> Model
             pairs: a.pairs,
             twins: !pure_generation,
             observed_at_start: pure_generation && a.pairs == PairSource::Observed,
+            batch_epochs: a.gen_batch_epochs.max(1),
         },
     }
 }
