@@ -26,7 +26,8 @@ pub struct ClockConfig {
 
 /// Builds the source; `done` is a probe on the generated flows' sink (backpressure). It must not sit behind an
 /// operator that holds epochs back for a window (metrics, fidelity): the source would wait for a window that
-/// cannot close before the source releases its later epochs.
+/// cannot close before the source releases its later epochs. For the same reason `max_ahead` must exceed the
+/// generator's `batch_epochs`.
 pub fn clock_source<'s>(
     scope: Scope<'s, u64>,
     cfg: ClockConfig,

@@ -125,10 +125,12 @@ impl Board {
         if let Some(l) = v.get("mean_loss").and_then(|x| x.as_f64()) {
             self.loss = Some(l);
         }
-        self.drifts += v
-            .get("drift")
-            .and_then(|d| d.as_array())
-            .map_or(0, |a| a.len() as u64);
+        // Changes the trainer responds to: loss increases and PSI shifts (not the loss falling as it learns).
+        self.drifts += v.get("drift").and_then(|d| d.as_array()).map_or(0, |a| {
+            a.iter()
+                .filter(|e| e.get("increase").and_then(|x| x.as_bool()) != Some(false))
+                .count() as u64
+        });
         self.last = Some(v);
     }
 
@@ -258,7 +260,8 @@ fn run_worker(
                         start_us: *start_us,
                         end_us: Some(start_us.saturating_add(*span_us)),
                         pace: cfg.pace,
-                        max_ahead: 4,
+                        // The generator holds closed epochs until a batch is complete: let it fill two.
+                        max_ahead: 2 * cfg.model.generator.batch_epochs.max(1) + 2,
                     },
                     generated.clone(),
                 );

@@ -236,3 +236,70 @@ fn pure_generation_from_a_model_file() {
             .all(|r| r.start_us >= start_us && r.start_us < start_us + span_us)
     );
 }
+
+/// A regime change halfway (the simulator's enterprise network taken over by a night shift: SSH and SMB instead
+/// of browsing): drift is reported soon after the change (a loss increase or a PSI shift within the first hour of
+/// event time), the trainer raises its learning rate in response, and the live fidelity recovers: the service-mix
+/// JSD and inter-arrival EMD of the last two hours are below their worst in the two hours after the change.
+#[test]
+fn regime_change_is_detected_and_fidelity_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim_cfg = sim(16, 12, 4);
+    sim_cfg.regime_change = Some(temponet::sim::RegimeChange {
+        after_us: 6 * 3_600_000_000,
+        scenario: temponet::sim::Scenario::resolve("enterprise-night-shift").unwrap(),
+    });
+    let clock = EpochClock::new(60_000_000);
+    let mut cfg = config(
+        EmbeddedInput::Simulator(Box::new(sim_cfg)),
+        dir.path(),
+        warmup(ModelKind::TempoNet),
+        clock,
+    );
+    cfg.window_epochs = 20;
+    cfg.save_input = false;
+    let rep = run(cfg, 2);
+    let ms = metrics(&rep.metrics_path);
+    let change = START_US + 6 * 3_600_000_000;
+    let hour = 3_600_000_000i64;
+    let start = |m: &Value| m["window_start_us"].as_i64().unwrap();
+    let responds = |e: &Value| e["increase"].as_bool() != Some(false);
+    let first_after = ms
+        .iter()
+        .filter(|m| start(m) >= change - 20 * 60_000_000)
+        .find(|m| {
+            m["drift"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(responds))
+        })
+        .expect("no drift reported after the regime change");
+    assert!(
+        start(first_after) < change + hour,
+        "drift first reported at +{:.2} h",
+        (start(first_after) - change) as f64 / hour as f64
+    );
+    assert!(first_after["learning_rate"].as_f64().unwrap() > 0.003 * 1.5);
+    let fig = |m: &Value, k: &str| m["fidelity"][k].as_f64();
+    let worst_after = |k: &str| {
+        ms.iter()
+            .filter(|m| start(m) >= change && start(m) < change + 2 * hour)
+            .filter_map(|m| fig(m, k))
+            .fold(0.0, f64::max)
+    };
+    let late_mean = |k: &str| {
+        let v: Vec<f64> = ms
+            .iter()
+            .filter(|m| start(m) >= START_US + 10 * hour)
+            .filter_map(|m| fig(m, k))
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    for k in ["jsd_dst_port", "emd_log10_inter_arrival"] {
+        eprintln!(
+            "{k}: worst after the change {:.3}, last two hours {:.3}",
+            worst_after(k),
+            late_mean(k)
+        );
+        assert!(late_mean(k) < worst_after(k), "{k} did not recover");
+    }
+}

@@ -387,6 +387,16 @@ fn cli_args(b: &Broker, input: &str, tag: &str, group: &str, extra: &[&str]) -> 
         group,
         "--idle-timeout-ms",
         "300",
+        // The model stages run too (their parameter averaging crosses processes in the -n 2 layout), with the
+        // cheap independent model and 10 s epochs so the backbone's checks stay fast.
+        "--model-kind",
+        "independent",
+        "--epoch-ms",
+        "10000",
+        "--warmup-flows",
+        "1000",
+        "--warmup-epochs",
+        "10",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -292,7 +292,8 @@ pub fn run_config(a: &Args) -> anyhow::Result<RunConfig> {
                 .generate_span
                 .map(|d| start_us.saturating_add(d.as_micros() as i64)),
             pace: a.rate.unwrap_or(Pace::Speed(1.0)),
-            max_ahead: 4,
+            // The generator holds closed epochs until a batch is complete: let it fill two.
+            max_ahead: 2 * a.gen_batch_epochs.max(1) + 2,
         });
     }
     Ok(cfg)
