@@ -14,9 +14,14 @@
 //!   [`fidelity`] for its sketches).
 //! - Per-window aggregates ([`window_metrics`], the merge stage of [`fidelity`]) live on worker 0.
 //!
-//! # Plug points
-//! The model stages (trainer, generator, fidelity, drift) are written elsewhere; they plug in through the traits
-//! of [`plugs`] ([`plugs::PairHook`] runs inside [`pair_history`] on every owned pair after each closed epoch).
+//! - A model replica per worker, shared by its [`trainer`] and [`generator`] ([`trainer::SharedModel`]); replicas
+//!   are kept in step by [`param_average`] rounds. Each worker generates the synthetic twins of the pairs it owns.
+//!
+//! # The model stages
+//! [`pair_history`] runs the [`fresh_windows::FreshWindows`] hook ([`plugs::PairHook`]) on every owned pair after
+//! each closed epoch; its windows feed the [`trainer`] (online training, drift detection) and the [`generator`]
+//! (synthetic flows); [`fidelity`] sketches real against synthetic; [`window_metrics`] merges everything into one
+//! record per window. A [`clock_source`] drives the generator when there is no real input (pure generation).
 
 pub mod admin;
 pub mod clock_source;
