@@ -26,6 +26,7 @@
 pub mod admin;
 pub mod clock_source;
 pub mod codec;
+pub mod epoch_stash;
 pub mod fidelity;
 pub mod file_sink;
 pub mod file_source;

@@ -8,11 +8,10 @@
 //!
 //! The version of the average is the largest version shared plus one, the same on every worker afterwards.
 
+use crate::epoch_stash::EpochStash;
 use crate::trainer::{AveragedParams, ParamShare};
-use std::collections::BTreeMap;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 /// Builds the operator (its output lives on worker 0: broadcast it).
@@ -23,22 +22,13 @@ pub fn param_average<'s>(
         Exchange::new(|_: &ParamShare| 0u64),
         "ParamAverage",
         move |_cap, _info| {
-            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<ParamShare>)> = BTreeMap::new();
+            let mut stash = EpochStash::<ParamShare>::default();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let t = *cap.least().expect("a time");
-                    let e = stash.entry(t).or_insert_with(|| {
-                        (cap.retain_least(0).expect("a capability"), Vec::new())
-                    });
-                    for batch in data {
-                        e.1.append(batch);
-                    }
+                    stash.add(t, || cap.retain_least(0).expect("a capability"), data);
                 });
-                while let Some((&t, _)) = stash.first_key_value() {
-                    if frontier.less_equal(&t) {
-                        break;
-                    }
-                    let (cap, shares) = stash.pop_first().expect("present").1;
+                while let Some((_, cap, shares)) = stash.pop_closed(frontier) {
                     if let Some(avg) = average(&shares) {
                         output.session(&cap).give(avg);
                     }

@@ -36,12 +36,12 @@
 //! `drift_refresh` of the reservoir with the most recent windows, so replay stops pulling the model back to the old
 //! regime. Every detection travels in [`TrainerStats::drift`] to the metrics topic.
 
+use crate::epoch_stash::EpochStash;
 use crate::fresh_windows::FreshWindow;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use temponet::FlowRecord;
@@ -51,7 +51,6 @@ use temponet::model::{
 };
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 /// The model replica of one worker, shared by its trainer and generator (same thread: `Rc`).
@@ -251,22 +250,13 @@ pub fn trainer<'s>(
     };
     Ok(
         input.unary_frontier(Pipeline, "Trainer", move |_cap, _info| {
-            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<TrainerInput>)> = BTreeMap::new();
+            let mut stash = EpochStash::<TrainerInput>::default();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let t = *cap.least().expect("a time");
-                    let e = stash.entry(t).or_insert_with(|| {
-                        (cap.retain_least(0).expect("a capability"), Vec::new())
-                    });
-                    for batch in data {
-                        e.1.append(batch);
-                    }
+                    stash.add(t, || cap.retain_least(0).expect("a capability"), data);
                 });
-                while let Some((&t, _)) = stash.first_key_value() {
-                    if frontier.less_equal(&t) {
-                        break;
-                    }
-                    let (cap, items) = stash.pop_first().expect("present").1;
+                while let Some((t, cap, items)) = stash.pop_closed(frontier) {
                     let last = stash.is_empty() && frontier.is_empty();
                     let mut out = Vec::new();
                     if let Err(e) = st.epoch(t, items, last, &mut out) {

@@ -249,9 +249,7 @@ fn raw_consumer(c: &mut Criterion) {
 
 /// Kafka to Kafka with training and generation on.
 fn end_to_end(c: &mut Criterion) {
-    use temponet::model::{ModelConfig, ModelKind, PairSource};
-    use temponet_operators::generator::GeneratorConfig;
-    use temponet_operators::trainer::{ModelStart, TrainerConfig};
+    use temponet::model::{ModelConfig, ModelKind};
     let broker = Broker::start();
     let data = flows();
     let topic = "e2e";
@@ -288,25 +286,15 @@ fn end_to_end(c: &mut Criterion) {
                     cfg.end_quiet = Duration::from_millis(50);
                     cfg.idle_timeout = Duration::from_millis(200);
                     cfg.window_epochs = 10;
-                    let mut trainer = TrainerConfig::new(ModelStart::Warmup {
-                        kind: ModelKind::Independent,
-                        config: ModelConfig::default(),
-                        min_flows: 10_000,
-                        min_epochs: 1,
-                        fit_epochs: 1,
-                    });
-                    trainer.average_every = 5;
-                    cfg.model = Some(temponet_pipelines::model_stages::ModelStagesConfig {
-                        trainer,
-                        generator: GeneratorConfig {
-                            clock: cfg.clock,
-                            seed: 1,
-                            pairs: PairSource::Observed,
-                            twins: true,
-                            observed_at_start: false,
-                            batch_epochs: 10,
-                        },
-                    });
+                    let mut m = temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
+                        ModelKind::Independent,
+                        ModelConfig::default(),
+                        10_000,
+                        1,
+                        cfg.clock,
+                    );
+                    m.trainer.average_every = 5;
+                    cfg.model = Some(m);
                     dataflow::ensure_sink_topics(&cfg, 2).unwrap();
                     let timely = if workers == 1 {
                         timely::Config::thread()

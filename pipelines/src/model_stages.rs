@@ -36,6 +36,36 @@ pub struct ModelStagesConfig {
     pub generator: GeneratorConfig,
 }
 
+impl ModelStagesConfig {
+    /// A model of `kind` built from the first `min_flows` flows (over at least `min_epochs` epochs, one fitting pass)
+    /// and trained online, generating twins of the observed pairs; the other settings at their defaults.
+    pub fn from_warmup(
+        kind: temponet::model::ModelKind,
+        config: temponet::model::ModelConfig,
+        min_flows: usize,
+        min_epochs: u64,
+        clock: temponet_operators::EpochClock,
+    ) -> Self {
+        ModelStagesConfig {
+            trainer: TrainerConfig::new(ModelStart::Warmup {
+                kind,
+                config,
+                min_flows,
+                min_epochs,
+                fit_epochs: 1,
+            }),
+            generator: GeneratorConfig {
+                clock,
+                seed: 1,
+                pairs: temponet::model::PairSource::Observed,
+                twins: true,
+                observed_at_start: false,
+                batch_epochs: 10,
+            },
+        }
+    }
+}
+
 /// What the model stages produce on one worker.
 pub struct ModelStreams<'s> {
     pub synthetic: Stream<'s, u64, Vec<FlowRecord>>,

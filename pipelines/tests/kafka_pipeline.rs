@@ -107,33 +107,22 @@ const METRIC_FIELDS: &[&str] = &[
 
 /// The model stages with a small TempoNet built from the first flows (10 s epochs: the capture spans a day).
 fn with_model(cfg: &mut RunConfig) {
-    use temponet::model::{ModelConfig, ModelKind, PairSource};
-    use temponet_operators::generator::GeneratorConfig;
-    use temponet_operators::trainer::{ModelStart, TrainerConfig};
+    use temponet::model::{ModelConfig, ModelKind};
     cfg.clock = temponet_operators::EpochClock::new(10_000_000);
     cfg.window_epochs = 60;
     let mut mc = ModelConfig::default();
     mc.temponet.hidden = 32;
     mc.temponet.embed = 24;
-    let mut trainer = TrainerConfig::new(ModelStart::Warmup {
-        kind: ModelKind::TempoNet,
-        config: mc,
-        min_flows: 2000,
-        min_epochs: 30,
-        fit_epochs: 1,
-    });
-    trainer.average_every = 30;
-    cfg.model = Some(temponet_pipelines::model_stages::ModelStagesConfig {
-        trainer,
-        generator: GeneratorConfig {
-            clock: cfg.clock,
-            seed: 3,
-            pairs: PairSource::Observed,
-            twins: true,
-            observed_at_start: false,
-            batch_epochs: 10,
-        },
-    });
+    let mut m = temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
+        ModelKind::TempoNet,
+        mc,
+        2000,
+        30,
+        cfg.clock,
+    );
+    m.trainer.average_every = 30;
+    m.generator.seed = 3;
+    cfg.model = Some(m);
 }
 
 /// IoT-23 34-1 through a 3-partition topic with 2 workers, model on: every flow lands once in the pair state of the

@@ -551,6 +551,21 @@ impl Model {
     }
 }
 
+/// Sets an Adam optimiser's learning rate, building the optimiser first if no step has run yet (shared by the
+/// networks' [`FlowModel::set_learning_rate`]).
+pub(crate) fn set_adam_lr(
+    opt: &mut Option<tch::nn::Optimizer>,
+    vs: &tch::nn::VarStore,
+    lr: f64,
+) -> Result<(), ModelError> {
+    use tch::nn::OptimizerConfig;
+    match opt {
+        Some(o) => o.set_lr(lr),
+        None => *opt = Some(tch::nn::Adam::default().build(vs, lr)?),
+    }
+    Ok(())
+}
+
 /// Splits records (in file order) into the first `1 - holdout` and the last `holdout` fraction.
 pub fn split_holdout(records: &[FlowRecord], holdout: f64) -> (&[FlowRecord], &[FlowRecord]) {
     let n = records.len();

@@ -946,13 +946,7 @@ impl FlowModel for TempoNet {
         self.config.lr
     }
     fn set_learning_rate(&mut self, lr: f64) -> Result<(), ModelError> {
-        if self.opt.is_none() {
-            self.opt = Some(nn::Adam::default().build(&self.vs, lr)?);
-        }
-        if let Some(o) = self.opt.as_mut() {
-            o.set_lr(lr);
-        }
-        Ok(())
+        super::set_adam_lr(&mut self.opt, &self.vs, lr)
     }
     fn version(&self) -> u64 {
         self.version

@@ -336,16 +336,22 @@ pub fn embedded_config(a: &Args) -> anyhow::Result<EmbeddedConfig> {
     })
 }
 
+/// The report as JSON, also written to `--report` when given.
+fn report_text(a: &Args, report: &impl serde::Serialize) -> anyhow::Result<String> {
+    let text = serde_json::to_string(report)?;
+    if let Some(path) = &a.report {
+        std::fs::write(path, &text)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    Ok(text)
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     let timely = timely_config(&a)?;
     if a.brokers.is_none() {
         let cfg = embedded_config(&a)?;
         let report = embedded::run(timely, cfg)?;
-        let text = serde_json::to_string(&report)?;
-        if let Some(path) = &a.report {
-            std::fs::write(path, &text)
-                .with_context(|| format!("writing the report to {}", path.display()))?;
-        }
+        let text = report_text(&a, &report)?;
         eprintln!(
             "temponet run: {} real flows in, {} synthetic flows out ({} dead letters), model version {}, {:.1} s; synthetic flows in {}, metrics in {}",
             report.flows_in,
@@ -362,11 +368,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let cfg = run_config(&a)?;
     dataflow::ensure_sink_topics(&cfg, 1)?;
     let report = dataflow::run(timely, cfg)?;
-    let text = serde_json::to_string(&report)?;
-    if let Some(path) = &a.report {
-        std::fs::write(path, &text)
-            .with_context(|| format!("writing the report to {}", path.display()))?;
-    }
+    let text = report_text(&a, &report)?;
     eprintln!(
         "temponet run: {} flows ({} dead letters, {} late) into {} pairs in {:.2} s ({:.0} flows/s; latency p50 {} us, p99 {} us)",
         report.flows,
