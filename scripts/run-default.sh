@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make run`: the main job on the embedded default — no broker and no data of the user's needed.
-#  1. the built-in simulator produces a day of enterprise traffic with known structure (and labelled attacks);
-#  2. `temponet compare` trains TempoNet and the independent baseline on the first 80 % of it, generates the
-#     last 20 %'s span from each, and evaluates both against the real (simulated) last 20 %;
-#  3. the report (Markdown + PNG plots) path is printed.
-# Knobs (environment): RUN_HOSTS, RUN_SPAN, RUN_SEED, RUN_EPOCHS, RUN_MODELS.
+#  1. `temponet run` streams a day of simulated enterprise traffic (the built-in simulator, known structure) through
+#     the dataflow: pair state, TempoNet built from the first hour and trained online, parameter averaging across
+#     workers, synthetic twins generated epoch by epoch, live fidelity figures in place on the console;
+#  2. the same stream through the independent baseline (every field from its own marginal, Poisson arrivals);
+#  3. `temponet eval` of both synthetic streams against the simulated traffic of the same span: the report
+#     (Markdown + PNG plots) path is printed.
+# Knobs (environment): RUN_HOSTS, RUN_SPAN, RUN_SEED, RUN_WORKERS, RUN_EPOCH_MS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/run}
@@ -12,14 +14,18 @@ BIN=${TEMPONET_BIN:-target/debug/temponet}
 HOSTS=${RUN_HOSTS:-30}
 SPAN=${RUN_SPAN:-24h}
 SEED=${RUN_SEED:-7}
-EPOCHS=${RUN_EPOCHS:-3}
-MODELS=${RUN_MODELS:-temponet,independent}
+WORKERS=${RUN_WORKERS:-2}
+EPOCH_MS=${RUN_EPOCH_MS:-60000}
 mkdir -p "$OUT"
 start=$(date +%s)
-echo "== simulating $SPAN of an enterprise network with $HOSTS hosts (seed $SEED)"
-"$BIN" simulate --hosts "$HOSTS" --span "$SPAN" --seed "$SEED" --out "$OUT/simulated.jsonl"
-"$BIN" inspect "$OUT/simulated.jsonl"
-echo "== training $MODELS on the first 80 %, generating and evaluating the last 20 %"
-"$BIN" compare --input "$OUT/simulated.jsonl" --split 0.8 --models "$MODELS" --epochs "$EPOCHS" \
-  --seed "$SEED" --no-utility --out "$OUT/report"
-echo "== done in $(( $(date +%s) - start )) s; report: $OUT/report/report.md (plots beside it)"
+common=(--hosts "$HOSTS" --span "$SPAN" --seed "$SEED" -w "$WORKERS" --epoch-ms "$EPOCH_MS" --window-epochs 30
+        --warmup-epochs 60 --warmup-flows 3000 --save-input)
+echo "== streaming $SPAN of a simulated network ($HOSTS hosts, seed $SEED) through TempoNet, $WORKERS workers"
+"$BIN" run "${common[@]}" --model-kind temponet --out "$OUT/temponet" --report "$OUT/temponet/run.json" >/dev/null
+echo "== the same stream through the independent baseline"
+"$BIN" run "${common[@]}" --model-kind independent --out "$OUT/independent" --report "$OUT/independent/run.json" \
+  --quiet >/dev/null
+echo "== evaluating both synthetic streams against the simulated traffic of the same span"
+"$BIN" eval --real "$OUT/temponet/input.jsonl" --synthetic "$OUT/temponet/synthetic.jsonl" --name temponet \
+  --also "independent=$OUT/independent/synthetic.jsonl" --clip-to-synthetic --no-utility --out "$OUT/report"
+echo "== done in $(( $(date +%s) - start )) s; live metrics: $OUT/temponet/metrics.jsonl; report: $OUT/report/report.md (plots beside it)"

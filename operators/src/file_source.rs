@@ -9,6 +9,9 @@
 //!   since the first flow: `s = 1` replays in real time, `s = 10` ten times faster.
 //! - A row the iterator reports as an error becomes a [`SourceEvent::Dead`] (partition 0, offset = its index in the
 //!   iterator, reason = the error's text): counted, kept, never stopping the replay.
+//! - Progress: with the flows of epoch `t` goes a [`SourceEvent::Stats`] at `t` counting them (and the dead letters
+//!   and late flows emitted at `t`), so per-window metrics count each flow in its own window; each watermark advance
+//!   adds a zero-count report with the records consumed so far.
 
 use crate::codec::DeadLetter;
 use crate::{EpochClock, SourceEvent, SourceStats};
@@ -89,10 +92,8 @@ where
         let mut max_epoch: Option<u64> = None;
         let mut start: Option<(i64, Instant)> = None;
         let mut out: BTreeMap<u64, Vec<SourceEvent>> = BTreeMap::new();
-        let mut stats = SourceStats {
-            worker,
-            ..Default::default()
-        };
+        // Per epoch of the batch: its flows, dead letters and late flows (reported at that epoch).
+        let mut counts: BTreeMap<u64, SourceStats> = BTreeMap::new();
         move |output| {
             let (Some(c), Some(it)) = (cap.as_mut(), records.as_mut()) else {
                 return;
@@ -117,23 +118,34 @@ where
                     Ok(r) => {
                         let e = cfg.clock.epoch_of(r.start_us);
                         max_epoch = Some(max_epoch.map_or(e, |m| m.max(e)));
-                        stats.flows += 1;
-                        if e < wm {
-                            stats.late += 1;
-                        }
+                        let st = counts.entry(e.max(wm)).or_default();
+                        st.flows += 1;
+                        st.late += (e < wm) as u64;
                         out.entry(e.max(wm)).or_default().push(SourceEvent::Flow(r));
                     }
                     Err(err) => {
-                        stats.dead += 1;
+                        counts.entry(wm).or_default().dead += 1;
                         let d = DeadLetter::new(cfg.name, 0, index - 1, err.to_string(), b"");
                         out.entry(wm).or_default().push(SourceEvent::Dead(d));
                     }
                 }
             }
+            // The capability starts at epoch 0: move it to the first data's epoch before anything is emitted, so the
+            // first progress report belongs to the stream's own time, not to 1970.
+            if index == n as i64
+                && let Some(&first) = out.keys().next()
+                && first > wm
+            {
+                c.downgrade(&first);
+            }
+            let wm = *c.time();
             for (t, evs) in std::mem::take(&mut out) {
-                output
-                    .session(&c.delayed(&t))
-                    .give_iterator(evs.into_iter());
+                let mut st = counts.remove(&t).unwrap_or_default();
+                st.worker = worker;
+                let at = c.delayed(&t);
+                let mut session = output.session(&at);
+                session.give_iterator(evs.into_iter());
+                session.give(SourceEvent::Stats(st));
             }
             let done = n < cfg.batch && wait.is_none();
             let new_wm = if done {
@@ -144,16 +156,11 @@ where
                     .max(wm)
             };
             if new_wm > wm {
-                stats.consumed = vec![(0, index)];
-                output
-                    .session(&*c)
-                    .give(SourceEvent::Stats(std::mem::replace(
-                        &mut stats,
-                        SourceStats {
-                            worker,
-                            ..Default::default()
-                        },
-                    )));
+                output.session(&*c).give(SourceEvent::Stats(SourceStats {
+                    worker,
+                    consumed: vec![(0, index)],
+                    ..Default::default()
+                }));
             }
             if done {
                 cap = None;

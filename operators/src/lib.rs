@@ -10,22 +10,36 @@
 //! # Who owns what
 //! - A Kafka partition belongs to exactly one worker: `partition % peers == worker index` ([`kafka_source`]).
 //! - A host pair belongs to exactly one worker: `HostPair::stable_hash() & (peers - 1)` on a power-of-two peer
-//!   count, `% peers` otherwise (timely's exchange routing), the same on every process ([`pair_history`]).
+//!   count, `% peers` otherwise (timely's exchange routing), the same on every process ([`pair_history`], and
+//!   [`fidelity`] for its sketches).
+//! - Per-window aggregates ([`window_metrics`], the merge stage of [`fidelity`]) live on worker 0.
 //!
-//! # Plug points
-//! The model stages (trainer, generator, fidelity, drift) are written elsewhere; they plug in through the traits
-//! of [`plugs`] ([`plugs::PairHook`] runs inside [`pair_history`] on every owned pair after each closed epoch).
+//! - A model replica per worker, shared by its [`trainer`] and [`generator`] ([`trainer::SharedModel`]); replicas
+//!   are kept in step by [`param_average`] rounds. Each worker generates the synthetic twins of the pairs it owns.
+//!
+//! # The model stages
+//! [`pair_history`] runs the [`fresh_windows::FreshWindows`] hook ([`plugs::PairHook`]) on every owned pair after
+//! each closed epoch; its windows feed the [`trainer`] (online training, drift detection) and the [`generator`]
+//! (synthetic flows); [`fidelity`] sketches real against synthetic; [`window_metrics`] merges everything into one
+//! record per window. A [`clock_source`] drives the generator when there is no real input (pure generation).
 
 pub mod admin;
+pub mod clock_source;
 pub mod codec;
+pub mod epoch_stash;
+pub mod fidelity;
 pub mod file_sink;
 pub mod file_source;
+pub mod fresh_windows;
+pub mod generator;
 pub mod kafka_sink;
 pub mod kafka_source;
 pub mod pair_history;
+pub mod param_average;
 pub mod plugs;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod trainer;
 pub mod window_metrics;
 
 /// Maps event time (microseconds since the Unix epoch) to timely epochs.

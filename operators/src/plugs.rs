@@ -1,15 +1,17 @@
-//! Plug points for the stages that are written elsewhere (trainer, generator, fidelity, drift).
+//! Plug points of the pair state and the metrics.
 //!
-//! - **Trainer / generator**: implement [`PairHook`] and pass it to [`crate::pair_history::pair_history`]. The hook
+//! - **Per-pair work**: implement [`PairHook`] and pass it to [`crate::pair_history::pair_history`]. The hook
 //!   runs on the worker that owns the pair, after each closed epoch, with the pair's updated history; whatever it
-//!   pushes to `out` leaves the operator at that epoch on the hook stream (synthetic flows, gradients, losses...).
-//!   Parameter averaging across workers is a separate operator on the hook stream (exchange to one worker,
-//!   broadcast back through a feedback loop); the model version travels inside the hook's output type.
-//! - **Fidelity / drift**: implement [`WindowObserver`]; [`crate::window_metrics::window_metrics`] calls it on the
-//!   window-closing worker with the merged window figures and adds its fields to the window's JSON record.
+//!   pushes to `out` leaves the operator at that epoch on the hook stream. The model stages use
+//!   [`crate::fresh_windows::FreshWindows`], whose windows feed [`crate::trainer`] and [`crate::generator`].
+//! - **Fidelity / drift**: the [`crate::fidelity::fidelity`] operator's figures and the trainers'
+//!   [`crate::window_metrics::ModelWindowStats`] (which carry the drift detections) enter
+//!   [`crate::window_metrics::window_metrics`] as `WindowInput::Fidelity` / `WindowInput::Model`. Other per-window
+//!   figures implement [`WindowObserver`]: `window_metrics` calls it on the window-closing worker and it adds its
+//!   fields to the window's JSON record.
 //!
 //! Both are plain traits so that a closure-free, stateful, testable object can be plugged in; [`NoHook`] and
-//! [`NoObserver`] are the do-nothing defaults used until the model lands.
+//! [`NoObserver`] are the do-nothing defaults (pair state or metrics alone, as the ingest benchmark runs them).
 
 use crate::pair_history::{PairEvent, PairState};
 use temponet::HostPair;

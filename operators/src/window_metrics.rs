@@ -1,5 +1,6 @@
 //! `window_metrics`: one JSON record per event-time window with what the pipeline did in it, merged across
-//! workers. Fidelity and drift figures plug in through [`WindowObserver`].
+//! workers. Fidelity figures and the trainers' stats (drift detections included) arrive as [`WindowInput`]s
+//! like the source and history stats; anything else can add fields through a [`WindowObserver`].
 //!
 //! # Invariants
 //! - Window `w` covers epochs `[w * window_epochs, (w + 1) * window_epochs)`. Its record is emitted once, on worker
@@ -12,7 +13,22 @@
 //! - `throughput_flows_per_s` is processing throughput (wall clock): flows absorbed into pair state per second over
 //!   the last second or more of emissions (event-time windows close in bursts when catching up, so a per-window
 //!   wall-clock rate would be meaningless).
+//!
+//! # Model and fidelity fields
+//! - `fidelity`: the window's [`FidelityFigures`] as an object (from [`crate::fidelity::fidelity`], run with the
+//!   same `window_epochs`); absent when no figures arrived for the window (no flow on either side). When several
+//!   arrive, the one of the latest window index is kept.
+//! - From the trainers' [`ModelWindowStats`] (one per epoch per worker), present only when at least one arrived
+//!   in the window:
+//!   - `model_version`: the largest version reported in the window;
+//!   - `train_steps`, `events_trained`, `synthetic_flows`: sums over the window's epochs and the workers;
+//!   - `mean_loss`: mean prequential loss per scored event, each report weighted by its `events_scored` (reports
+//!     with no event or a non-finite loss are left out; `null` when none is left);
+//!   - `live_lanes`: each worker's value at its latest epoch in the window, summed over workers;
+//!   - `drift`: every [`DriftEvent`] reported, in arrival order, each as the event's fields plus `worker`;
+//!   - `learning_rate`: the largest reported.
 
+use crate::fidelity::FidelityFigures;
 use crate::pair_history::HistoryStats;
 use crate::plugs::WindowObserver;
 use crate::{EpochClock, SourceStats};
@@ -20,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
+use temponet::drift::DriftEvent;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
@@ -30,6 +47,103 @@ use timely::dataflow::operators::generic::Operator;
 pub enum WindowInput {
     Source(SourceStats),
     History(HistoryStats),
+    /// The window's fidelity figures (one per window, from worker 0 of [`crate::fidelity::fidelity`]).
+    Fidelity(FidelityFigures),
+    /// A trainer's report for one epoch on one worker, sent at that epoch.
+    Model(ModelWindowStats),
+}
+
+/// What a worker's trainer reports once per epoch (the timely time it is sent at). Counts are for that epoch;
+/// `live_lanes` and `model_version` are levels at its end. See the module docs for how a window merges them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelWindowStats {
+    pub worker: usize,
+    /// Version of the parameters the worker trains and generates with (bumped by each averaging round).
+    pub model_version: u64,
+    /// Optimiser steps taken in the epoch.
+    pub train_steps: u64,
+    /// Events (flows) the steps were computed on.
+    pub events_trained: u64,
+    /// Events scored by the model before it trained on them (prequential: the honest live loss).
+    pub events_scored: u64,
+    /// Mean loss over the scored events (NaN when none).
+    pub mean_loss: f64,
+    /// Synthetic flows generated in the epoch.
+    pub synthetic_flows: u64,
+    /// Generation lanes alive at the end of the epoch.
+    pub live_lanes: u64,
+    /// Drift detections of the worker's [`temponet::drift::DriftMonitor`] in the epoch.
+    pub drift: Vec<DriftEvent>,
+    pub learning_rate: f64,
+}
+
+/// The window's merge of [`ModelWindowStats`].
+#[derive(Default)]
+struct ModelAgg {
+    reports: u64,
+    model_version: u64,
+    train_steps: u64,
+    events_trained: u64,
+    loss_sum: f64,
+    loss_events: u64,
+    synthetic_flows: u64,
+    /// Per worker: (epoch of its latest report, live lanes then).
+    live_lanes: HashMap<usize, (u64, u64)>,
+    drift: Vec<(usize, DriftEvent)>,
+    learning_rate: f64,
+}
+
+impl ModelAgg {
+    fn add(&mut self, epoch: u64, m: ModelWindowStats) {
+        self.reports += 1;
+        self.model_version = self.model_version.max(m.model_version);
+        self.train_steps += m.train_steps;
+        self.events_trained += m.events_trained;
+        if m.events_scored > 0 && m.mean_loss.is_finite() {
+            self.loss_sum += m.mean_loss * m.events_scored as f64;
+            self.loss_events += m.events_scored;
+        }
+        self.synthetic_flows += m.synthetic_flows;
+        let e = self
+            .live_lanes
+            .entry(m.worker)
+            .or_insert((epoch, m.live_lanes));
+        if epoch >= e.0 {
+            *e = (epoch, m.live_lanes);
+        }
+        self.drift
+            .extend(m.drift.into_iter().map(|d| (m.worker, d)));
+        self.learning_rate = self.learning_rate.max(m.learning_rate);
+    }
+
+    fn write(self, rec: &mut Map<String, Value>) {
+        if self.reports == 0 {
+            return;
+        }
+        rec.insert("model_version".into(), json!(self.model_version));
+        rec.insert("train_steps".into(), json!(self.train_steps));
+        rec.insert("events_trained".into(), json!(self.events_trained));
+        let mean = (self.loss_events > 0).then(|| self.loss_sum / self.loss_events as f64);
+        rec.insert("mean_loss".into(), json!(mean));
+        rec.insert("synthetic_flows".into(), json!(self.synthetic_flows));
+        rec.insert(
+            "live_lanes".into(),
+            json!(self.live_lanes.values().map(|v| v.1).sum::<u64>()),
+        );
+        let drift: Vec<Value> = self
+            .drift
+            .into_iter()
+            .map(|(worker, d)| {
+                let mut v = serde_json::to_value(d).expect("a drift event serialises");
+                if let Value::Object(o) = &mut v {
+                    o.insert("worker".into(), json!(worker));
+                }
+                v
+            })
+            .collect();
+        rec.insert("drift".into(), Value::Array(drift));
+        rec.insert("learning_rate".into(), json!(self.learning_rate));
+    }
 }
 
 #[derive(Default)]
@@ -43,6 +157,8 @@ struct Agg {
     /// Each worker's latest stats within this window.
     hist: HashMap<usize, HistoryStats>,
     in_flight: HashMap<usize, u64>,
+    fidelity: Option<FidelityFigures>,
+    model: ModelAgg,
 }
 
 /// Builds the operator. `clock` and `window_epochs` give the window's event-time bounds.
@@ -66,7 +182,8 @@ pub fn window_metrics<'s, O: WindowObserver>(
             let mut windows = 0u64;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
-                    let w = *cap.least().expect("a time") / window_epochs;
+                    let t = *cap.least().expect("a time");
+                    let w = t / window_epochs;
                     let (ocap, agg) = open.entry(w).or_insert_with(|| {
                         (cap.retain_least(0).expect("a capability"), Agg::default())
                     });
@@ -97,6 +214,12 @@ pub fn window_metrics<'s, O: WindowObserver>(
                                         agg.hist.insert(h.worker, h);
                                     }
                                 }
+                                WindowInput::Fidelity(f) => {
+                                    if agg.fidelity.as_ref().is_none_or(|o| o.window <= f.window) {
+                                        agg.fidelity = Some(f);
+                                    }
+                                }
+                                WindowInput::Model(m) => agg.model.add(t, m),
                             }
                         }
                     }
@@ -149,6 +272,13 @@ pub fn window_metrics<'s, O: WindowObserver>(
                         .collect();
                     rec.insert("consumed_offsets".into(), Value::Object(consumed));
                     rec.insert("throughput_flows_per_s".into(), json!(rate));
+                    if let Some(f) = &agg.fidelity {
+                        rec.insert(
+                            "fidelity".into(),
+                            serde_json::to_value(f).expect("fidelity figures serialise"),
+                        );
+                    }
+                    agg.model.write(&mut rec);
                     rec.insert(
                         "emitted_at_us".into(),
                         json!(chrono::Utc::now().timestamp_micros()),

@@ -8,6 +8,10 @@
 //! - `raw_consumer/t{1,2}`: bare rdkafka consumers reading the same topic, nothing else: the broker's and
 //!   librdkafka's ceiling on this machine.
 //!
+//! - `kafka_end_to_end/w{1,2}`: Kafka in, model stages on (an independent-marginals model built from the first
+//!   flows and trained online, parameter averaging, a synthetic twin per pair, fidelity sketches), synthetic flows
+//!   and metrics out to Kafka, until the end of the topic.
+//!
 //! After each Kafka group, the last run's flows/s and read-to-pair-state latency (p50/p99, hdrhistogram) are
 //! printed. Event-time epochs are 1 s and the flows are 10 k/s of event time, so a flow waits for its epoch to
 //! close (the watermark) before it is absorbed: latency is dominated by that batching, not by the operators.
@@ -20,7 +24,7 @@ use temponet_operators::codec::WireFormat;
 use temponet_operators::pair_history::{HistoryConfig, pair_history};
 use temponet_operators::plugs::NoHook;
 use temponet_operators::testkit::Broker;
-use temponet_pipelines::dataflow::{self, NoGenerator, RunConfig};
+use temponet_pipelines::dataflow::{self, RunConfig};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
@@ -95,8 +99,7 @@ fn kafka(c: &mut Criterion) {
                             timely::Config::process(workers)
                         };
                         let t = Instant::now();
-                        let rep =
-                            dataflow::run(timely, cfg, |_| NoGenerator).expect("pipeline run");
+                        let rep = dataflow::run(timely, cfg).expect("pipeline run");
                         total += t.elapsed();
                         assert_eq!(rep.flows_absorbed, FLOWS as u64);
                         last = Some(rep);
@@ -244,5 +247,87 @@ fn raw_consumer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, in_memory, raw_consumer, kafka);
+/// Kafka to Kafka with training and generation on.
+fn end_to_end(c: &mut Criterion) {
+    use temponet::model::{ModelConfig, ModelKind};
+    let broker = Broker::start();
+    let data = flows();
+    let topic = "e2e";
+    broker.create_topic(topic, 2);
+    broker.produce(
+        topic,
+        data.iter()
+            .enumerate()
+            .map(|(i, r)| ((i % 2) as i32, WireFormat::Bincode.encode(r))),
+    );
+    let mut g = c.benchmark_group("kafka_end_to_end");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_secs(30));
+    g.throughput(Throughput::Elements(FLOWS as u64));
+    let mut runs = 0;
+    for workers in [1usize, 2] {
+        let mut last = None;
+        g.bench_function(format!("w{workers}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    runs += 1;
+                    let mut cfg = RunConfig::new(
+                        &broker.brokers(),
+                        topic,
+                        &format!("e2e-out-{runs}"),
+                        "e2e-metrics",
+                    );
+                    cfg.dead_letter_topic = "e2e-dead".into();
+                    cfg.group = format!("e2e-{runs}");
+                    cfg.format = WireFormat::Bincode;
+                    cfg.until_end = true;
+                    cfg.end_quiet = Duration::from_millis(50);
+                    cfg.idle_timeout = Duration::from_millis(200);
+                    cfg.window_epochs = 10;
+                    let mut m = temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
+                        ModelKind::Independent,
+                        ModelConfig::default(),
+                        10_000,
+                        1,
+                        cfg.clock,
+                    );
+                    m.trainer.average_every = 5;
+                    cfg.model = Some(m);
+                    dataflow::ensure_sink_topics(&cfg, 2).unwrap();
+                    let timely = if workers == 1 {
+                        timely::Config::thread()
+                    } else {
+                        timely::Config::process(workers)
+                    };
+                    let t = Instant::now();
+                    let rep = dataflow::run(timely, cfg).expect("pipeline run");
+                    total += t.elapsed();
+                    assert_eq!(rep.flows_absorbed, FLOWS as u64);
+                    last = Some(rep);
+                }
+                total
+            })
+        });
+        if let Some(r) = last {
+            let out: u64 = r
+                .workers
+                .iter()
+                .flat_map(|w| w.sinks.iter())
+                .map(|s| s.delivered)
+                .sum();
+            eprintln!(
+                "kafka end to end w{workers}: {:.0} flows/s in ({:.0} per worker), {out} records out, latency p50 {:.1} ms p99 {:.1} ms",
+                r.flows_per_s,
+                r.flows_per_s / workers as f64,
+                r.latency_p50_us as f64 / 1e3,
+                r.latency_p99_us as f64 / 1e3,
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, in_memory, raw_consumer, kafka, end_to_end);
 criterion_main!(benches);

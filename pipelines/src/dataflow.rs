@@ -1,35 +1,39 @@
-//! The streaming dataflow of `temponet run`:
+//! The streaming dataflow of `temponet run` with Kafka:
 //!
 //! ```text
-//! kafka_source ─┬─ flows ─> pair_history ─┬─ hook output (synthetic flows) ─> kafka_sink(output topic)
-//!               │                         └─ stats ─┐
+//! kafka_source ─┬─ flows ─> pair_history ─┬─ fresh windows ─> model stages ─ synthetic flows ─> kafka_sink(output topic)
+//!               │                         └─ stats ─┐        (trainer, averaging, generator; see model_stages)
 //!               ├─ stats ──────────────────────────┴─> window_metrics ─> kafka_sink(metrics topic)
 //!               └─ dead letters ─> kafka_sink(dead-letter topic)
+//! clock_source (pure generation, no input topic) ─> generator ticks
 //! ```
 //!
-//! Probes: `absorbed` after `pair_history` (the source's backpressure), `written` after the three sinks (the source
-//! commits a partition's offsets only for epochs that probe has passed: at-least-once).
+//! Probes: `absorbed` after `pair_history` (the source's backpressure), `written` after the three sinks and the
+//! model stages (the source commits a partition's offsets only for epochs that probe has passed: at-least-once; an
+//! epoch's offsets are therefore committed only after its synthetic flows and its metrics record were written).
 //!
-//! The generator plugs in as the [`PairHook`] given to [`run`]; its outputs are the synthetic flows written to the
-//! output topic. Until it exists, [`NoGenerator`] emits nothing, so the output topic stays empty.
+//! Without a model ([`RunConfig::model`] `None`) the pipeline only keeps pair state and metrics (the ingest
+//! benchmark's configuration) and the output topic stays empty.
 
+use crate::model_stages::{ModelStagesConfig, model_stages};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use temponet::{FlowRecord, HostPair};
+use temponet_operators::clock_source::{ClockConfig, clock_source};
 use temponet_operators::codec::WireFormat;
+use temponet_operators::fidelity::{FidelityConfig, fidelity};
+use temponet_operators::fresh_windows::MaybeWindows;
 use temponet_operators::kafka_sink::{KafkaSinkConfig, SinkReport, kafka_sink};
 use temponet_operators::kafka_source::{KafkaSourceConfig, SourceReport, kafka_source, split};
-use temponet_operators::pair_history::{
-    HistoryConfig, HistoryOut, PairEvent, PairState, pair_history,
-};
-use temponet_operators::plugs::{NoObserver, PairHook};
+use temponet_operators::pair_history::{HistoryConfig, HistoryOut, pair_history};
+use temponet_operators::plugs::NoObserver;
 use temponet_operators::window_metrics::{WindowInput, window_metrics};
 use temponet_operators::{EpochClock, admin};
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::operators::{Concat, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Stream};
 
 /// Everything `temponet run` needs besides timely's own configuration.
@@ -55,6 +59,12 @@ pub struct RunConfig {
     pub end_quiet: Duration,
     /// Keep each worker's per-pair counts in its report (tests).
     pub collect_pairs: bool,
+    /// Train and generate (None: pair state and metrics only).
+    pub model: Option<ModelStagesConfig>,
+    /// How pair histories become model windows.
+    pub windows: temponet_operators::fresh_windows::FreshWindows,
+    /// Pure generation: no input topic, epochs from this clock.
+    pub generate: Option<ClockConfig>,
 }
 
 impl RunConfig {
@@ -76,24 +86,10 @@ impl RunConfig {
             until_end: false,
             end_quiet: Duration::from_millis(300),
             collect_pairs: false,
+            model: None,
+            windows: Default::default(),
+            generate: None,
         }
-    }
-}
-
-/// The generator's plug point until it exists: keeps no state, emits no synthetic flow.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoGenerator;
-
-impl PairHook for NoGenerator {
-    type Output = FlowRecord;
-    fn on_pair(
-        &mut self,
-        _: u64,
-        _: &HostPair,
-        _: &PairState,
-        _: &[PairEvent],
-        _: &mut Vec<FlowRecord>,
-    ) {
     }
 }
 
@@ -211,20 +207,18 @@ pub fn ensure_sink_topics(cfg: &RunConfig, output_partitions: i32) -> anyhow::Re
     .context("creating the output, metrics and dead-letter topics")
 }
 
-/// Builds and runs the dataflow on one worker, until the input is exhausted (`until_end`) or forever.
-pub fn run_worker<H, F>(
+/// Builds and runs the dataflow on one worker, until the input is exhausted (`until_end`), the generation span is
+/// done, or forever.
+pub fn run_worker(
     worker: &mut timely::worker::Worker,
     cfg: &RunConfig,
-    make_hook: F,
-) -> anyhow::Result<WorkerReport>
-where
-    H: PairHook<Output = FlowRecord>,
-    F: Fn(usize) -> H,
-{
+) -> anyhow::Result<WorkerReport> {
     let t0 = Instant::now();
     let index = worker.index();
     let absorbed = ProbeHandle::<u64>::new();
     let written = ProbeHandle::<u64>::new();
+    // Backpressure of pure generation: the synthetic sink (the metrics hold epochs back for their window).
+    let generated = ProbeHandle::<u64>::new();
     let mut src_cfg = KafkaSourceConfig::new(&cfg.brokers, &cfg.input_topic, &cfg.group);
     src_cfg.format = cfg.format;
     src_cfg.clock = cfg.clock;
@@ -233,17 +227,49 @@ where
     src_cfg.max_in_flight = cfg.max_in_flight;
     src_cfg.stop_at_end = cfg.until_end;
     src_cfg.end_quiet = cfg.end_quiet;
-    let hook = make_hook(index);
+    let hook = MaybeWindows(cfg.model.as_ref().map(|_| cfg.windows));
     let built = worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<_> {
-        let (events, control) =
-            kafka_source(scope, src_cfg, absorbed.clone()).context("starting the Kafka source")?;
+        let (events, control, ticks) = match cfg.generate {
+            None => {
+                let (events, control) = kafka_source(scope, src_cfg, absorbed.clone())
+                    .context("starting the Kafka source")?;
+                (events, Some(control), Vec::<()>::new().to_stream(scope))
+            }
+            Some(clock) => (
+                Vec::<temponet_operators::SourceEvent>::new().to_stream(scope),
+                None,
+                clock_source(scope, clock, generated.clone()),
+            ),
+        };
         let (flows, dead, src_stats) = split(events);
-        let (hist_out, shard) = pair_history(flows, cfg.history, hook);
+        let (hist_out, shard) = pair_history(flows.clone(), cfg.history, hook);
         let hist_out = hist_out.probe_with(&absorbed);
-        let (synthetic, hist_stats) = split_history(hist_out);
+        let (windows, hist_stats) = split_history(hist_out);
         let stats = src_stats
             .map(WindowInput::Source)
             .concat(hist_stats.map(WindowInput::History));
+        let (synthetic, stats) = match &cfg.model {
+            Some(m) => {
+                let s = model_stages(flows.clone(), windows, ticks, m)?;
+                let figures = fidelity(
+                    flows,
+                    s.synthetic.clone(),
+                    cfg.clock,
+                    FidelityConfig {
+                        window_epochs: cfg.window_epochs,
+                        ..FidelityConfig::default()
+                    },
+                );
+                let stats = stats
+                    .concat(s.stats.map(WindowInput::Model))
+                    .concat(figures.map(WindowInput::Fidelity));
+                (s.synthetic, stats)
+            }
+            None => {
+                drop(windows);
+                (Vec::<FlowRecord>::new().to_stream(scope), stats)
+            }
+        };
         let metrics = window_metrics(stats, cfg.clock, cfg.window_epochs, NoObserver);
         let format = cfg.format;
         let (m_done, m_sink) = kafka_sink(
@@ -266,6 +292,7 @@ where
             KafkaSinkConfig::new(&cfg.brokers, &cfg.output_topic),
             move |r: &FlowRecord| (None, format.encode(r)),
         )?;
+        let o_done = o_done.probe_with(&generated);
         m_done.concat(d_done).concat(o_done).probe_with(&written);
         Ok((control, shard, vec![m_sink, d_sink, o_sink]))
     });
@@ -273,18 +300,23 @@ where
     let mut result = Ok(());
     while !written.done() {
         worker.step_or_park(Some(Duration::from_millis(1)));
-        if let Err(e) = control.commit_completed(&written, false) {
+        if let Some(c) = &control
+            && let Err(e) = c.commit_completed(&written, false)
+        {
             result = Err(e);
         }
     }
-    control
-        .commit_completed(&written, true)
-        .context("final offset commit")?;
+    if let Some(c) = &control {
+        c.commit_completed(&written, true)
+            .context("final offset commit")?;
+    }
     result.context("offset commit")?;
     for s in &sinks {
         s.shutdown(Duration::from_secs(10));
     }
-    control.shutdown(Duration::from_secs(10));
+    if let Some(c) = &control {
+        c.shutdown(Duration::from_secs(10));
+    }
     let s = shard.borrow();
     let pair_counts: Vec<(HostPair, u64)> = if cfg.collect_pairs {
         s.pairs.iter().map(|(p, st)| (*p, st.total)).collect()
@@ -293,7 +325,7 @@ where
     };
     Ok(WorkerReport {
         worker: index,
-        source: control.report(),
+        source: control.as_ref().map(|c| c.report()).unwrap_or_default(),
         sinks: sinks.iter().map(|s| s.report()).collect(),
         pairs: s.pairs.len() as u64,
         pair_flows: s.pairs.values().map(|p| p.total).sum(),
@@ -307,7 +339,9 @@ where
             .fold(0u64, |a, (p, st)| a.wrapping_add(pair_digest(p, st.total))),
         pair_counts,
         elapsed_s: t0.elapsed().as_secs_f64(),
-        latency: control.latency(),
+        latency: control.as_ref().map(|c| c.latency()).unwrap_or_else(|| {
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+        }),
     })
 }
 
@@ -326,15 +360,10 @@ fn split_history<'s, O: timely::ExchangeData + Clone>(
 }
 
 /// Runs the pipeline on `timely` (workers, processes) and returns this process's merged report.
-pub fn run<H, F>(timely: timely::Config, cfg: RunConfig, make_hook: F) -> anyhow::Result<RunReport>
-where
-    H: PairHook<Output = FlowRecord>,
-    F: Fn(usize) -> H + Send + Sync + 'static,
-{
+pub fn run(timely: timely::Config, cfg: RunConfig) -> anyhow::Result<RunReport> {
     let cfg = Arc::new(cfg);
-    let make_hook = Arc::new(make_hook);
     let guards = timely::execute(timely, move |worker| {
-        run_worker(worker, &cfg, &*make_hook).map_err(|e| format!("{e:#}"))
+        run_worker(worker, &cfg).map_err(|e| format!("{e:#}"))
     })
     .map_err(|e| anyhow::anyhow!("starting timely: {e}"))?;
     let mut reports = Vec::new();

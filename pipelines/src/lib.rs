@@ -3,3 +3,5 @@
 
 pub mod commands;
 pub mod dataflow;
+pub mod embedded;
+pub mod model_stages;

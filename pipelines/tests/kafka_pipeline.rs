@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use temponet::{FlowRecord, HostPair};
 use temponet_operators::codec::WireFormat;
 use temponet_operators::testkit::Broker;
-use temponet_pipelines::dataflow::{self, NoGenerator, RunConfig, RunReport};
+use temponet_pipelines::dataflow::{self, RunConfig, RunReport};
 
 const IOT: &str = "CTU-Malware-Capture-34-1-labeled.csv";
 const IOT_FLOWS: usize = 23_145;
@@ -67,7 +67,7 @@ fn config(b: &Broker, input: &str, tag: &str) -> RunConfig {
 
 fn run(cfg: &RunConfig, timely: timely::Config) -> RunReport {
     dataflow::ensure_sink_topics(cfg, 1).unwrap();
-    dataflow::run(timely, cfg.clone(), |_| NoGenerator).expect("pipeline run")
+    dataflow::run(timely, cfg.clone()).expect("pipeline run")
 }
 
 fn pair_counts(flows: &[FlowRecord]) -> HashMap<HostPair, u64> {
@@ -105,15 +105,37 @@ const METRIC_FIELDS: &[&str] = &[
     "emitted_at_us",
 ];
 
-/// IoT-23 34-1 through a 3-partition topic with 2 workers: every flow lands once in the pair state of the worker
-/// that owns its pair, committed offsets equal what was produced, metrics windows add up.
+/// The model stages with a small TempoNet built from the first flows (10 s epochs: the capture spans a day).
+fn with_model(cfg: &mut RunConfig) {
+    use temponet::model::{ModelConfig, ModelKind};
+    cfg.clock = temponet_operators::EpochClock::new(10_000_000);
+    cfg.window_epochs = 60;
+    let mut mc = ModelConfig::default();
+    mc.temponet.hidden = 32;
+    mc.temponet.embed = 24;
+    let mut m = temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
+        ModelKind::TempoNet,
+        mc,
+        2000,
+        30,
+        cfg.clock,
+    );
+    m.trainer.average_every = 30;
+    m.generator.seed = 3;
+    cfg.model = Some(m);
+}
+
+/// IoT-23 34-1 through a 3-partition topic with 2 workers, model on: every flow lands once in the pair state of the
+/// worker that owns its pair, committed offsets equal what was produced, metrics windows add up and carry the
+/// model's figures, synthetic flows arrive on the output topic, parse and pass the compliance rules.
 #[test]
 fn iot23_two_workers_exactly_once_and_committed() {
     let b = Broker::start();
     b.create_topic("flows", 3);
     let flows = iot_flows();
     let produced = produce(&b, "flows", &flows, 3, WireFormat::Json);
-    let cfg = config(&b, "flows", "t1");
+    let mut cfg = config(&b, "flows", "t1");
+    with_model(&mut cfg);
     let rep = run(&cfg, timely::Config::process(2));
 
     assert_eq!(rep.flows, IOT_FLOWS as u64);
@@ -174,7 +196,7 @@ fn iot23_two_workers_exactly_once_and_committed() {
         }
         assert_eq!(m["workers"], 2);
     }
-    let sum = |k: &str| ms.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    let sum = |k: &str| ms.iter().map(|m| m[k].as_u64().unwrap_or(0)).sum::<u64>();
     assert_eq!(sum("flows_in"), IOT_FLOWS as u64);
     assert_eq!(sum("flows_absorbed"), IOT_FLOWS as u64);
     let last = ms.last().unwrap();
@@ -191,14 +213,46 @@ fn iot23_two_workers_exactly_once_and_committed() {
         starts.windows(2).all(|w| w[0] < w[1]),
         "windows out of order"
     );
-    // No generator is plugged in: nothing is invented on the output topic.
-    assert!(
-        b.read_all(
+    // Synthetic flows: on the output topic, as many as the metrics say, each parsing and compliant, all after
+    // the warm-up and within the input's span.
+    let synthetic: Vec<FlowRecord> = b
+        .read_all(
             &cfg.output_topic,
-            Duration::from_millis(200),
-            Duration::from_secs(5)
+            Duration::from_millis(300),
+            Duration::from_secs(20),
         )
-        .is_empty()
+        .into_iter()
+        .map(|(_, _, p)| {
+            WireFormat::Json
+                .decode(&p)
+                .expect("a synthetic flow parses")
+        })
+        .collect();
+    assert!(
+        !synthetic.is_empty(),
+        "no synthetic flow on the output topic"
+    );
+    assert_eq!(synthetic.len() as u64, sum("synthetic_flows"));
+    for r in &synthetic {
+        temponet::model::compliance::check(r, true)
+            .unwrap_or_else(|e| panic!("non-compliant synthetic flow {r:?}: {e}"));
+    }
+    let first = flows.iter().map(|r| r.start_us).min().unwrap();
+    let last_end = cfg.clock.start_of(
+        cfg.clock
+            .epoch_of(flows.iter().map(|r| r.start_us).max().unwrap())
+            + 1,
+    );
+    assert!(
+        synthetic
+            .iter()
+            .all(|r| r.start_us >= first + 300_000_000 && r.start_us < last_end)
+    );
+    assert!(last["model_version"].as_u64().unwrap() > 30);
+    let ratio = synthetic.len() as f64 / IOT_FLOWS as f64;
+    eprintln!(
+        "synthetic/real = {ratio:.2} ({} synthetic)",
+        synthetic.len()
     );
     assert!(
         b.read_all(
@@ -305,6 +359,9 @@ fn temponet_bin() -> &'static str {
     env!("CARGO_BIN_EXE_temponet")
 }
 
+/// Epoch length of the command-line runs.
+const CLI_EPOCH_US: i64 = 10_000_000;
+
 fn cli_args(b: &Broker, input: &str, tag: &str, group: &str, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "run",
@@ -322,6 +379,16 @@ fn cli_args(b: &Broker, input: &str, tag: &str, group: &str, extra: &[&str]) -> 
         group,
         "--idle-timeout-ms",
         "300",
+        // The model stages run too (their parameter averaging crosses processes in the -n 2 layout), with the
+        // cheap independent model and 10 s epochs so the backbone's checks stay fast.
+        "--model-kind",
+        "independent",
+        "--epoch-ms",
+        &(CLI_EPOCH_US / 1000).to_string(),
+        "--warmup-flows",
+        "1000",
+        "--warmup-epochs",
+        "10",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -394,7 +461,7 @@ fn worker_and_process_layouts_agree() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = wait_child(c, Duration::from_secs(60), tag);
+        let out = wait_child(c, Duration::from_secs(240), tag);
         let r: Value = serde_json::from_str(out.trim()).unwrap();
         results.push((tag.to_string(), summary(&r)));
     }
@@ -428,7 +495,7 @@ fn worker_and_process_layouts_agree() {
     let outs: Vec<Value> = children
         .into_iter()
         .map(|c| {
-            let out = wait_child(c, Duration::from_secs(60), "n2");
+            let out = wait_child(c, Duration::from_secs(240), "n2");
             serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("n2 report {out:?}: {e}"))
         })
         .collect();
@@ -473,7 +540,7 @@ fn restart_after_kill_loses_nothing() {
     // Run A: streaming (no --until-end), small windows so commits move along the first half. Once A has read
     // everything, its watermark passes the last epoch seen (idle partitions), which must not end a window, or
     // A could commit everything.
-    let last_epoch = flows[..half].iter().map(|r| r.start_us).max().unwrap() / 1_000_000;
+    let last_epoch = flows[..half].iter().map(|r| r.start_us).max().unwrap() / CLI_EPOCH_US;
     let window = if (last_epoch + 1) % 10 == 0 {
         "7"
     } else {
@@ -502,7 +569,7 @@ fn restart_after_kill_loses_nothing() {
             break;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(30),
+            t0.elapsed() < Duration::from_secs(120),
             "run A committed too little: {c:?} of {first:?}"
         );
         if a.try_wait().unwrap().is_some() {
@@ -547,7 +614,7 @@ fn restart_after_kill_loses_nothing() {
         .spawn()
         .unwrap();
     let r: Value =
-        serde_json::from_str(wait_child(c, Duration::from_secs(60), "run B").trim()).unwrap();
+        serde_json::from_str(wait_child(c, Duration::from_secs(240), "run B").trim()).unwrap();
     let mut consumed_b = 0;
     for w in r["workers"].as_array().unwrap() {
         for p in w["source"]["partitions"].as_array().unwrap() {
@@ -679,7 +746,7 @@ fn idle_partition_does_not_stall() {
         {
             break c;
         }
-        if t0.elapsed() > Duration::from_secs(20) || a.try_wait().unwrap().is_some() {
+        if t0.elapsed() > Duration::from_secs(90) || a.try_wait().unwrap().is_some() {
             let _ = a.kill();
             let out = a.wait_with_output().unwrap();
             panic!(

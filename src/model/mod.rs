@@ -436,6 +436,14 @@ pub trait FlowModel: Send {
     fn pair_arrivals(&self) -> &pair_arrival::PairArrivals;
     fn params(&self) -> Vec<f32>;
     fn set_params(&mut self, flat: &[f32]) -> Result<(), ModelError>;
+    /// The configured learning rate of online training (0 for models fitted by counting).
+    fn base_learning_rate(&self) -> f64 {
+        0.0
+    }
+    /// Sets the learning rate of the next [`FlowModel::train_batch`] steps (streaming: raised after a drift).
+    fn set_learning_rate(&mut self, _lr: f64) -> Result<(), ModelError> {
+        Ok(())
+    }
     fn version(&self) -> u64;
     fn set_version(&mut self, v: u64);
     /// Config, vocabularies and statistics as JSON (the model file header).
@@ -573,6 +581,14 @@ impl Model {
         self.0.set_version(version);
         Ok(())
     }
+    /// The configured learning rate of online training (0 for models fitted by counting).
+    pub fn base_learning_rate(&self) -> f64 {
+        self.0.base_learning_rate()
+    }
+    /// Sets the learning rate of the next [`Model::train_batch`] steps.
+    pub fn set_learning_rate(&mut self, lr: f64) -> Result<(), ModelError> {
+        self.0.set_learning_rate(lr)
+    }
     /// Counts parameter updates (training steps and parameter replacements); travels with parameters.
     pub fn version(&self) -> u64 {
         self.0.version()
@@ -583,6 +599,21 @@ impl Model {
     pub fn load(path: &Path, device: DeviceChoice) -> Result<Model, ModelError> {
         file::load(path, device)
     }
+}
+
+/// Sets an Adam optimiser's learning rate, building the optimiser first if no step has run yet (shared by the
+/// networks' [`FlowModel::set_learning_rate`]).
+pub(crate) fn set_adam_lr(
+    opt: &mut Option<tch::nn::Optimizer>,
+    vs: &tch::nn::VarStore,
+    lr: f64,
+) -> Result<(), ModelError> {
+    use tch::nn::OptimizerConfig;
+    match opt {
+        Some(o) => o.set_lr(lr),
+        None => *opt = Some(tch::nn::Adam::default().build(vs, lr)?),
+    }
+    Ok(())
 }
 
 /// Splits records (in file order) into the first `1 - holdout` and the last `holdout` fraction.

@@ -250,6 +250,9 @@ pub struct GenSession {
     ended: u64,
     /// Sessions the guard ended (see [`SESSION_GUARD`]).
     guarded: u64,
+    /// Streaming shard `(worker, peers)`: only pairs with `stable_hash % peers == worker` get lanes (see
+    /// [`GenSession::set_shard`]).
+    shard: Option<(u64, u64)>,
 }
 
 /// Models move between threads (the streaming workers own their sessions): sessions must stay `Send`.
@@ -284,6 +287,7 @@ impl GenSession {
             lanes: model.0.new_lanes(),
             ended: 0,
             guarded: 0,
+            shard: None,
         }
     }
 
@@ -296,6 +300,29 @@ impl GenSession {
             )));
         }
         Ok(())
+    }
+
+    /// Makes this session worker `worker`'s part of a generation spread over `peers` workers (each with a session
+    /// of the same seed): the observed pairs and the arrivals of new pairs are the same draws on every worker, and
+    /// each worker keeps the pairs it owns (`HostPair::stable_hash() % peers == worker`, the dataflow's routing for
+    /// any peer count that is a power of two, and its `%` rule otherwise), so together they generate what one session
+    /// would, not `peers` times as much. Lanes draw from per-worker random streams. Set it before the first lane.
+    pub fn set_shard(&mut self, worker: usize, peers: usize) {
+        if peers > 1 {
+            self.shard = Some((worker as u64, peers as u64));
+        }
+    }
+
+    fn owns(&self, pair: &HostPair) -> bool {
+        self.shard.is_none_or(|(w, n)| pair.stable_hash() % n == w)
+    }
+
+    /// Seed of the lanes' random streams (per worker when sharded, so workers' lanes are independent).
+    fn lane_seed(&self) -> u64 {
+        match self.shard {
+            Some((w, _)) => self.seed ^ (w + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            None => self.seed,
+        }
     }
 
     /// Sets where generation starts when no lane says so (a `Synthetic` session before its first advance: the
@@ -323,7 +350,7 @@ impl GenSession {
                 self.lanes.heads.push(LaneHead {
                     pair,
                     serial: stream,
-                    rng: LaneRng::new(self.seed, stream),
+                    rng: LaneRng::new(self.lane_seed(), stream),
                     next: None,
                     ended: false,
                     not_before,
@@ -335,10 +362,11 @@ impl GenSession {
                 self.lanes.heads.len() - 1
             }
         };
+        let seed = self.lane_seed();
         let h = &mut self.lanes.heads[i];
         h.pair = pair;
         h.serial = stream;
-        h.rng = LaneRng::new(self.seed, stream);
+        h.rng = LaneRng::new(seed, stream);
         h.next = None;
         h.ended = false;
         h.not_before = not_before;
@@ -417,7 +445,7 @@ impl GenSession {
         let not_before = self.clock_us.unwrap_or(i64::MIN).max(start_us);
         let silence = model.space().silence_us;
         for (i, o) in model.0.observed_lanes().into_iter().enumerate() {
-            if not_before - o.last_us <= silence && !self.is_live(&o.pair) {
+            if not_before - o.last_us <= silence && !self.is_live(&o.pair) && self.owns(&o.pair) {
                 self.serial += 1;
                 let _ = self.start_lane(
                     model,
@@ -478,6 +506,10 @@ impl GenSession {
                     Start::Pair(p) => p,
                     Start::Observed(i) => a.pairs[i],
                 };
+                // Every worker draws the same starts; each keeps those of the pairs it owns.
+                if !self.shard.is_none_or(|(w, n)| pair.stable_hash() % n == w) {
+                    continue;
+                }
                 // A live lane decides the start when it goes silent (see the module doc).
                 match self.index.get(&lane_key(self.kind, &pair)) {
                     Some(&i) if !self.lanes.heads[i].ended => {

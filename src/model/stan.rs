@@ -1218,6 +1218,12 @@ impl FlowModel for Stan {
     fn set_params(&mut self, flat: &[f32]) -> Result<(), ModelError> {
         super::temponet::set_flat_params(&self.vs, flat)
     }
+    fn base_learning_rate(&self) -> f64 {
+        self.config.lr
+    }
+    fn set_learning_rate(&mut self, lr: f64) -> Result<(), ModelError> {
+        super::set_adam_lr(&mut self.opt, &self.vs, lr)
+    }
     fn version(&self) -> u64 {
         self.version
     }

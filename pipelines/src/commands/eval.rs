@@ -1,5 +1,6 @@
 //! `temponet eval --real FILE... --synthetic FILE... [--train FILE...] [--attacks FILE...] --out DIR`:
-//! fidelity, utility and privacy of one synthetic set against real flows. Writes `DIR/report.json`,
+//! fidelity, utility and privacy of synthetic sets (one, or more side by side with `--also NAME=FILE`) against
+//! real flows. Writes `DIR/report.json`,
 //! `DIR/report.md` and PNG plots, and prints the summary table. The metrics are defined in
 //! `temponet::metrics` (see its docs).
 
@@ -30,6 +31,13 @@ pub struct Args {
     /// Name of the synthetic set in the tables.
     #[arg(long, default_value = "synthetic")]
     pub name: String,
+    /// Further synthetic sets to compare side by side, each `NAME=FILE` (repeat the option).
+    #[arg(long = "also", value_parser = parse_named)]
+    pub also: Vec<(String, PathBuf)>,
+    /// Compare only the real flows within the time span of the (first) synthetic set: for streaming runs, whose
+    /// synthetic flows start once the model is built.
+    #[arg(long)]
+    pub clip_to_synthetic: bool,
     /// Output directory (created if missing).
     #[arg(long)]
     pub out: PathBuf,
@@ -52,6 +60,13 @@ fn read_set(input: &InputOpts, what: &str, paths: &[PathBuf]) -> anyhow::Result<
     Ok(v)
 }
 
+fn parse_named(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), PathBuf::from(p))),
+        _ => Err(format!("expected NAME=FILE, got {s:?}")),
+    }
+}
+
 fn names(paths: &[PathBuf]) -> Vec<String> {
     paths.iter().map(|p| p.display().to_string()).collect()
 }
@@ -61,8 +76,31 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let real = read_set(&args.input, "--real", &args.real)?;
+    let mut real = read_set(&args.input, "--real", &args.real)?;
     let synthetic = read_set(&args.input, "--synthetic", &args.synthetic)?;
+    let mut sets = vec![(args.name.clone(), synthetic)];
+    for (name, path) in &args.also {
+        let what = format!("--also {name}");
+        sets.push((
+            name.clone(),
+            read_set(&args.input, &what, std::slice::from_ref(path))?,
+        ));
+    }
+    if args.clip_to_synthetic {
+        let starts = sets[0].1.iter().map(|r| r.start_us);
+        let (lo, hi) = (starts.clone().min(), starts.max());
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            let before = real.len();
+            real.retain(|r| r.start_us >= lo && r.start_us <= hi);
+            eprintln!(
+                "--clip-to-synthetic: {} of {before} real flows lie within the synthetic span",
+                real.len()
+            );
+            if real.is_empty() {
+                bail!("no real flow lies within the synthetic flows' time span");
+            }
+        }
+    }
     let train = read_set(&args.input, "--train", &args.train)?;
     let attacks = read_set(&args.input, "--attacks", &args.attacks)?;
     std::fs::create_dir_all(&args.out)
@@ -76,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let bar = ProgressBar::new_spinner().with_message(format!(
         "evaluating {} synthetic flows against {} real flows{}",
-        synthetic.len(),
+        sets.iter().map(|s| s.1.len()).sum::<usize>(),
         real.len(),
         if args.no_utility {
             ""
@@ -88,7 +126,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let result = compare(&real, &train, &[(args.name.as_str(), &synthetic)], &opts);
+    let named: Vec<(&str, &[FlowRecord])> = sets
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let result = compare(&real, &train, &named, &opts);
     bar.finish_and_clear();
     let mut report = result.context("evaluation failed")?;
     report.real.files = names(&args.real);
@@ -98,8 +140,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(a) = report.attacks.as_mut() {
         a.files = names(&args.attacks);
     }
-    if let Some(m) = report.models.first_mut() {
-        m.synthetic.files = names(&args.synthetic);
+    for (i, m) in report.models.iter_mut().enumerate() {
+        m.synthetic.files = match i {
+            0 => names(&args.synthetic),
+            _ => names(std::slice::from_ref(&args.also[i - 1].1)),
+        };
     }
     write(
         &args.out.join("report.json"),

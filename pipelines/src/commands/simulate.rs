@@ -13,6 +13,22 @@ use temponet::sim::{AttackKind, RegimeChange, Scenario, SimConfig, Simulator};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    #[command(flatten)]
+    pub sim: SimOpts,
+    /// Output file (`-` for standard output).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Output format; defaults to what the output file's extension says, else jsonl.
+    #[arg(long)]
+    pub format: Option<OutputFormat>,
+    /// Stop after this many flows (the span is an upper bound then).
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+/// The simulator's settings, shared by `simulate` and the embedded default of `run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimOpts {
     /// Network size: each role of the scenario gets max(min_count, round(share x N)) hosts.
     #[arg(long, default_value_t = 100)]
     pub hosts: usize,
@@ -22,15 +38,9 @@ pub struct Args {
     /// Random seed: the same seed (and options) gives the same flows.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Output file (`-` for standard output).
-    #[arg(long)]
-    pub out: PathBuf,
     /// Embedded scenario name (`enterprise`, `enterprise-night-shift`) or path to a scenario TOML file.
     #[arg(long, default_value = "enterprise")]
     pub scenario: String,
-    /// Output format; defaults to what the output file's extension says, else jsonl.
-    #[arg(long)]
-    pub format: Option<OutputFormat>,
     /// Start of the simulated window (RFC 3339, UTC). The default is a Monday midnight.
     #[arg(long, default_value = "2026-01-05T00:00:00Z", value_parser = parse_start)]
     pub start: i64,
@@ -43,12 +53,31 @@ pub struct Args {
     /// The scenario (name or path) in force after `--regime-change-at`.
     #[arg(long, requires = "regime_change_at")]
     pub second_scenario: Option<String>,
-    /// Stop after this many flows (the span is an upper bound then).
-    #[arg(long)]
-    pub limit: Option<u64>,
 }
 
-fn parse_span(s: &str) -> Result<Duration, String> {
+impl SimOpts {
+    /// The simulator configuration these options describe (scenarios resolved and validated by name or path).
+    pub fn config(&self) -> anyhow::Result<SimConfig> {
+        let regime_change = match (&self.regime_change_at, &self.second_scenario) {
+            (Some(at), Some(name)) => Some(RegimeChange {
+                after_us: micros(*at)?,
+                scenario: Scenario::resolve(name)?,
+            }),
+            _ => None,
+        };
+        Ok(SimConfig {
+            scenario: Scenario::resolve(&self.scenario)?,
+            hosts: self.hosts,
+            start_us: self.start,
+            span_us: micros(self.span)?,
+            seed: self.seed,
+            attacks: self.attacks.clone(),
+            regime_change,
+        })
+    }
+}
+
+pub fn parse_span(s: &str) -> Result<Duration, String> {
     let d =
         humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 90s, 15m, 24h, 7d)"))?;
     if d.is_zero() {
@@ -58,7 +87,7 @@ fn parse_span(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_start(s: &str) -> Result<i64, String> {
+pub fn parse_start(s: &str) -> Result<i64, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_micros())
         .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-01-05T00:00:00Z)"))
@@ -69,24 +98,7 @@ fn micros(d: Duration) -> anyhow::Result<i64> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let scenario = Scenario::resolve(&args.scenario)?;
-    let regime_change = match (&args.regime_change_at, &args.second_scenario) {
-        (Some(at), Some(name)) => Some(RegimeChange {
-            after_us: micros(*at)?,
-            scenario: Scenario::resolve(name)?,
-        }),
-        _ => None,
-    };
-    let span_us = micros(args.span)?;
-    let cfg = SimConfig {
-        scenario,
-        hosts: args.hosts,
-        start_us: args.start,
-        span_us,
-        seed: args.seed,
-        attacks: args.attacks.clone(),
-        regime_change,
-    };
+    let cfg = args.sim.config()?;
     let sim = Simulator::new(cfg)?;
     let format = args
         .format
@@ -104,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut w = FlowWriter::new(BufWriter::with_capacity(1 << 20, sink), format)?;
 
     // Progress in simulated seconds (the flow count is not known ahead); drawn only on a terminal.
-    let bar = ProgressBar::new(args.span.as_secs().max(1));
+    let bar = ProgressBar::new(args.sim.span.as_secs().max(1));
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} s simulated, {msg}")
             .expect("valid template")
@@ -120,7 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         w.write(&r)
             .with_context(|| format!("writing {}", args.out.display()))?;
         if w.written() % 65_536 == 0 {
-            bar.set_position(((r.start_us - args.start) / 1_000_000) as u64);
+            bar.set_position(((r.start_us - args.sim.start) / 1_000_000) as u64);
             bar.set_message(format!("{} flows", w.written()));
         }
     }

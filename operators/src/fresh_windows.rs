@@ -1,0 +1,252 @@
+//! `fresh_windows`: the [`PairHook`] that turns each pair's new events into training/generation windows.
+//!
+//! After an epoch closes, [`crate::pair_history::pair_history`] calls the hook on the worker that owns each pair
+//! that received flows; the hook emits one or more [`FreshWindow`]s holding the pair's fresh events plus up to
+//! `context` older events from the ring (so the recurrent encoder sees history before the first fresh event). The
+//! windows leave `pair_history` on the owning worker at the epoch's time, so the trainer and the generator that
+//! consume them with a pipeline pact see exactly the pairs their worker owns.
+
+use crate::pair_history::{PairEvent, PairState};
+use crate::plugs::PairHook;
+use serde::{Deserialize, Serialize};
+use temponet::model::PairWindow;
+use temponet::{FlowRecord, HostPair, TcpFlags};
+
+/// A pair's fresh events of one epoch with some context before them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FreshWindow {
+    pub pair: HostPair,
+    /// `events[0]` is the pair's first flow ever (the ring held every flow of the pair).
+    pub starts_pair: bool,
+    /// Start of the flow before `events[0]`, when the ring still had it.
+    pub prev_start_us: Option<i64>,
+    /// Starts of up to [`EARLIER_STARTS`] flows before `events[0]` still in the ring (oldest first): enough to place
+    /// `events[0]` in its session once the model's silence threshold is known (see [`FreshWindow::session_pos`]).
+    pub earlier: Vec<i64>,
+    /// Oldest first; the last `fresh` are the new ones.
+    pub events: Vec<PairEvent>,
+    pub fresh: usize,
+}
+
+impl FreshWindow {
+    /// The flow of one of the window's events (no label: labels are not learned).
+    pub fn record(&self, e: &PairEvent) -> FlowRecord {
+        FlowRecord {
+            start_us: e.start_us,
+            duration_us: e.duration_us,
+            src: self.pair.src,
+            dst: self.pair.dst,
+            src_port: e.src_port,
+            dst_port: e.dst_port,
+            proto: e.proto,
+            flags: TcpFlags(e.flags),
+            packets: e.packets,
+            bytes: e.bytes,
+            label: None,
+        }
+    }
+
+    /// Position of `events[0]` in its session under the silence threshold `silence_us`: flows of the pair before
+    /// it with no gap above the threshold in between (counted as far back as [`FreshWindow::earlier`] reaches).
+    pub fn session_pos(&self, silence_us: i64) -> u32 {
+        let Some(first) = self.events.first() else {
+            return 0;
+        };
+        let mut pos = 0u32;
+        let mut next = first.start_us;
+        for &t in self.earlier.iter().rev() {
+            if next - t > silence_us {
+                return pos;
+            }
+            pos += 1;
+            next = t;
+        }
+        pos
+    }
+
+    /// The model's view: context events unscored, fresh events scored. `silence_us` (the model's silence
+    /// threshold) places the window in its session; `None` leaves the position at 0. The pair may still be in a
+    /// session at the window's end, so its last event's silence mark is left unknown (`quiet_until_us: None`): the
+    /// mark is learned when the pair's next flow comes, as that flow's inter-arrival.
+    pub fn to_pair_window(&self, silence_us: Option<i64>) -> PairWindow {
+        let n = self.events.len();
+        PairWindow {
+            pair: self.pair,
+            starts_pair: self.starts_pair,
+            prev_start_us: self.prev_start_us,
+            events: self.events.iter().map(|e| self.record(e)).collect(),
+            score: (0..n).map(|i| i >= n - self.fresh).collect(),
+            quiet_until_us: None,
+            session_pos: silence_us.map_or(0, |s| self.session_pos(s)),
+        }
+    }
+
+    /// The newest event and the start of the one before it (what a synthetic twin continues from).
+    pub fn last(&self) -> Option<(FlowRecord, Option<i64>)> {
+        let n = self.events.len();
+        let last = self.events.last()?;
+        let prev = if n >= 2 {
+            Some(self.events[n - 2].start_us)
+        } else {
+            self.prev_start_us
+        };
+        Some((self.record(last), prev))
+    }
+}
+
+/// Most flows before a window's first event whose starts travel with it ([`FreshWindow::earlier`]); positions past
+/// it are cut there (the model's session-position input saturates well below).
+pub const EARLIER_STARTS: usize = 48;
+
+/// Emits [`FreshWindow`]s of at most `max_fresh` fresh events each (longer runs are cut, each piece keeping up to
+/// `context` events before it), so a training batch stays bounded however bursty a pair is.
+#[derive(Clone, Copy, Debug)]
+pub struct FreshWindows {
+    pub context: usize,
+    pub max_fresh: usize,
+}
+
+impl Default for FreshWindows {
+    fn default() -> Self {
+        FreshWindows {
+            context: 8,
+            max_fresh: 32,
+        }
+    }
+}
+
+impl PairHook for FreshWindows {
+    type Output = FreshWindow;
+
+    fn on_pair(
+        &mut self,
+        _epoch: u64,
+        pair: &HostPair,
+        state: &PairState,
+        fresh: &[PairEvent],
+        out: &mut Vec<FreshWindow>,
+    ) {
+        let ring_len = state.ring.len();
+        // The fresh events are the ring's last `fresh.len()` (or all of the ring, if the epoch overflowed it).
+        let fresh_in_ring = fresh.len().min(ring_len);
+        let first_fresh = ring_len - fresh_in_ring;
+        let max_fresh = self.max_fresh.max(1);
+        let mut lo = first_fresh;
+        while lo < ring_len {
+            let hi = (lo + max_fresh).min(ring_len);
+            let from = lo.saturating_sub(self.context);
+            // The ring holds the pair's whole history only while nothing was ever pushed out of it.
+            let whole = state.total as usize == ring_len;
+            out.push(FreshWindow {
+                pair: *pair,
+                starts_pair: whole && from == 0,
+                prev_start_us: (from > 0).then(|| state.ring[from - 1].start_us),
+                earlier: state
+                    .ring
+                    .range(from.saturating_sub(EARLIER_STARTS)..from)
+                    .map(|e| e.start_us)
+                    .collect(),
+                events: state.ring.range(from..hi).copied().collect(),
+                fresh: hi - lo,
+            });
+            lo = hi;
+        }
+    }
+}
+
+/// [`FreshWindows`] when a model consumes them, nothing otherwise (pair state only: the ingest benchmark).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MaybeWindows(pub Option<FreshWindows>);
+
+impl PairHook for MaybeWindows {
+    type Output = FreshWindow;
+
+    fn on_pair(
+        &mut self,
+        epoch: u64,
+        pair: &HostPair,
+        state: &PairState,
+        fresh: &[PairEvent],
+        out: &mut Vec<FreshWindow>,
+    ) {
+        if let Some(w) = self.0.as_mut() {
+            w.on_pair(epoch, pair, state, fresh, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    fn ev(t: i64) -> PairEvent {
+        PairEvent {
+            start_us: t,
+            duration_us: 0,
+            src_port: 1,
+            dst_port: 2,
+            proto: 6,
+            flags: 2,
+            packets: 1,
+            bytes: 40,
+        }
+    }
+
+    fn state(ts: &[i64], total: u64) -> PairState {
+        PairState {
+            ring: ts.iter().map(|&t| ev(t)).collect::<VecDeque<_>>(),
+            total,
+            last_us: *ts.last().unwrap(),
+        }
+    }
+
+    fn pair() -> HostPair {
+        HostPair {
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn new_pair_starts_and_scores_all() {
+        let st = state(&[1, 2, 3], 3);
+        let mut out = Vec::new();
+        FreshWindows::default().on_pair(0, &pair(), &st, &[ev(1), ev(2), ev(3)], &mut out);
+        assert_eq!(out.len(), 1);
+        let w = out[0].to_pair_window(None);
+        assert!(w.starts_pair);
+        assert_eq!(w.score, vec![true, true, true]);
+        assert_eq!(out[0].last().unwrap().1, Some(2));
+    }
+
+    #[test]
+    fn context_is_unscored_and_long_runs_are_cut() {
+        let ts: Vec<i64> = (0..20).collect();
+        let st = state(&ts, 100);
+        let fresh: Vec<PairEvent> = (10..20).map(ev).collect();
+        let mut out = Vec::new();
+        let hook = &mut FreshWindows {
+            context: 3,
+            max_fresh: 4,
+        };
+        hook.on_pair(0, &pair(), &st, &fresh, &mut out);
+        let fresh_total: usize = out.iter().map(|w| w.fresh).sum();
+        assert_eq!(fresh_total, 10);
+        assert_eq!(out.len(), 3);
+        let w = &out[0];
+        assert!(!w.starts_pair);
+        assert_eq!(w.prev_start_us, Some(6));
+        assert_eq!(
+            w.events.iter().map(|e| e.start_us).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10, 11, 12, 13]
+        );
+        let pw = w.to_pair_window(Some(100));
+        assert_eq!(pw.session_pos, 7);
+        assert_eq!(w.to_pair_window(Some(0)).session_pos, 0);
+        assert_eq!(pw.score.iter().filter(|s| **s).count(), 4);
+        assert!(!pw.score[2] && pw.score[3]);
+        // The second piece's context overlaps the first piece's fresh events.
+        assert_eq!(out[1].events[0].start_us, 11);
+    }
+}
