@@ -81,6 +81,34 @@ impl FreshWindow {
         }
     }
 
+    /// Fresh events that begin a session of the pair under the silence threshold `silence_us`: the pair's first
+    /// flow, or one more than `silence_us` after the flow before it. Index into `events`, with the real flow
+    /// before it and that flow's predecessor's start when the window (or `prev_start_us`) holds them.
+    pub fn session_starts(
+        &self,
+        silence_us: i64,
+    ) -> Vec<(usize, Option<(FlowRecord, Option<i64>)>)> {
+        let n = self.events.len();
+        let start_of = |i: usize| -> Option<i64> {
+            if i > 0 {
+                Some(self.events[i - 1].start_us)
+            } else {
+                self.prev_start_us
+            }
+        };
+        (n - self.fresh.min(n)..n)
+            .filter(|&i| match start_of(i) {
+                _ if i == 0 && self.starts_pair => true,
+                Some(p) => self.events[i].start_us - p > silence_us,
+                None => false,
+            })
+            .map(|i| {
+                let before = (i > 0).then(|| (self.record(&self.events[i - 1]), start_of(i - 1)));
+                (i, before)
+            })
+            .collect()
+    }
+
     /// The newest event and the start of the one before it (what a synthetic twin continues from).
     pub fn last(&self) -> Option<(FlowRecord, Option<i64>)> {
         let n = self.events.len();

@@ -1,10 +1,13 @@
 //! `generator`: synthetic flows for the host pairs a worker owns, generated epoch by epoch by its model replica.
 //!
 //! # Twins
-//! When a real pair this worker owns shows up (a [`FreshWindow`] from `pair_history`), its synthetic *twin*
-//! starts from the pair's newest real flow (a twin already live is left alone): from then on the twin is the
-//! model's own continuation of the pair, never fed the real pair's later flows, and it ends when the model's
-//! "pair goes silent" mark says so. With [`PairSource::Synthetic`] the session also draws brand-new pairs from the
+//! When a real pair this worker owns begins a session (its first flow, or a flow after a gap above the model's
+//! silence threshold, seen in a [`FreshWindow`] from `pair_history`), its synthetic *twin* begins one too, with the
+//! real flow before the session as history (a twin still live in an earlier session queues it). The twin's session
+//! is the model's own: never fed the real pair's later flows, it ends when the model's "pair goes silent" mark says
+//! so. One twin session per real session keeps the synthetic rate at the real one's while the model decides how
+//! long and how dense each session is. Pairs already in a session when generation opens continue from their newest
+//! real flow. With [`PairSource::Synthetic`] the session also draws brand-new pairs from the
 //! model's pair-arrival part (no real address is needed). In pure generation mode (no real input) the ticks of a
 //! clock source drive the epochs and, with [`PairSource::Observed`], the twins of the pairs seen in training that
 //! this worker owns (`stable_hash % peers`) start at the first epoch.
@@ -151,6 +154,7 @@ pub fn generator<'s>(
             let mut flows = Vec::new();
             if let (Some(model), Some(i0)) = (model, first_ready) {
                 let start = cfg.clock.start_of(per_epoch[i0].0);
+                let opening = session.is_none();
                 let s = session.get_or_insert_with(|| {
                     let mut s = model.open_session(cfg.seed, cfg.pairs);
                     s.set_shard(worker, peers);
@@ -161,9 +165,20 @@ pub fn generator<'s>(
                     s
                 });
                 if cfg.twins {
+                    // A twin session per real session: real session starts start (or queue) one. Pairs already in
+                    // a session when generation opens join mid-session instead, continuing from their newest flow.
+                    let silence = model.space().silence_us;
                     for w in &joins {
-                        if let Some((last, prev)) = w.last() {
-                            s.join(model, &last, prev);
+                        let starts = w.session_starts(silence);
+                        if starts.is_empty() {
+                            if opening && let Some((last, prev)) = w.last() {
+                                s.join(model, &last, prev);
+                            }
+                            continue;
+                        }
+                        for (i, before) in &starts {
+                            let before = before.as_ref().map(|(r, p)| (r, *p));
+                            s.join_session(model, w.pair, before, w.events[*i].start_us);
                         }
                     }
                 }

@@ -193,6 +193,13 @@ impl Normaliser {
     /// Training-time dequantisation of packets: the standardised `log(packets + 0.5)` becomes
     /// `log(packets + u)` with `u` uniform in `[0, 1)`, so the continuous density cannot collapse onto the
     /// integers (which made training unstable); scoring keeps the midpoint.
+    /// The packet count of an encoded packets value (`z` of `ln(p + 0.5)`, see [`log_packets`]).
+    pub fn packets_of(&self, z: f32) -> u64 {
+        (self.unz(cont::PACKETS, z as f64).exp() - 0.5)
+            .round()
+            .max(1.0) as u64
+    }
+
     pub fn dequantise_packets(&self, z: f32, u: f64) -> f32 {
         let p = (self.unz(cont::PACKETS, z as f64).exp() - 0.5)
             .round()
@@ -696,9 +703,14 @@ impl Marginals {
 
 /// Sets the first `values.len()` entries of a linear layer's bias (weights untouched).
 pub fn set_bias(l: &tch::nn::Linear, values: &[f32]) {
+    set_bias_at(l, 0, values)
+}
+
+/// [`set_bias`] from output `offset` on.
+pub fn set_bias_at(l: &tch::nn::Linear, offset: usize, values: &[f32]) {
     if let Some(b) = &l.bs {
         tch::no_grad(|| {
-            let mut head = b.narrow(0, 0, values.len() as i64);
+            let mut head = b.narrow(0, offset as i64, values.len() as i64);
             head.copy_(&tch::Tensor::from_slice(values).to_device(b.device()));
         });
     }

@@ -16,7 +16,7 @@ use super::{DeviceChoice, Model, ModelError, ModelKind, independent, stan, tempo
 use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"TEMPONET";
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 fn fnv64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -585,6 +585,7 @@ impl FlowModel for Independent {
                 self.pairs[*k].last_us as f64,
                 false,
             ),
+            LaneStart::Resume { last, at, .. } => (self.timing(&last.pair()), *at as f64, true),
             LaneStart::Reactivate { i: k, at } => {
                 (self.timing(&self.pairs[*k].pair), *at as f64, true)
             }

@@ -163,6 +163,13 @@ pub enum LaneStart<'a> {
     /// Entry `i` of the model's table of observed pairs coming back after a silence: its first flow starts at
     /// `at`, with the pair's last training flow as history.
     Reactivate { i: usize, at: i64 },
+    /// A pair starting a new session at `at` (its first flow then) after the real flow `last` (and the start of
+    /// the one before it, if known) as history: a twin following its real pair into a new session.
+    Resume {
+        last: &'a FlowRecord,
+        prev_start_us: Option<i64>,
+        at: i64,
+    },
     /// A new pair whose first flow starts at `at`.
     New { at: i64 },
 }
@@ -428,6 +435,47 @@ impl GenSession {
             },
             self.serial - 1,
         );
+    }
+
+    /// A real pair began a session at `at` (its first flow, or its first after a gap above the silence threshold):
+    /// its twin begins one too, at `at` or at the session clock if that is later, its first flow conditioned on
+    /// `before` (the pair's real flow before the session and the start of the one before that) when known. A twin
+    /// still live in an earlier session queues the start: it begins when that session ends (as a new pair's then,
+    /// the real history being older than the twin's own). So a twin has one session per real session of its pair,
+    /// each as long as the model's silence mark makes it; [`GenSession::join`] is for pairs met mid-session.
+    pub fn join_session(
+        &mut self,
+        model: &Model,
+        pair: HostPair,
+        before: Option<(&FlowRecord, Option<i64>)>,
+        at: i64,
+    ) {
+        if self.check(model).is_err() {
+            return;
+        }
+        let at = self.clock_us.unwrap_or(i64::MIN).max(at);
+        self.serial += 1;
+        let stream = self.serial - 1;
+        if let Some(&i) = self.index.get(&lane_key(self.kind, &pair))
+            && !self.lanes.heads[i].ended
+        {
+            self.lanes.heads[i].requests.push_back(Request {
+                at,
+                stream,
+                start: Start::Pair(pair),
+            });
+            return;
+        }
+        let from = match before {
+            Some((last, prev_start_us)) => LaneStart::Resume {
+                last,
+                prev_start_us,
+                at,
+            },
+            None => LaneStart::New { at },
+        };
+        // start_lane fails only for a model of another kind, checked above.
+        let _ = self.start_lane(model, pair, at, &from, stream);
     }
 
     /// Lanes for every pair the model saw in training (what `PairSource::Observed` generation does), starting at

@@ -1141,6 +1141,24 @@ impl FlowModel for Stan {
                 unresolved: false,
                 p_last: None,
             },
+            LaneStart::Resume {
+                last,
+                prev_start_us,
+                at,
+            } => LaneState {
+                rows: {
+                    let mut r = self.row(last, *prev_start_us, &mut scratch);
+                    let within =
+                        prev_start_us.is_some_and(|p| last.start_us - p <= self.space.silence_us);
+                    Self::place(&mut r, within as u32);
+                    vec![r]
+                },
+                last_us: Some(last.start_us),
+                arrival: Some(*at),
+                stop: false,
+                unresolved: false,
+                p_last: None,
+            },
             LaneStart::New { at } => LaneState {
                 rows: Vec::new(),
                 last_us: None,

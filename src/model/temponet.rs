@@ -149,7 +149,7 @@ impl Net {
             CATEGORICAL[1].groups(),
             CATEGORICAL[2].groups(),
             CATEGORICAL[3].groups(),
-            3 * k,
+            PK_CLASSES as i64 + 3 * k,
             3 * k,
             1 + 3 * k,
             1,
@@ -411,6 +411,17 @@ const CATEGORICAL: [TwoLevel; 4] = [
         size: 16,
     },
 ];
+
+/// Packet counts below this are classes of their own in the packets head; larger ones share its last class and
+/// take their value from a log-normal mixture truncated to `>= PK_CLASSES` (the head's other outputs). Small counts
+/// are spikes (DNS: 93 % two packets) that a log-normal mixture smooths into its neighbours: on the simulator a
+/// quarter of generated DNS flows had one packet (2 % of real ones), and zero durations with them.
+const PK_CLASSES: usize = 16;
+
+/// Packets head class of a count.
+fn pk_class(p: u64) -> usize {
+    (p.max(1) as usize - 1).min(PK_CLASSES - 1)
+}
 
 /// Index of the silence head (after the 8 flow heads) and of its entry in [`Losses`].
 const SILENCE_HEAD: usize = 8;
@@ -678,7 +689,46 @@ impl TempoNet {
         let nll_dp = n.categorical_nll(2, &c3, &dp) * &tgt;
         let nll_sp = n.categorical_nll(3, &c4, &sp) * &tgt;
         let nll_fl = n.categorical_nll(4, &c5, &fl) * &tgt;
-        let nll_pk = (mixture::nll(&n.head(5, &c6), &pk, k) + ln_std(cont::PACKETS)) * &tgt;
+        // Packets are counts: the probability of the count's bin `[ln p, ln(p + 1))` (generation floors its draw)
+        // under the mixture truncated to `p >= 1` as generation draws it, not a density of a dequantised value
+        // (whose smoothing leaked a quarter of DNS's 2-packet flows into 1-packet ones).
+        // Small counts are classes; the last class's counts have the probability of their bin in the mixture
+        // truncated to the class (see `PK_CLASSES`).
+        let oq = n.head(5, &c6);
+        let counts: Vec<u64> = y
+            .iter()
+            .map(|e| self.space.norm.packets_of(e.packets))
+            .collect();
+        let zp = |v: f64| self.space.norm.z(cont::PACKETS, v);
+        let (pk_lo, pk_hi): (Vec<f32>, Vec<f32>) = counts
+            .iter()
+            .map(|&p| {
+                let p = p.max(PK_CLASSES as u64) as f64;
+                (zp(p.ln()), zp((p + 1.0).ln()))
+            })
+            .unzip();
+        let tail = lf(&counts
+            .iter()
+            .map(|&p| (pk_class(p) == PK_CLASSES - 1) as u8 as f32)
+            .collect::<Vec<_>>());
+        let cls = li(
+            &counts
+                .iter()
+                .map(|&p| pk_class(p) as i64)
+                .collect::<Vec<_>>(),
+            &[-1, 1],
+        );
+        let om = oq.narrow(1, PK_CLASSES as i64, 3 * k);
+        let tail_from = lf(&vec![zp((PK_CLASSES as f64).ln()); y.len()]);
+        let inf = lf(&vec![f32::INFINITY; y.len()]);
+        let nll_class = -oq
+            .narrow(1, 0, PK_CLASSES as i64)
+            .log_softmax(1, Kind::Float)
+            .gather(1, &cls, false)
+            .squeeze_dims([1]);
+        let nll_tail = mixture::interval_nll(&om, &lf(&pk_lo), &lf(&pk_hi), k)
+            - mixture::interval_nll(&om, &tail_from, &inf, k);
+        let nll_pk = (nll_class + nll_tail * &tail) * &tgt;
         let nll_bp = (mixture::nll(&n.head(6, &c7), &bp, k) + ln_std(cont::BPP)) * &tgt;
         let od = n.head(7, &c8);
         let l0 = od.select(1, 0);
@@ -726,15 +776,9 @@ impl TempoNet {
     }
 
     fn step(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
-        let mut bt = self.build_batch(windows);
+        let bt = self.build_batch(windows);
         if bt.y.is_empty() {
             return Ok(TaskNll::default());
-        }
-        for e in bt.y.iter_mut() {
-            e.packets = self
-                .space
-                .norm
-                .dequantise_packets(e.packets, self.rng.r#gen());
         }
         let l = self.losses(&bt);
         let mut loss = Tensor::zeros([], (Kind::Float, self.device));
@@ -1037,21 +1081,29 @@ impl TempoNet {
             .collect();
         let c6 = &c5 + n.c_flags.forward(&class_tensor(&flags, m, d));
         // Packets: truncated to at least one.
-        let (w, mu, sg) = mixture::to_cpu(&n.head(5, &c6), k as i64);
+        // Packets: a class (counts below PK_CLASSES), the last class's count from the mixture truncated to it.
+        let oq = n.head(5, &c6);
+        let pk_probs = cpu(oq.narrow(1, 0, PK_CLASSES as i64).softmax(1, Kind::Float));
+        let pk_cls = draw_classes(&pk_probs, PK_CLASSES, a, |_| true, &mut rngs, rep);
+        let (w, mu, sg) = mixture::to_cpu(&oq.narrow(1, PK_CLASSES as i64, 3 * k as i64), k as i64);
         let zl = |i: usize, v: f64| (v - norm.mean[i]) / norm.std[i];
         let mut packets = vec![0u64; a];
         let mut pk_in = vec![0f32; m];
         for j in 0..a {
-            let z = sample_truncated_mixture(
-                &w[j * k..(j + 1) * k],
-                &mu[j * k..(j + 1) * k],
-                &sg[j * k..(j + 1) * k],
-                zl(cont::PACKETS, decode::PACKETS_LOG.0),
-                zl(cont::PACKETS, decode::PACKETS_LOG.1),
-                &mut rngs[j],
-                rep,
-            );
-            packets[j] = decode::packets(norm.unz(cont::PACKETS, z));
+            packets[j] = if pk_cls[j] + 1 < PK_CLASSES {
+                pk_cls[j] as u64 + 1
+            } else {
+                let z = sample_truncated_mixture(
+                    &w[j * k..(j + 1) * k],
+                    &mu[j * k..(j + 1) * k],
+                    &sg[j * k..(j + 1) * k],
+                    zl(cont::PACKETS, (PK_CLASSES as f64).ln()),
+                    zl(cont::PACKETS, decode::PACKETS_LOG.1),
+                    &mut rngs[j],
+                    rep,
+                );
+                decode::packets(norm.unz(cont::PACKETS, z)).max(PK_CLASSES as u64)
+            };
             pk_in[j] = norm.z(cont::PACKETS, features::log_packets(packets[j]));
         }
         let c7 = &c6
@@ -1182,6 +1234,44 @@ impl FlowModel for TempoNet {
                 .set_categorical_bias(i + 1, &features::Marginals::log_freq(counts));
         }
         features::set_bias(&h[7].1, &[m.zero_logit()]);
+        // Mixture heads of packets, bytes per packet and (non-zero) duration start at their marginals.
+        let k = self.config.mixtures as usize;
+        let norm = &self.space.norm;
+        let marginal = |i: usize, v: &dyn Fn(&FlowRecord) -> Option<f64>| {
+            let mut z: Vec<f32> = records.iter().filter_map(v).map(|x| norm.z(i, x)).collect();
+            mixture::start(&mut z, k)
+        };
+        let mut pk_counts = vec![0f64; PK_CLASSES];
+        for r in records {
+            pk_counts[pk_class(r.packets)] += 1.0;
+        }
+        features::set_bias(&h[5].1, &features::Marginals::log_freq(&pk_counts));
+        let starts = [
+            (
+                5,
+                PK_CLASSES,
+                marginal(cont::PACKETS, &|r| {
+                    (r.packets >= PK_CLASSES as u64).then(|| features::log_packets(r.packets))
+                }),
+            ),
+            (
+                6,
+                0,
+                marginal(cont::BPP, &|r| {
+                    Some(features::log_bpp(r.bytes, r.packets, r.proto))
+                }),
+            ),
+            (
+                7,
+                1,
+                marginal(cont::DURATION, &|r| features::log_duration(r.duration_us)),
+            ),
+        ];
+        for (head, offset, b) in starts {
+            if let Some(b) = b {
+                features::set_bias_at(&h[head].1, offset, &b);
+            }
+        }
         let seqs: Vec<Vec<i64>> = features::pair_sequences(records)
             .into_iter()
             .map(|(_, s)| s.iter().map(|r| r.start_us).collect())
@@ -1327,6 +1417,14 @@ impl FlowModel for TempoNet {
             LaneStart::Reactivate { i: k, at } => {
                 let o = &self.observed[*k];
                 (cont(&o.last, o.prev_start_us, o.session_pos), Some(*at))
+            }
+            LaneStart::Resume {
+                last,
+                prev_start_us,
+                at,
+            } => {
+                let pos = prev_start_us.is_some_and(|p| last.start_us - p <= silence) as u32;
+                (cont(last, *prev_start_us, pos), Some(*at))
             }
             LaneStart::New { at } => (None, Some(*at)),
         };
