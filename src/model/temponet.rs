@@ -272,32 +272,67 @@ impl Net {
         });
     }
 
-    /// Within-group logits `[N, size]` of categorical head `i` (1..=4) for rows' groups `[N]`.
-    fn within_logits(&self, i: usize, hid: &Tensor, group: &Tensor) -> Tensor {
+    /// Within-group logits `[N, size]` of categorical head `i` (1..=4) for rows' groups `group` (`N` of them, on
+    /// the CPU: training knows its targets and generation draws the groups there).
+    ///
+    /// Rows are sorted by group and each group present is one `[n_g, hidden] x [hidden, size]` product with its
+    /// own weight block. Gathering every row's weight block instead (`[N, size, hidden]`, then a batched product of
+    /// `N` matrix-vector products) wrote and read back, in the backward pass too, 21 MB per port head on a batch
+    /// of 2,048 rows: more than half of a training step. A group with fewer than `min_rows` rows is padded with
+    /// copies of its first row (generation's `MIN_GEN_ROWS`: a lane's numbers must not depend on its batch).
+    fn within_logits(&self, i: usize, hid: &Tensor, group: &[i64], min_rows: usize) -> Tensor {
         let t = &CATEGORICAL[i - 1];
         let (w, b, pad) = &self.within[i - 1];
-        let rows = hid.size()[0];
-        let idx = (group.unsqueeze(1) * t.size
-            + Tensor::arange(t.size, (Kind::Int64, hid.device())).unsqueeze(0))
-        .view([-1]);
-        let ws = w.index_select(0, &idx).view([rows, t.size, -1]);
-        ws.bmm(&hid.unsqueeze(2)).squeeze_dims([2])
-            + (b.index_select(0, &idx) + pad.index_select(0, &idx)).view([rows, t.size])
+        let d = hid.device();
+        let n_groups = t.groups() as usize;
+        let mut rows_of: Vec<Vec<i64>> = vec![Vec::new(); n_groups];
+        for (r, &g) in group.iter().enumerate() {
+            rows_of[g as usize].push(r as i64);
+        }
+        // Sorted (and padded) row order, each original row's place in it, and the groups present with their sizes.
+        let mut order: Vec<i64> = Vec::with_capacity(group.len() + n_groups * min_rows);
+        let mut place = vec![0i64; group.len()];
+        let mut present: Vec<(usize, i64)> = Vec::new();
+        for (g, rows) in rows_of.iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            for &r in rows {
+                place[r as usize] = order.len() as i64;
+                order.push(r);
+            }
+            for _ in rows.len()..min_rows {
+                order.push(rows[0]);
+            }
+            present.push((g, rows.len().max(min_rows) as i64));
+        }
+        let sorted = hid.index_select(0, &Tensor::from_slice(&order).to_device(d));
+        let sizes: Vec<i64> = present.iter().map(|p| p.1).collect();
+        let parts = sorted.split_with_sizes(&sizes, 0);
+        let ws = w.view([t.groups(), t.size, -1]).unbind(0);
+        let bs = (b + pad).view([t.groups(), t.size]).unbind(0);
+        let outs: Vec<Tensor> = present
+            .iter()
+            .zip(&parts)
+            .map(|(&(g, _), x)| x.linear(&ws[g], Some(&bs[g])))
+            .collect();
+        Tensor::cat(&outs, 0).index_select(0, &Tensor::from_slice(&place).to_device(d))
     }
 
-    /// Per-row NLL of classes `y` `[N]` under categorical head `i` (1..=4) from its context `c`.
-    fn categorical_nll(&self, i: usize, c: &Tensor, y: &Tensor) -> Tensor {
+    /// Per-row NLL of classes `y` (`N`, on the CPU) under categorical head `i` (1..=4) from its context `c`.
+    fn categorical_nll(&self, i: usize, c: &Tensor, y: &[i64]) -> Tensor {
         let t = &CATEGORICAL[i - 1];
+        let d = c.device();
         let (hid, gl) = self.head_hid(i, c);
-        let group = y.divide_scalar_mode(t.size, "floor");
-        let member = y.remainder(t.size);
-        let pick = |logits: Tensor, at: &Tensor| {
+        let group: Vec<i64> = y.iter().map(|v| v / t.size).collect();
+        let member: Vec<i64> = y.iter().map(|v| v % t.size).collect();
+        let pick = |logits: Tensor, at: &[i64]| {
             logits
                 .log_softmax(1, Kind::Float)
-                .gather(1, &at.unsqueeze(1), false)
+                .gather(1, &Tensor::from_slice(at).to_device(d).unsqueeze(1), false)
                 .squeeze_dims([1])
         };
-        -(pick(gl, &group) + pick(self.within_logits(i, &hid, &group), &member))
+        -(pick(gl, &group) + pick(self.within_logits(i, &hid, &group, 1), &member))
     }
 
     /// Event embeddings of inputs `[B, T]`.
@@ -635,7 +670,7 @@ impl TempoNet {
         let ls = n.silence(&pe, &row_cont, &bt.in_pos);
         let y = &bt.y;
         let yf = |f: &dyn Fn(&EncodedEvent) -> f32| lf(&y.iter().map(f).collect::<Vec<_>>());
-        let yi = |f: &dyn Fn(&EncodedEvent) -> i64| li(&y.iter().map(f).collect::<Vec<_>>(), &[-1]);
+        let yv = |f: &dyn Fn(&EncodedEvent) -> i64| y.iter().map(f).collect::<Vec<_>>();
         let tgt = lf(&bt
             .is_target
             .iter()
@@ -643,10 +678,18 @@ impl TempoNet {
             .collect::<Vec<_>>());
         let iat = yf(&|e| e.iat.unwrap_or(0.0));
         let has_iat = yf(&|e| e.iat.is_some() as u8 as f32) * &tgt;
-        let pr = yi(&|e| e.proto as i64);
-        let dp = yi(&|e| e.dport as i64);
-        let sp = yi(&|e| e.sport as i64);
-        let fl = yi(&|e| e.flags as i64);
+        let (pr_v, dp_v, sp_v, fl_v) = (
+            yv(&|e| e.proto as i64),
+            yv(&|e| e.dport as i64),
+            yv(&|e| e.sport as i64),
+            yv(&|e| e.flags as i64),
+        );
+        let (pr, dp, sp, fl) = (
+            li(&pr_v, &[-1]),
+            li(&dp_v, &[-1]),
+            li(&sp_v, &[-1]),
+            li(&fl_v, &[-1]),
+        );
         let pk = yf(&|e| e.packets);
         let bp = yf(&|e| e.bpp);
         let dz = yf(&|e| e.duration.is_none() as u8 as f32);
@@ -685,14 +728,11 @@ impl TempoNet {
         let stay: Tensor = (-&ls).log_sigmoid() * (1.0 - &out);
         let bern = (stay + ls.log_sigmoid() * &out) * &has_iat * -1.0;
         let nll_iat = &shape + bern;
-        let nll_pr = n.categorical_nll(1, &c2, &pr) * &tgt;
-        let nll_dp = n.categorical_nll(2, &c3, &dp) * &tgt;
-        let nll_sp = n.categorical_nll(3, &c4, &sp) * &tgt;
-        let nll_fl = n.categorical_nll(4, &c5, &fl) * &tgt;
-        // Packets are counts: the probability of the count's bin `[ln p, ln(p + 1))` (generation floors its draw)
-        // under the mixture truncated to `p >= 1` as generation draws it, not a density of a dequantised value
-        // (whose smoothing leaked a quarter of DNS's 2-packet flows into 1-packet ones).
-        // Small counts are classes; the last class's counts have the probability of their bin in the mixture
+        let nll_pr = n.categorical_nll(1, &c2, &pr_v) * &tgt;
+        let nll_dp = n.categorical_nll(2, &c3, &dp_v) * &tgt;
+        let nll_sp = n.categorical_nll(3, &c4, &sp_v) * &tgt;
+        let nll_fl = n.categorical_nll(4, &c5, &fl_v) * &tgt;
+        // Packets are counts. Small counts are classes; the last class's counts have the probability of their bin in the mixture
         // truncated to the class (see `PK_CLASSES`).
         let oq = n.head(5, &c6);
         let counts: Vec<u64> = y
@@ -892,10 +932,9 @@ impl TempoNet {
         let groups = draw_classes(&gp, g, a, &applies, rngs, rep);
         let mut all = groups.iter().map(|&x| x as i64).collect::<Vec<_>>();
         all.resize(gp.len() / g, 0);
-        let group_t = Tensor::from_slice(&all).to_device(c.device());
         let wp = cpu(self
             .net
-            .within_logits(i, &hid, &group_t)
+            .within_logits(i, &hid, &all, MIN_GEN_ROWS)
             .softmax(1, Kind::Float));
         let members = draw_classes(&wp, s, a, &applies, rngs, rep);
         (0..a)
