@@ -288,7 +288,12 @@ impl State {
         for item in items {
             match item {
                 TrainerInput::Window(w) => {
-                    let silence = self.slot.borrow().model.as_ref().map(|m| m.space().silence_us);
+                    let silence = self
+                        .slot
+                        .borrow()
+                        .model
+                        .as_ref()
+                        .map(|m| m.space().silence_us);
                     windows.push(w.to_pair_window(silence))
                 }
                 TrainerInput::Warmup(r) => {
