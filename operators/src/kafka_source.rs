@@ -5,6 +5,14 @@
 //! the partitions `p` with `p % peers == i`. A worker that owns none drops its capability at once. Consumption
 //! starts at the group's committed offset (`auto.offset.reset=earliest` when there is none).
 //!
+//! Each owned partition has its own queue (`split_partition_queue`), and the source reads, chunk by chunk, from the
+//! partition furthest behind in event time. Through the consumer's single queue librdkafka hands over whatever it
+//! fetched first: on a backlog, one partition's whole backlog before a message of the other (seconds), long enough
+//! for the idle rule below to drop the silent partition from the watermark, which then ran ahead on the first
+//! partition alone and made every flow of the second late (with 1 worker and 2 partitions, 40% of the benchmark's
+//! flows, crammed into its last epochs). Reading the partitions in step keeps a worker's partitions within a chunk
+//! of each other in event time, so no layout of partitions on workers makes flows late that another does not.
+//!
 //! # Time and watermark
 //! A flow's epoch is [`EpochClock::epoch_of`] its `start_us`. The source holds one capability at its *watermark*:
 //! the minimum over its non-idle partitions of (largest epoch seen - `lateness_epochs`). A partition is idle when
@@ -34,13 +42,18 @@
 
 use crate::codec::{DeadLetter, WireFormat};
 use crate::{EpochClock, SourceEvent, SourceStats, admin};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, DefaultConsumerContext, base_consumer::PartitionQueue,
+};
 use rdkafka::error::KafkaError;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source;
@@ -146,7 +159,10 @@ pub struct SourceReport {
 struct Inner {
     cfg: KafkaSourceConfig,
     worker: usize,
-    consumer: Option<BaseConsumer>,
+    consumer: Option<Arc<BaseConsumer>>,
+    /// Per partition index: the partition's own message queue (see the module documentation). Dropped before the
+    /// consumer.
+    queues: Vec<PartitionQueue<DefaultConsumerContext>>,
     parts: Vec<PartState>,
     consumed: Vec<u64>,
     /// time -> per partition index (least offset, next offset after the largest) of messages emitted at that time,
@@ -308,7 +324,9 @@ impl SourceControl {
 
     /// Closes the consumer, waiting at most `timeout` (librdkafka's destroy can hang; see `admin::drop_with_timeout`).
     pub fn shutdown(&self, timeout: Duration) {
-        if let Some(c) = self.inner.borrow_mut().consumer.take() {
+        let mut s = self.inner.borrow_mut();
+        s.queues.clear();
+        if let Some(c) = s.consumer.take() {
             admin::drop_with_timeout(c, timeout);
         }
     }
@@ -359,6 +377,7 @@ pub fn kafka_source<'s>(
             next_offset: -1,
         })
         .collect();
+    let mut queues = Vec::new();
     let consumer = if owned.is_empty() {
         admin::drop_with_timeout(consumer, Duration::from_secs(5));
         None
@@ -371,6 +390,21 @@ pub fn kafka_source<'s>(
         consumer
             .assign(&tpl)
             .map_err(kafka("assigning partitions"))?;
+        // Split after `assign` (which resets partition queues) and before the first poll.
+        let consumer = Arc::new(consumer);
+        for p in &owned {
+            let q = consumer
+                .split_partition_queue(&cfg.topic, *p)
+                .ok_or_else(|| SourceError::Kafka {
+                    brokers: cfg.brokers.clone(),
+                    what: format!("splitting the queue of partition {p}"),
+                    source: Box::new(KafkaError::Subscription(format!(
+                        "no queue for {}/{p}",
+                        cfg.topic
+                    ))),
+                })?;
+            queues.push(q);
+        }
         Some(consumer)
     };
     let np = parts.len();
@@ -378,6 +412,7 @@ pub fn kafka_source<'s>(
         cfg,
         worker,
         consumer,
+        queues,
         parts,
         consumed: vec![0; np],
         pending: BTreeMap::new(),
@@ -422,80 +457,39 @@ pub fn kafka_source<'s>(
             let mut read = 0usize;
             if paused {
                 s.report.paused_activations += 1;
-            } else if let Some(consumer) = s.consumer.as_ref() {
+            } else if let Some(consumer) = s.consumer.clone() {
+                // Events (and messages fetched before the split) on the consumer's own queue.
                 while read < s.cfg.batch {
-                    match consumer.poll(Duration::ZERO) {
-                        None => break,
-                        Some(Err(KafkaError::PartitionEOF(p))) => {
-                            if let Some(ps) = s.parts.iter_mut().find(|x| x.partition == p) {
-                                ps.eof = true;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            s.report.errors += 1;
-                            tracing::warn!(worker, "kafka consumer error (continuing): {e}");
+                    let Some(m) = consumer.poll(Duration::ZERO) else {
+                        break;
+                    };
+                    if !take(s, m, wm, &mut since, &mut out, &mut read) {
+                        break;
+                    }
+                }
+                // Then the partitions, furthest behind in event time first, a chunk at a time.
+                let queues = std::mem::take(&mut s.queues);
+                let mut drained = vec![false; queues.len()];
+                while read < s.cfg.batch {
+                    let Some(pi) = (0..queues.len())
+                        .filter(|&i| !drained[i])
+                        .min_by_key(|&i| s.parts[i].max_epoch.map_or(-1, |e| e as i128))
+                    else {
+                        break;
+                    };
+                    let stop = read + CHUNK.min(s.cfg.batch - read);
+                    while read < stop {
+                        let Some(m) = queues[pi].poll(Duration::ZERO) else {
+                            drained[pi] = true;
                             break;
-                        }
-                        Some(Ok(m)) => {
-                            read += 1;
-                            let pi = s
-                                .parts
-                                .iter()
-                                .position(|x| x.partition == m.partition())
-                                .expect("an owned partition");
-                            let ps = &mut s.parts[pi];
-                            ps.eof = false;
-                            ps.last_msg = Instant::now();
-                            if ps.first_offset < 0 {
-                                ps.first_offset = m.offset();
-                            }
-                            ps.next_offset = m.offset() + 1;
-                            s.consumed[pi] += 1;
-                            let payload = m.payload().unwrap_or_default();
-                            let (t, ev) = match s.cfg.format.decode(payload) {
-                                Ok(r) => {
-                                    let e = s.cfg.clock.epoch_of(r.start_us);
-                                    ps.max_epoch = Some(ps.max_epoch.map_or(e, |x| x.max(e)));
-                                    since.flows += 1;
-                                    if e < wm {
-                                        since.late += 1;
-                                    }
-                                    (e.max(wm), SourceEvent::Flow(r))
-                                }
-                                Err(reason) => {
-                                    since.dead += 1;
-                                    let reason = if payload.is_empty() {
-                                        "empty message".to_string()
-                                    } else {
-                                        reason
-                                    };
-                                    (
-                                        wm,
-                                        SourceEvent::Dead(DeadLetter::new(
-                                            &s.cfg.topic,
-                                            m.partition(),
-                                            m.offset(),
-                                            reason,
-                                            payload,
-                                        )),
-                                    )
-                                }
-                            };
-                            let offs = s.pending.entry(t).or_insert_with(|| vec![(-1, -1); np]);
-                            let o = m.offset();
-                            offs[pi] = if offs[pi].0 < 0 {
-                                (o, o + 1)
-                            } else {
-                                (offs[pi].0.min(o), offs[pi].1.max(o + 1))
-                            };
-                            *s.pending_counts.entry(t).or_insert(0) += 1;
-                            s.uncommitted_total += 1;
-                            *s.unabsorbed.entry(t).or_insert(0) += 1;
-                            s.unabsorbed_total += 1;
-                            out.entry(t).or_default().push(ev);
+                        };
+                        if !take(s, m, wm, &mut since, &mut out, &mut read) {
+                            drained[pi] = true;
+                            break;
                         }
                     }
                 }
+                s.queues = queues;
             }
             if read > 0 {
                 last_data = Instant::now();
@@ -566,6 +560,94 @@ pub fn kafka_source<'s>(
         }
     });
     Ok((stream, control))
+}
+
+/// Messages read from one partition before the source looks again for the partition furthest behind.
+const CHUNK: usize = 256;
+
+/// Handles one poll result: a flow or a dead letter into `out` at its time, or a partition's end. Returns false on
+/// a consumer error (stop reading this queue for this activation).
+fn take(
+    s: &mut Inner,
+    m: KafkaResult<BorrowedMessage<'_>>,
+    wm: u64,
+    since: &mut SourceStats,
+    out: &mut BTreeMap<u64, Vec<SourceEvent>>,
+    read: &mut usize,
+) -> bool {
+    let np = s.parts.len();
+    match m {
+        Err(KafkaError::PartitionEOF(p)) => {
+            if let Some(ps) = s.parts.iter_mut().find(|x| x.partition == p) {
+                ps.eof = true;
+            }
+            true
+        }
+        Err(e) => {
+            s.report.errors += 1;
+            tracing::warn!(worker = s.worker, "kafka consumer error (continuing): {e}");
+            false
+        }
+        Ok(m) => {
+            *read += 1;
+            let pi = s
+                .parts
+                .iter()
+                .position(|x| x.partition == m.partition())
+                .expect("an owned partition");
+            let ps = &mut s.parts[pi];
+            ps.eof = false;
+            ps.last_msg = Instant::now();
+            if ps.first_offset < 0 {
+                ps.first_offset = m.offset();
+            }
+            ps.next_offset = m.offset() + 1;
+            s.consumed[pi] += 1;
+            let payload = m.payload().unwrap_or_default();
+            let (t, ev) = match s.cfg.format.decode(payload) {
+                Ok(r) => {
+                    let e = s.cfg.clock.epoch_of(r.start_us);
+                    ps.max_epoch = Some(ps.max_epoch.map_or(e, |x| x.max(e)));
+                    since.flows += 1;
+                    if e < wm {
+                        since.late += 1;
+                    }
+                    (e.max(wm), SourceEvent::Flow(r))
+                }
+                Err(reason) => {
+                    since.dead += 1;
+                    let reason = if payload.is_empty() {
+                        "empty message".to_string()
+                    } else {
+                        reason
+                    };
+                    (
+                        wm,
+                        SourceEvent::Dead(DeadLetter::new(
+                            &s.cfg.topic,
+                            m.partition(),
+                            m.offset(),
+                            reason,
+                            payload,
+                        )),
+                    )
+                }
+            };
+            let offs = s.pending.entry(t).or_insert_with(|| vec![(-1, -1); np]);
+            let o = m.offset();
+            offs[pi] = if offs[pi].0 < 0 {
+                (o, o + 1)
+            } else {
+                (offs[pi].0.min(o), offs[pi].1.max(o + 1))
+            };
+            *s.pending_counts.entry(t).or_insert(0) += 1;
+            s.uncommitted_total += 1;
+            *s.unabsorbed.entry(t).or_insert(0) += 1;
+            s.unabsorbed_total += 1;
+            out.entry(t).or_default().push(ev);
+            true
+        }
+    }
 }
 
 /// Splits a source's events into flows, dead letters and stats.

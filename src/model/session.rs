@@ -555,7 +555,7 @@ impl GenSession {
                     Start::Observed(i) => a.pairs[i],
                 };
                 // Every worker draws the same starts; each keeps those of the pairs it owns.
-                if !self.shard.is_none_or(|(w, n)| pair.stable_hash() % n == w) {
+                if self.shard.is_some_and(|(w, n)| pair.stable_hash() % n != w) {
                     continue;
                 }
                 // A live lane decides the start when it goes silent (see the module doc).
