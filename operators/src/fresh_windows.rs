@@ -84,10 +84,7 @@ impl FreshWindow {
     /// Fresh events that begin a session of the pair under the silence threshold `silence_us`: the pair's first
     /// flow, or one more than `silence_us` after the flow before it. Index into `events`, with the real flow
     /// before it and that flow's predecessor's start when the window (or `prev_start_us`) holds them.
-    pub fn session_starts(
-        &self,
-        silence_us: i64,
-    ) -> Vec<(usize, Option<(FlowRecord, Option<i64>)>)> {
+    pub fn session_starts(&self, silence_us: i64) -> Vec<(usize, Option<RealBefore>)> {
         let n = self.events.len();
         let start_of = |i: usize| -> Option<i64> {
             if i > 0 {
@@ -121,6 +118,9 @@ impl FreshWindow {
         Some((self.record(last), prev))
     }
 }
+
+/// The real flow before a session start and the start of the flow before that one, if known.
+pub type RealBefore = (FlowRecord, Option<i64>);
 
 /// Most flows before a window's first event whose starts travel with it ([`FreshWindow::earlier`]); positions past
 /// it are cut there (the model's session-position input saturates well below).
