@@ -237,6 +237,37 @@ mod tests {
     }
 
     #[test]
+    fn session_starts_are_the_fresh_flows_after_a_silence() {
+        // Ring: 0, 1, 2, then silence, 100, 101, then silence, 300; fresh: the last four.
+        let ts = [0, 1, 2, 100, 101, 300];
+        let st = state(&ts, 6);
+        let fresh: Vec<PairEvent> = ts[2..].iter().map(|&t| ev(t)).collect();
+        let mut out = Vec::new();
+        FreshWindows::default().on_pair(0, &pair(), &st, &fresh, &mut out);
+        let starts = out[0].session_starts(50);
+        let at: Vec<i64> = starts
+            .iter()
+            .map(|(i, _)| out[0].events[*i].start_us)
+            .collect();
+        assert_eq!(at, vec![100, 300]);
+        // Each start carries the real flow before it and that flow's predecessor.
+        let before: Vec<(i64, Option<i64>)> = starts
+            .iter()
+            .map(|(_, b)| {
+                let (r, p) = b.as_ref().unwrap();
+                (r.start_us, *p)
+            })
+            .collect();
+        assert_eq!(before, vec![(2, Some(1)), (101, Some(100))]);
+        // A new pair's first flow starts a session with no history.
+        let mut out = Vec::new();
+        FreshWindows::default().on_pair(0, &pair(), &state(&[5], 1), &[ev(5)], &mut out);
+        let s = out[0].session_starts(50);
+        assert_eq!(s.len(), 1);
+        assert!(s[0].1.is_none());
+    }
+
+    #[test]
     fn new_pair_starts_and_scores_all() {
         let st = state(&[1, 2, 3], 3);
         let mut out = Vec::new();
