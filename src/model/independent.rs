@@ -106,8 +106,18 @@ impl Hist {
     }
 }
 
-fn cat_nll(counts: &[f64], i: usize) -> f64 {
-    let tot: f64 = counts.iter().sum::<f64>() + SMOOTH * counts.len() as f64;
+/// Smoothed totals of the four count tables (protocol, destination port, source port, flags): summed once per
+/// scoring call, not per event (the port tables have 1,670 entries; re-summing them per event was half of the
+/// streaming pipeline's time with this model).
+struct Totals([f64; 4]);
+
+impl Totals {
+    fn of(tables: [&[f64]; 4]) -> Totals {
+        Totals(tables.map(|c| c.iter().sum::<f64>() + SMOOTH * c.len() as f64))
+    }
+}
+
+fn cat_nll(counts: &[f64], tot: f64, i: usize) -> f64 {
     -((counts[i] + SMOOTH) / tot).ln()
 }
 
@@ -297,6 +307,10 @@ impl Independent {
         p.last_us = p.last_us.max(r.start_us);
     }
 
+    fn totals(&self) -> Totals {
+        Totals::of([&self.proto, &self.dport, &self.sport, &self.flags])
+    }
+
     /// Per-task NLL of one event (address scored when `new_pair`); `silence` is a scored silence mark: the one
     /// before this event (from `prev`) and, for a pair's last event, the one after it.
     fn event_nll(
@@ -305,6 +319,7 @@ impl Independent {
         prev: Option<i64>,
         new_pair: bool,
         last_mark: Option<bool>,
+        tot: &Totals,
         out: &mut TaskNll,
     ) {
         let mut rep = RepairCounts::default();
@@ -333,11 +348,11 @@ impl Independent {
         if new_pair && let Some(a) = self.arrivals.nll(&r.pair()) {
             out.add_task(task::ADDRESS, a);
         }
-        out.add_task(task::PROTO, cat_nll(&self.proto, e.proto as usize));
+        out.add_task(task::PROTO, cat_nll(&self.proto, tot.0[0], e.proto as usize));
         out.add_task(
             task::DPORT,
             if proto::has_ports(r.proto) {
-                cat_nll(&self.dport, e.dport as usize)
+                cat_nll(&self.dport, tot.0[1], e.dport as usize)
             } else {
                 0.0
             },
@@ -345,7 +360,7 @@ impl Independent {
         out.add_task(
             task::SPORT,
             if proto::has_ports(r.proto) {
-                cat_nll(&self.sport, e.sport as usize)
+                cat_nll(&self.sport, tot.0[2], e.sport as usize)
             } else {
                 0.0
             },
@@ -353,7 +368,7 @@ impl Independent {
         out.add_task(
             task::FLAGS,
             if r.proto == proto::TCP {
-                cat_nll(&self.flags, e.flags as usize)
+                cat_nll(&self.flags, tot.0[3], e.flags as usize)
             } else {
                 0.0
             },
@@ -530,17 +545,19 @@ impl FlowModel for Independent {
     }
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let mut out = TaskNll::default();
+        let tot = self.totals();
         self.each_scored(windows, |r, prev, new, last| {
-            self.event_nll(r, prev, new, last, &mut out)
+            self.event_nll(r, prev, new, last, &tot, &mut out)
         });
         Ok(out)
     }
     fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError> {
         let mut v = Vec::new();
+        let tot = self.totals();
         self.each_scored(windows, |r, prev, new, _| {
             // Flow tasks and the address (the silence mark is not part of the event).
             let mut t = TaskNll::default();
-            self.event_nll(r, prev, new, None, &mut t);
+            self.event_nll(r, prev, new, None, &tot, &mut t);
             v.push(t.sum[..task::SILENCE].iter().sum::<f64>() as f32);
         });
         Ok(v)
