@@ -348,7 +348,10 @@ impl Independent {
         if new_pair && let Some(a) = self.arrivals.nll(&r.pair()) {
             out.add_task(task::ADDRESS, a);
         }
-        out.add_task(task::PROTO, cat_nll(&self.proto, tot.0[0], e.proto as usize));
+        out.add_task(
+            task::PROTO,
+            cat_nll(&self.proto, tot.0[0], e.proto as usize),
+        );
         out.add_task(
             task::DPORT,
             if proto::has_ports(r.proto) {
