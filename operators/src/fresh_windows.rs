@@ -86,36 +86,32 @@ impl FreshWindow {
     /// before it and that flow's predecessor's start when the window (or `prev_start_us`) holds them.
     pub fn session_starts(&self, silence_us: i64) -> Vec<(usize, Option<RealBefore>)> {
         let n = self.events.len();
-        let start_of = |i: usize| -> Option<i64> {
-            if i > 0 {
-                Some(self.events[i - 1].start_us)
-            } else {
-                self.prev_start_us
-            }
-        };
         (n - self.fresh.min(n)..n)
-            .filter(|&i| match start_of(i) {
+            .filter(|&i| match self.start_before(i) {
                 _ if i == 0 && self.starts_pair => true,
                 Some(p) => self.events[i].start_us - p > silence_us,
                 None => false,
             })
             .map(|i| {
-                let before = (i > 0).then(|| (self.record(&self.events[i - 1]), start_of(i - 1)));
+                let before =
+                    (i > 0).then(|| (self.record(&self.events[i - 1]), self.start_before(i - 1)));
                 (i, before)
             })
             .collect()
     }
 
+    /// Start of the flow before `events[i]`, when known.
+    fn start_before(&self, i: usize) -> Option<i64> {
+        match i {
+            0 => self.prev_start_us,
+            _ => Some(self.events[i - 1].start_us),
+        }
+    }
+
     /// The newest event and the start of the one before it (what a synthetic twin continues from).
     pub fn last(&self) -> Option<(FlowRecord, Option<i64>)> {
-        let n = self.events.len();
         let last = self.events.last()?;
-        let prev = if n >= 2 {
-            Some(self.events[n - 2].start_us)
-        } else {
-            self.prev_start_us
-        };
-        Some((self.record(last), prev))
+        Some((self.record(last), self.start_before(self.events.len() - 1)))
     }
 }
 

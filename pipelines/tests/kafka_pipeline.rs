@@ -836,9 +836,9 @@ fn one_worker_reads_its_partitions_in_step() {
         cfg.idle_timeout = Duration::from_millis(200);
         cfg.window_epochs = 10;
         // 2,000 pairs, 5 flows/s each. A warm-up of 3 s (15 flows a pair: twins go on for a while) and no online
-        // training, so both
-        // layouts generate from the same model (worker 0's fit, shared by the first averaging round) and differ only
-        // in the lanes' random streams: the output size then measures what the layouts fed the generator.
+        // training, so both layouts generate from the same model (worker 0's fit, shared by the first averaging
+        // round) and differ only in the lanes' random streams: the output size then measures what the layouts fed
+        // the generator.
         let mut m = temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
             ModelKind::Independent,
             ModelConfig::default(),

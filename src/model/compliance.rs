@@ -241,21 +241,13 @@ pub fn mixture_mass(logits: &[f32], mu: &[f32], sigma: &[f32], lo: f64, hi: f64)
     for j in 0..logits.len() {
         let w = ((logits[j] - max) as f64).exp();
         let s = (sigma[j] as f64).max(1e-6);
-        let a = if lo.is_finite() {
-            norm_cdf((lo - mu[j] as f64) / s)
-        } else if lo > 0.0 {
-            1.0
-        } else {
-            0.0
+        // Phi at a bound, infinite bounds included.
+        let at = |x: f64| match x {
+            x if x.is_finite() => norm_cdf((x - mu[j] as f64) / s),
+            x if x > 0.0 => 1.0,
+            _ => 0.0,
         };
-        let b = if hi.is_finite() {
-            norm_cdf((hi - mu[j] as f64) / s)
-        } else if hi > 0.0 {
-            1.0
-        } else {
-            0.0
-        };
-        num += w * (b - a).max(0.0);
+        num += w * (at(hi) - at(lo)).max(0.0);
         den += w;
     }
     if den > 0.0 { num / den } else { 0.0 }

@@ -200,10 +200,9 @@ impl Normaliser {
             .max(1.0) as u64
     }
 
+    /// An encoded packets value moved to `ln(p + u)` (uniform dequantisation of the count `p`, `u` in [0, 1)).
     pub fn dequantise_packets(&self, z: f32, u: f64) -> f32 {
-        let p = (self.unz(cont::PACKETS, z as f64).exp() - 0.5)
-            .round()
-            .max(1.0);
+        let p = self.packets_of(z) as f64;
         self.z(cont::PACKETS, (p + u).ln())
     }
 }

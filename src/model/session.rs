@@ -174,6 +174,16 @@ pub enum LaneStart<'a> {
     New { at: i64 },
 }
 
+/// Session position of a twin's history flow `last` (for [`LaneStart::Continue`] and [`LaneStart::Resume`]): a twin
+/// knows one earlier flow at most (`prev_start_us`), so within a session (1) or at its start (0) is all it can tell.
+pub(crate) fn twin_history_pos(
+    last: &FlowRecord,
+    prev_start_us: Option<i64>,
+    silence_us: i64,
+) -> u32 {
+    prev_start_us.is_some_and(|p| last.start_us - p <= silence_us) as u32
+}
+
 /// A lane the model saw in training: what [`GenSession::join_observed`] and re-activations start from.
 #[derive(Clone, Debug)]
 pub struct ObservedLane {

@@ -470,6 +470,21 @@ impl Stan {
     }
 
     /// Sets a row's session position.
+    /// A twin's history: the row of its real flow `last`, placed in its session as far as one earlier flow tells.
+    fn twin_rows(
+        &self,
+        last: &FlowRecord,
+        prev_start_us: Option<i64>,
+        rep: &mut RepairCounts,
+    ) -> Vec<Row> {
+        let mut r = self.row(last, prev_start_us, rep);
+        Self::place(
+            &mut r,
+            super::session::twin_history_pos(last, prev_start_us, self.space.silence_us),
+        );
+        vec![r]
+    }
+
     fn place(row: &mut Row, pos: u32) {
         row.session_pos = pos;
         row.x[POS_COL] = position_value(pos);
@@ -1188,14 +1203,7 @@ impl FlowModel for Stan {
                 last,
                 prev_start_us,
             } => LaneState {
-                rows: {
-                    // A twin knows one earlier flow at most: within a session or not is all it can tell.
-                    let mut r = self.row(last, *prev_start_us, &mut scratch);
-                    let within =
-                        prev_start_us.is_some_and(|p| last.start_us - p <= self.space.silence_us);
-                    Self::place(&mut r, within as u32);
-                    vec![r]
-                },
+                rows: self.twin_rows(last, *prev_start_us, &mut scratch),
                 last_us: Some(last.start_us),
                 arrival: None,
                 stop: false,
@@ -1223,13 +1231,7 @@ impl FlowModel for Stan {
                 prev_start_us,
                 at,
             } => LaneState {
-                rows: {
-                    let mut r = self.row(last, *prev_start_us, &mut scratch);
-                    let within =
-                        prev_start_us.is_some_and(|p| last.start_us - p <= self.space.silence_us);
-                    Self::place(&mut r, within as u32);
-                    vec![r]
-                },
+                rows: self.twin_rows(last, *prev_start_us, &mut scratch),
                 last_us: Some(last.start_us),
                 arrival: Some(*at),
                 stop: false,

@@ -23,7 +23,9 @@ use super::features::{
     task,
 };
 use super::pair_arrival::PairArrivals;
-use super::session::{LaneRng, LaneStart, LaneStates, Lanes, MIN_GEN_ROWS, ObservedLane};
+use super::session::{
+    LaneRng, LaneStart, LaneStates, Lanes, MIN_GEN_ROWS, ObservedLane, twin_history_pos,
+};
 use super::{
     FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, TaskNll, mixture,
 };
@@ -1445,7 +1447,7 @@ impl FlowModel for TempoNet {
                 last,
                 prev_start_us,
             } => {
-                let pos = prev_start_us.is_some_and(|p| last.start_us - p <= silence) as u32;
+                let pos = twin_history_pos(last, *prev_start_us, silence);
                 (cont(last, *prev_start_us, pos), None)
             }
             LaneStart::Observed(k) => {
@@ -1462,7 +1464,7 @@ impl FlowModel for TempoNet {
                 prev_start_us,
                 at,
             } => {
-                let pos = prev_start_us.is_some_and(|p| last.start_us - p <= silence) as u32;
+                let pos = twin_history_pos(last, *prev_start_us, silence);
                 (cont(last, *prev_start_us, pos), Some(*at))
             }
             LaneStart::New { at } => (None, Some(*at)),
