@@ -191,6 +191,36 @@ impl Broker {
         quiet: Duration,
         timeout: Duration,
     ) -> Vec<(i32, i64, Vec<u8>)> {
+        self.read_from_beginning(topic, 0, quiet, timeout)
+    }
+
+    /// Reads a topic from the beginning when the caller knows how many messages it holds: waits (up to
+    /// `timeout`) for `expected` of them, then `quiet` more to catch any extra (a duplicate would show as more
+    /// than `expected`). A quiet spell alone is no proof of the end on a loaded machine, and tansu's end-of-
+    /// partition signals follow its high watermarks, which are wrong for batches of several records, so a
+    /// known count is the only safe stopping rule. Panics, naming the counts, when `expected` never arrive.
+    pub fn read_expecting(
+        &self,
+        topic: &str,
+        expected: usize,
+        timeout: Duration,
+    ) -> Vec<(i32, i64, Vec<u8>)> {
+        let out = self.read_from_beginning(topic, expected, Duration::from_millis(500), timeout);
+        assert!(
+            out.len() >= expected,
+            "{topic}: read {} of {expected} messages in {timeout:?}",
+            out.len()
+        );
+        out
+    }
+
+    fn read_from_beginning(
+        &self,
+        topic: &str,
+        at_least: usize,
+        quiet: Duration,
+        timeout: Duration,
+    ) -> Vec<(i32, i64, Vec<u8>)> {
         let consumer: BaseConsumer = admin::client_config(&self.brokers())
             .set("group.id", format!("testkit-reader-{}", std::process::id()))
             .set("enable.auto.commit", "false")
@@ -223,7 +253,7 @@ impl Broker {
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => eof[p as usize] = true,
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
                 None => {
-                    if eof.iter().all(|e| *e) && last.elapsed() >= quiet {
+                    if out.len() >= at_least && eof.iter().all(|e| *e) && last.elapsed() >= quiet {
                         break;
                     }
                 }

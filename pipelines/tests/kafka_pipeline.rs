@@ -216,10 +216,10 @@ fn iot23_two_workers_exactly_once_and_committed() {
     // Synthetic flows: on the output topic, as many as the metrics say, each parsing and compliant, all after
     // the warm-up and within the input's span.
     let synthetic: Vec<FlowRecord> = b
-        .read_all(
+        .read_expecting(
             &cfg.output_topic,
-            Duration::from_millis(300),
-            Duration::from_secs(20),
+            sum("synthetic_flows") as usize,
+            Duration::from_secs(120),
         )
         .into_iter()
         .map(|(_, _, p)| {
@@ -878,11 +878,7 @@ fn one_worker_reads_its_partitions_in_step() {
             .iter()
             .map(|m| m["synthetic_flows"].as_u64().unwrap_or(0))
             .sum();
-        let out = b.read_all(
-            &cfg.output_topic,
-            Duration::from_millis(300),
-            Duration::from_secs(15),
-        );
+        let out = b.read_expecting(&cfg.output_topic, synth as usize, Duration::from_secs(120));
         assert_eq!(out.len() as u64, synth, "w{workers}");
         assert!(synth > 0, "w{workers}: no synthetic flow");
         synthetic.push(synth as f64);
