@@ -16,9 +16,17 @@
 //! # Time and watermark
 //! A flow's epoch is [`EpochClock::epoch_of`] its `start_us`. The source holds one capability at its *watermark*:
 //! the minimum over its non-idle partitions of (largest epoch seen - `lateness_epochs`). A partition is idle when
-//! it has reached its end (partition EOF) or delivered nothing for `idle_timeout`; idle partitions cannot stall the
-//! watermark. When every partition is idle the watermark moves past every epoch seen (they are declared complete).
-//! A flow whose epoch is behind the watermark is emitted at the watermark (counted as late), never dropped.
+//! its queue has been found empty at every look for `idle_timeout` (or the source was paused that long); idle
+//! partitions cannot stall the watermark. When every partition is idle the watermark moves past every epoch seen
+//! (they are declared complete). A flow whose epoch is behind the watermark is emitted at the watermark (counted as
+//! late), never dropped.
+//!
+//! Idleness is measured from the first empty look, not from the last message: a worker kept busy elsewhere (a
+//! model's warm-up fit, a long generation batch) does not look at its queues, and a partition whose messages wait
+//! in librdkafka's queue meanwhile is not idle. Counting from the last message declared both partitions of a
+//! worker idle after such a pause, moved the watermark to the partition furthest ahead, and made the other's next
+//! flows late. Partition EOF does not make a partition idle either: it only ends batch mode. Tansu reports wrong
+//! high watermarks for batches of several records, so its EOF signals come early, between fetches.
 //!
 //! # Backpressure
 //! The source stops reading while more than `max_in_flight` of its flows are not yet absorbed downstream (the
@@ -121,7 +129,8 @@ pub enum SourceError {
 struct PartState {
     partition: i32,
     max_epoch: Option<u64>,
-    last_msg: Instant,
+    /// Since when every look at the partition's queue found it empty (None: it delivered at the last look).
+    quiet_since: Option<Instant>,
     eof: bool,
     /// Offset of the first message consumed in this run (-1: none yet).
     first_offset: i64,
@@ -371,7 +380,7 @@ pub fn kafka_source<'s>(
         .map(|&partition| PartState {
             partition,
             max_epoch: None,
-            last_msg: now,
+            quiet_since: None,
             eof: false,
             first_offset: -1,
             next_offset: -1,
@@ -456,7 +465,12 @@ pub fn kafka_source<'s>(
             let wm = *c.time();
             let mut read = 0usize;
             if paused {
+                // A paused source counts as quiet: otherwise a full pipeline could hold its own watermark.
                 s.report.paused_activations += 1;
+                let now = Instant::now();
+                for p in &mut s.parts {
+                    p.quiet_since.get_or_insert(now);
+                }
             } else if let Some(consumer) = s.consumer.clone() {
                 // Events (and messages fetched before the split) on the consumer's own queue.
                 while read < s.cfg.batch {
@@ -481,6 +495,7 @@ pub fn kafka_source<'s>(
                     while read < stop {
                         let Some(m) = queues[pi].poll(Duration::ZERO) else {
                             drained[pi] = true;
+                            s.parts[pi].quiet_since.get_or_insert_with(Instant::now);
                             break;
                         };
                         if !take(s, m, wm, &mut since, &mut out, &mut read) {
@@ -506,25 +521,28 @@ pub fn kafka_source<'s>(
             // Watermark: see the module documentation.
             let idle_timeout = s.cfg.idle_timeout;
             let lateness = s.cfg.lateness_epochs;
-            let idle = |p: &PartState| p.eof || p.last_msg.elapsed() >= idle_timeout;
+            let idle = |p: &PartState| p.quiet_since.is_some_and(|q| q.elapsed() >= idle_timeout);
             let held = s
                 .parts
                 .iter()
                 .filter(|p| !idle(p))
                 .map(|p| p.max_epoch.map_or(wm, |e| e.saturating_sub(lateness)))
                 .min();
-            let new_wm = match held {
-                Some(h) => h.max(wm),
-                None => s
-                    .parts
-                    .iter()
-                    .filter_map(|p| p.max_epoch)
-                    .max()
-                    .map_or(wm, |e| (e + 1).max(wm)),
-            };
+            let all_done = s
+                .parts
+                .iter()
+                .filter_map(|p| p.max_epoch)
+                .max()
+                .map_or(wm, |e| (e + 1).max(wm));
+            let new_wm = held.map_or(all_done, |h| h.max(wm));
             let finished = s.cfg.stop_at_end
                 && s.parts.iter().all(|p| p.eof)
                 && last_data.elapsed() >= s.cfg.end_quiet;
+            if finished {
+                // Batch mode's end declares every epoch seen complete (EOF alone does not make a partition
+                // idle): the last account goes out after every flow's time, as an all-idle watermark would.
+                c.downgrade(&all_done);
+            }
             if new_wm > wm || finished {
                 s.report.flows += since.flows;
                 s.report.dead += since.dead;
@@ -597,7 +615,7 @@ fn take(
                 .expect("an owned partition");
             let ps = &mut s.parts[pi];
             ps.eof = false;
-            ps.last_msg = Instant::now();
+            ps.quiet_since = None;
             if ps.first_offset < 0 {
                 ps.first_offset = m.offset();
             }
