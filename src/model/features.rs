@@ -200,10 +200,16 @@ impl Normaliser {
             .max(1.0) as u64
     }
 
-    /// An encoded packets value moved to `ln(p + u)` (uniform dequantisation of the count `p`, `u` in [0, 1)).
-    pub fn dequantise_packets(&self, z: f32, u: f64) -> f32 {
-        let p = self.packets_of(z) as f64;
-        self.z(cont::PACKETS, (p + u).ln())
+    /// The encoded bin of the count `p`: the `z` values whose draws decode to `p` (see [`decode::packets`]:
+    /// `[ln p, ln(p + 1))`, and everything below `ln 2` for one packet). A continuous packets density gives the
+    /// count its exact probability over this bin (`mixture::interval_nll`), comparable with a count head's.
+    pub fn packets_bin(&self, p: u64) -> (f32, f32) {
+        let lo = if p <= 1 {
+            f32::NEG_INFINITY
+        } else {
+            self.z(cont::PACKETS, (p as f64).ln())
+        };
+        (lo, self.z(cont::PACKETS, (p.max(1) as f64 + 1.0).ln()))
     }
 }
 
@@ -538,6 +544,25 @@ fn fnv(tag: u8, bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    /// Packet-count bins tile the line: one packet takes everything below ln 2, and each count's bin ends
+    /// where the next one's begins.
+    #[test]
+    fn packet_bins_tile_the_line() {
+        let n = Normaliser {
+            mean: [0.0, 1.3, 0.0, 0.0],
+            std: [1.0, 0.7, 1.0, 1.0],
+            max: [f64::INFINITY; 4],
+        };
+        assert_eq!(n.packets_bin(1).0, f32::NEG_INFINITY);
+        for p in 1..100u64 {
+            let (lo, hi) = n.packets_bin(p);
+            assert!(lo < hi);
+            assert_eq!(hi, n.packets_bin(p + 1).0);
+            let mid = n.unz(cont::PACKETS, ((lo.max(-10.0) + hi) * 0.5) as f64);
+            assert_eq!(decode::packets(mid), p);
+        }
+    }
+
     use super::*;
     use crate::record::TcpFlags;
 

@@ -71,11 +71,38 @@ impl Hist {
         let b = self.bin(x);
         self.counts[b] += 1.0;
     }
-    fn total(&self) -> f64 {
-        self.counts.iter().sum::<f64>() + SMOOTH * self.counts.len() as f64
+    /// Minus the log density at `x`, given the smoothed total (summed once per scoring call, not per event).
+    fn nll_with(&self, x: f64, total: f64) -> f64 {
+        -(((self.counts[self.bin(x)] + SMOOTH) / total).ln() - self.width().ln())
     }
-    pub fn nll(&self, x: f64) -> f64 {
-        -(((self.counts[self.bin(x)] + SMOOTH) / self.total()).ln() - self.width().ln())
+    /// Minus the log of the mass in `[a, b)` (the range below `lo` and above `hi` belongs to the end bins, as
+    /// in [`Hist::bin`]): the probability of a count whose draws fall in that interval.
+    fn interval_nll_with(&self, a: f64, b: f64, total: f64) -> f64 {
+        let w = self.width();
+        let n = self.counts.len();
+        let mut mass = 0.0;
+        for i in self.bin(a)..=self.bin(b) {
+            let l = if i == 0 {
+                f64::NEG_INFINITY
+            } else {
+                self.lo + i as f64 * w
+            };
+            let h = if i + 1 == n {
+                f64::INFINITY
+            } else {
+                self.lo + (i + 1) as f64 * w
+            };
+            let ov = h.min(b) - l.max(a);
+            if ov > 0.0 {
+                let frac = if ov.is_finite() {
+                    (ov / w).min(1.0)
+                } else {
+                    1.0
+                };
+                mass += (self.counts[i] + SMOOTH) * frac;
+            }
+        }
+        -(mass / total).max(1e-300).ln()
     }
     /// A draw truncated to `[a, b]`: bins weighted by their overlap with the interval, uniform inside.
     fn sample<R: Rng>(&self, a: f64, b: f64, rng: &mut R) -> f64 {
@@ -109,11 +136,16 @@ impl Hist {
 /// Smoothed totals of the four count tables (protocol, destination port, source port, flags): summed once per
 /// scoring call, not per event (the port tables have 1,670 entries; re-summing them per event was half of the
 /// streaming pipeline's time with this model).
-struct Totals([f64; 4]);
+/// Smoothed totals of the count tables (protocol, destination port, source port, flags, packets, bytes per
+/// packet, non-zero duration) and the raw count of non-zero durations, summed once per scoring call.
+struct Totals([f64; 7], f64);
 
 impl Totals {
-    fn of(tables: [&[f64]; 4]) -> Totals {
-        Totals(tables.map(|c| c.iter().sum::<f64>() + SMOOTH * c.len() as f64))
+    fn of(tables: [&[f64]; 7], nonzero_durations: f64) -> Totals {
+        Totals(
+            tables.map(|c| c.iter().sum::<f64>() + SMOOTH * c.len() as f64),
+            nonzero_durations,
+        )
     }
 }
 
@@ -308,7 +340,18 @@ impl Independent {
     }
 
     fn totals(&self) -> Totals {
-        Totals::of([&self.proto, &self.dport, &self.sport, &self.flags])
+        Totals::of(
+            [
+                &self.proto,
+                &self.dport,
+                &self.sport,
+                &self.flags,
+                &self.packets.counts,
+                &self.bpp.counts,
+                &self.duration.counts,
+            ],
+            self.duration.counts.iter().sum(),
+        )
     }
 
     /// Per-task NLL of one event (address scored when `new_pair`); `silence` is a scored silence mark: the one
@@ -376,21 +419,31 @@ impl Independent {
                 0.0
             },
         );
+        // Packets are counts: the probability of the count's bin (draws decode by `decode::packets`), comparable
+        // with TempoNet's count head.
+        let p = r.packets.max(1);
+        let lo = if p == 1 {
+            f64::NEG_INFINITY
+        } else {
+            (p as f64).ln()
+        };
         out.add_task(
             task::PACKETS,
-            self.packets.nll(features::log_packets(r.packets)),
+            self.packets
+                .interval_nll_with(lo, (p as f64 + 1.0).ln(), tot.0[4]),
         );
         out.add_task(
             task::BPP,
-            self.bpp.nll(features::log_bpp(r.bytes, r.packets, r.proto)),
+            self.bpp
+                .nll_with(features::log_bpp(r.bytes, r.packets, r.proto), tot.0[5]),
         );
-        let nz = self.duration.counts.iter().sum::<f64>();
+        let nz = tot.1;
         let p0 = (self.zero_duration + 0.5) / (nz + self.zero_duration + 1.0);
         out.add_task(
             task::DURATION,
             match features::log_duration(r.duration_us) {
                 None => -p0.ln(),
-                Some(d) => -(1.0 - p0).ln() + self.duration.nll(d),
+                Some(d) => -(1.0 - p0).ln() + self.duration.nll_with(d, tot.0[6]),
             },
         );
     }
@@ -724,5 +777,39 @@ impl FlowModel for Independent {
     }
     fn weights(&self) -> Result<Vec<u8>, ModelError> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bins of the counts 1, 2, 3, ... tile the line, so their masses add up to one; a count seen often
+    /// gets its histogram bin's share (a bin of 0.125 in log spans about five counts near 40).
+    #[test]
+    fn packet_count_masses_add_up_to_one() {
+        let mut h = Hist::new(&IndependentConfig::default());
+        for p in [1u64, 2, 2, 3, 40, 40, 40, 40, 1500] {
+            h.add(features::log_packets(p));
+        }
+        let t = h.counts.iter().sum::<f64>() + SMOOTH * h.counts.len() as f64;
+        let mass = |p: u64| {
+            let lo = if p == 1 {
+                f64::NEG_INFINITY
+            } else {
+                (p as f64).ln()
+            };
+            (-h.interval_nll_with(lo, (p as f64 + 1.0).ln(), t)).exp()
+        };
+        let hi = (IndependentConfig::default().hi.exp()) as u64;
+        let upto = 200_000u64;
+        let sum: f64 = (1..upto).map(mass).sum::<f64>()
+            + (-h.interval_nll_with((upto as f64).ln(), f64::INFINITY, t)).exp();
+        assert!(
+            (sum - 1.0).abs() < 1e-9,
+            "masses add up to {sum} (hist ends at {hi})"
+        );
+        assert!(mass(40) > 0.05, "count 40: {}", mass(40));
+        assert!(mass(400) < 1e-3, "count 400: {}", mass(400));
     }
 }

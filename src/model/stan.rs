@@ -604,7 +604,15 @@ impl Stan {
         let iat = (mixture::nll(&col(0), &lf(&|r| r.iat.unwrap_or(0.0)), k) + self.host_iat.1.ln())
             * &has;
         let addr = ce(1, 0) + ce(2, 1) + ce(3, 2) + ce(4, 3);
-        let pk = mixture::nll(&col(9), &lf(&|r| r.pk), k) + self.space.norm.std[cont::PACKETS].ln();
+        // Packets are counts: each has the probability of its bin (exact, and comparable with TempoNet's count
+        // head; a density at one point of the bin is not a probability).
+        let norm = &self.space.norm;
+        let pk = mixture::interval_nll(
+            &col(9),
+            &lf(&|r| norm.packets_bin(norm.packets_of(r.pk)).0),
+            &lf(&|r| norm.packets_bin(norm.packets_of(r.pk)).1),
+            k,
+        );
         let bp = mixture::nll(&col(10), &lf(&|r| r.bp), k) + self.space.norm.std[cont::BPP].ln();
         let dz = lf(&|r| r.dur.is_none() as u8 as f32);
         let l0 = col(11).squeeze_dims([1]);
@@ -652,20 +660,7 @@ impl Stan {
         if items.is_empty() {
             return Ok(TaskNll::default());
         }
-        let targets: Vec<Row> = items
-            .iter()
-            .map(|(_, r)| {
-                let mut r = (*r).clone();
-                r.pk = self.space.norm.dequantise_packets(r.pk, self.rng.r#gen());
-                r
-            })
-            .collect();
-        let items: Vec<(Vec<&Row>, &Row)> = items
-            .iter()
-            .zip(&targets)
-            .map(|((p, _), t)| (p.clone(), t))
-            .collect();
-        let (ls, has) = self.losses(&items);
+        let (ls, has) = self.losses(items);
         let mut loss = Tensor::zeros([], (Kind::Float, self.device));
         for (i, l) in ls.iter().enumerate() {
             let cnt = match i {

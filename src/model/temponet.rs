@@ -744,10 +744,7 @@ impl TempoNet {
         let zp = |v: f64| self.space.norm.z(cont::PACKETS, v);
         let (pk_lo, pk_hi): (Vec<f32>, Vec<f32>) = counts
             .iter()
-            .map(|&p| {
-                let p = p.max(PK_CLASSES as u64) as f64;
-                (zp(p.ln()), zp((p + 1.0).ln()))
-            })
+            .map(|&p| self.space.norm.packets_bin(p.max(PK_CLASSES as u64)))
             .unzip();
         let tail = lf(&counts
             .iter()
