@@ -19,7 +19,9 @@
 //! from a late real flow, is emitted at `t` and counted as late). No flow is generated before the epoch after the
 //! model was built: the replicas are not in step before. Closed epochs are generated `batch_epochs` at a time
 //! (when an epoch `t` with `(t + 1) % batch_epochs == 0` closes, or that many are waiting, or the input ends): one
-//! advance over them, then each flow leaves at its own epoch.
+//! advance over them, then each flow leaves at its own epoch. Once the input has ended, generation stops at the end
+//! of the last epoch that had input (a window here, or a tick: every epoch with real flows on any worker ticks
+//! every generator), so a finite input's synthetic twin spans the same epochs.
 
 use crate::EpochClock;
 use crate::fresh_windows::FreshWindow;
@@ -54,7 +56,8 @@ pub enum GeneratorInput {
     Window(FreshWindow),
     /// The trainer is done with this epoch (its stats travel on with the generator's, one record per epoch).
     Trainer(TrainerStats),
-    /// An epoch to generate even if no window came (clock ticks of pure generation).
+    /// An epoch to generate even if no window came on this worker: clock ticks of pure generation, and every
+    /// epoch with real input on any worker (so that at the input's end every worker stops at the same epoch).
     Tick,
 }
 
@@ -93,23 +96,42 @@ pub fn generator<'s>(
     let worker = input.scope().index();
     let peers = input.scope().peers();
     input.unary_frontier(Pipeline, "Generator", move |_cap, _info| {
-        type Pending = (Capability<u64>, Vec<FreshWindow>, Option<TrainerStats>);
+        /// An epoch's capability, windows, trainer stats, and whether input (a window or a tick) came for it.
+        type Pending = (
+            Capability<u64>,
+            Vec<FreshWindow>,
+            Option<TrainerStats>,
+            bool,
+        );
         let mut stash: BTreeMap<u64, Pending> = BTreeMap::new();
         let mut session: Option<GenSession> = None;
+        // The latest epoch that had input (a window or a tick), processed or not.
+        let mut last_input: Option<u64> = None;
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 let t = *cap.least().expect("a time");
                 let e = stash.entry(t).or_insert_with(|| {
-                    (cap.retain_least(0).expect("a capability"), Vec::new(), None)
+                    (
+                        cap.retain_least(0).expect("a capability"),
+                        Vec::new(),
+                        None,
+                        false,
+                    )
                 });
                 for batch in data {
                     for item in batch.drain(..) {
                         match item {
-                            GeneratorInput::Window(w) => e.1.push(w),
+                            GeneratorInput::Window(w) => {
+                                e.1.push(w);
+                                e.3 = true;
+                            }
                             GeneratorInput::Trainer(s) => e.2 = Some(s),
-                            GeneratorInput::Tick => {}
+                            GeneratorInput::Tick => e.3 = true,
                         }
                     }
+                }
+                if e.3 {
+                    last_input = last_input.max(Some(t));
                 }
             });
             // The closed epochs, processed together once `batch_epochs` of them are ready or the input ended.
@@ -131,7 +153,7 @@ pub fn generator<'s>(
             let slot = slot.borrow();
             let mut per_epoch: Vec<(u64, Capability<u64>, GeneratorStats)> = Vec::new();
             let mut joins: Vec<FreshWindow> = Vec::new();
-            for (t, (cap, windows, trainer)) in batch {
+            for (t, (cap, windows, trainer, _)) in batch {
                 let ready = slot.ready && !slot.built_at.is_some_and(|b| t <= b && b > 0);
                 if ready {
                     joins.extend(windows);
@@ -182,9 +204,14 @@ pub fn generator<'s>(
                         }
                     }
                 }
-                let until = cfg
-                    .clock
-                    .start_of(per_epoch.last().expect("closed > 0").0 + 1);
+                // Once the input has ended, no flow past its last epoch: later epochs exist only because the
+                // trainer's last parameter average comes back one epoch on (the feedback edge), and the
+                // synthetic stream should span what the real one did.
+                let mut last = per_epoch.last().expect("closed > 0").0;
+                if ended && let Some(l) = last_input {
+                    last = last.min(l.max(per_epoch[i0].0));
+                }
+                let until = cfg.clock.start_of(last + 1);
                 if let Err(e) = s.advance(model, until, &mut flows) {
                     // A torch failure is a bug or an exhausted machine: stop loudly.
                     panic!("generator on worker {worker}: epochs up to {until} us: {e}");

@@ -105,6 +105,7 @@ pub fn model_stages<'s>(
     cfg: &ModelStagesConfig,
 ) -> anyhow::Result<ModelStreams<'s>> {
     let scope = flows.scope();
+    let input_epochs = input_epochs(&flows).broadcast();
     let slot: SharedModel = Rc::new(RefCell::new(ModelSlot::default()));
     // Until the model is built every flow is broadcast, so all replicas are built from the same warm-up flows.
     let warmup = match cfg.trainer.start {
@@ -132,10 +133,12 @@ pub fn model_stages<'s>(
     param_average(shares)
         .broadcast()
         .connect_loop(averaged_handle);
+    // Every epoch with real flows on any worker ticks every generator (`input_epochs`, see `generator`: where a
+    // finite input ends, every worker's generation stops at the same epoch).
     let gen_in = windows
         .map(GeneratorInput::Window)
         .concat(trainer_stats.map(GeneratorInput::Trainer))
-        .concat(ticks.map(|_| GeneratorInput::Tick));
+        .concat(ticks.concat(input_epochs).map(|_| GeneratorInput::Tick));
     let (synthetic, generator_stats) =
         generator(gen_in, cfg.generator, slot.clone()).ok_err(|o| match o {
             GeneratorOut::Flow(r) => Ok(r),
@@ -145,5 +148,22 @@ pub fn model_stages<'s>(
         synthetic,
         stats: generator_stats.map(|g| window_stats(*g)),
         slot,
+    })
+}
+
+/// One `()` per epoch (and activation) in which this worker's source emitted flows.
+fn input_epochs<'s>(flows: &Stream<'s, u64, Vec<FlowRecord>>) -> Stream<'s, u64, Vec<()>> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::Operator;
+    flows.clone().unary(Pipeline, "InputEpochs", |_, _| {
+        move |input, output| {
+            input.for_each_stamp(|cap, mut data| {
+                if data.any(|b| !b.is_empty())
+                    && let Some(c) = cap.retain_least(0)
+                {
+                    output.session(&c).give(());
+                }
+            });
+        }
     })
 }

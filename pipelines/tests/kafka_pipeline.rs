@@ -243,10 +243,14 @@ fn iot23_two_workers_exactly_once_and_committed() {
             .epoch_of(flows.iter().map(|r| r.start_us).max().unwrap())
             + 1,
     );
+    let early = synthetic
+        .iter()
+        .filter(|r| r.start_us < first + 300_000_000)
+        .count();
+    let after = synthetic.iter().filter(|r| r.start_us >= last_end).count();
     assert!(
-        synthetic
-            .iter()
-            .all(|r| r.start_us >= first + 300_000_000 && r.start_us < last_end)
+        early == 0 && after == 0,
+        "{early} synthetic flows before the warm-up's end, {after} after the input's last epoch (ends {last_end} us)"
     );
     assert!(last["model_version"].as_u64().unwrap() > 30);
     let ratio = synthetic.len() as f64 / IOT_FLOWS as f64;
