@@ -401,6 +401,7 @@ impl State {
             epochs: if self.worker == 0 { *fit_epochs } else { 0 },
             device: self.cfg.device,
             seed: self.cfg.seed,
+            validation: None,
         };
         let model = Model::fit_new(*kind, config, &flows, &opts, &mut |_| {})?;
         let mut s = self.slot.borrow_mut();

@@ -582,6 +582,7 @@ impl FlowModel for Independent {
             batch: 1,
             batches: 1,
             batch_nll: nll,
+            validation_nll: None,
         });
         self.version += 1;
         Ok(())

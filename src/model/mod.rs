@@ -308,9 +308,16 @@ pub fn pair_windows_with(
 /// Options of [`Model::fit`].
 #[derive(Clone, Debug)]
 pub struct FitOptions {
+    /// Passes over the training windows (the most, with `validation`).
     pub epochs: usize,
     pub device: DeviceChoice,
     pub seed: u64,
+    /// Early stopping for the gradient-trained models: after every epoch the validation flows are scored; an
+    /// epoch that does not improve the best flow-task NLL puts the best parameters back and halves the learning
+    /// rate, and the fit stops after `patience` such epochs in a row, keeping the best epoch's parameters. The
+    /// learning rate then follows the validation NLL instead of a linear decay over `epochs` (which, with a generous
+    /// epoch limit, hardly decays before the stop). Without it every epoch runs and the last parameters stay.
+    pub validation: Option<std::sync::Arc<Validation>>,
 }
 
 impl Default for FitOptions {
@@ -319,7 +326,76 @@ impl Default for FitOptions {
             epochs: 5,
             device: DeviceChoice::Cpu,
             seed: 0,
+            validation: None,
         }
+    }
+}
+
+/// Flows held out of the fit to choose its length: `records`, scored with `context` (the flows before them) as
+/// history. See [`FitOptions::validation`].
+#[derive(Clone, Debug)]
+pub struct Validation {
+    pub context: Vec<FlowRecord>,
+    pub records: Vec<FlowRecord>,
+    pub patience: usize,
+}
+
+/// Early stopping's bookkeeping inside a fit (see [`FitOptions::validation`]).
+pub(crate) struct EarlyStop {
+    best: f64,
+    best_params: Option<Vec<f32>>,
+    stale: usize,
+    /// Factor on the configured learning rate (halved at every epoch without improvement).
+    pub lr_scale: f64,
+    /// Flow-task NLL on the validation flows after each epoch so far.
+    pub history: Vec<f64>,
+}
+
+impl EarlyStop {
+    pub(crate) fn new() -> EarlyStop {
+        EarlyStop {
+            best: f64::INFINITY,
+            best_params: None,
+            stale: 0,
+            lr_scale: 1.0,
+            history: Vec::new(),
+        }
+    }
+
+    /// Scores the validation flows after an epoch, keeps the parameters if they are the best so far; true when
+    /// the fit should stop.
+    pub(crate) fn after_epoch<M: FlowModel + ?Sized>(
+        &mut self,
+        m: &mut M,
+        v: &Validation,
+    ) -> Result<bool, ModelError> {
+        let nll = m.heldout_nll(&v.context, &v.records)?.flow_total();
+        self.history.push(nll);
+        if nll < self.best - 1e-4 {
+            self.best = nll;
+            self.best_params = Some(m.params());
+            self.stale = 0;
+        } else {
+            self.stale += 1;
+            self.lr_scale *= 0.5;
+            if let Some(p) = &self.best_params {
+                m.set_params(p)?;
+            }
+        }
+        Ok(self.stale >= v.patience.max(1))
+    }
+
+    /// Puts the best epoch's parameters back (the version counter keeps counting steps).
+    pub(crate) fn restore<M: FlowModel + ?Sized>(self, m: &mut M) -> Result<(), ModelError> {
+        match self.best_params {
+            Some(p) => m.set_params(&p),
+            None => Ok(()),
+        }
+    }
+
+    /// The latest epoch's validation NLL and the epoch's number, for progress reports.
+    pub(crate) fn last(&self) -> Option<(usize, f64)> {
+        self.history.last().map(|v| (self.history.len(), *v))
     }
 }
 
@@ -332,6 +408,9 @@ pub struct FitProgress {
     pub batches: usize,
     /// Mean per-task NLL of the last batch.
     pub batch_nll: TaskNll,
+    /// With early stopping: the flow-task NLL on the validation flows after the latest scored epoch, and that
+    /// epoch's number (a fit reports once more after each epoch's scoring).
+    pub validation_nll: Option<(usize, f64)>,
 }
 
 /// How many flows to generate.

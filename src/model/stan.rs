@@ -1094,13 +1094,20 @@ impl FlowModel for Stan {
         let mut order: Vec<usize> = (0..items.len()).collect();
         let bs = self.config.batch.max(1);
         let batches = items.len().div_ceil(bs);
+        let mut early = super::EarlyStop::new();
         for epoch in 0..opts.epochs {
             order.shuffle(&mut self.rng);
             for (bi, chunk) in order.chunks(bs).enumerate() {
-                // Linear decay to a tenth of the rate over the fit: the last iterates settle instead of jittering.
+                // Linear decay to a tenth of the rate over the fit (the last iterates settle instead of jittering),
+                // or, with early stopping, halved at every epoch that did not improve the validation NLL.
                 let done = (epoch * batches + bi) as f64 / (opts.epochs * batches).max(1) as f64;
+                let scale = if opts.validation.is_some() {
+                    early.lr_scale
+                } else {
+                    1.0 - 0.9 * done
+                };
                 if let Some(o) = self.opt.as_mut() {
-                    o.set_lr(self.config.lr * (1.0 - 0.9 * done));
+                    o.set_lr(self.config.lr * scale);
                 }
                 let batch: Vec<(Vec<&Row>, &Row)> =
                     chunk.iter().map(|&i| items[i].clone()).collect();
@@ -1112,10 +1119,25 @@ impl FlowModel for Stan {
                     batch: bi + 1,
                     batches,
                     batch_nll: nll,
+                    validation_nll: early.last(),
                 });
             }
+            if let Some(v) = &opts.validation {
+                let stop = early.after_epoch(self, v)?;
+                progress(&FitProgress {
+                    epoch: epoch + 1,
+                    epochs: opts.epochs,
+                    batch: batches,
+                    batches,
+                    batch_nll: TaskNll::default(),
+                    validation_nll: early.last(),
+                });
+                if stop {
+                    break;
+                }
+            }
         }
-        Ok(())
+        early.restore(self)
     }
     fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let seqs = self.window_rows(windows);

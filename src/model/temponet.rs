@@ -1331,13 +1331,20 @@ impl FlowModel for TempoNet {
         let bw = self.config.batch_windows.max(1);
         let batches = windows.len().div_ceil(bw);
         let mut order: Vec<usize> = (0..windows.len()).collect();
+        let mut early = super::EarlyStop::new();
         for epoch in 0..opts.epochs {
             order.shuffle(&mut self.rng);
             for (bi, chunk) in order.chunks(bw).enumerate() {
-                // Linear decay to a tenth of the rate over the fit: the last iterates settle instead of jittering.
+                // Linear decay to a tenth of the rate over the fit (the last iterates settle instead of jittering),
+                // or, with early stopping, halved at every epoch that did not improve the validation NLL.
                 let done = (epoch * batches + bi) as f64 / (opts.epochs * batches).max(1) as f64;
+                let scale = if opts.validation.is_some() {
+                    early.lr_scale
+                } else {
+                    1.0 - 0.9 * done
+                };
                 if let Some(o) = self.opt.as_mut() {
-                    o.set_lr(self.config.lr * (1.0 - 0.9 * done));
+                    o.set_lr(self.config.lr * scale);
                 }
                 let ws: Vec<&PairWindow> = chunk.iter().map(|&i| &windows[i]).collect();
                 let nll = self.step(&ws)?;
@@ -1348,10 +1355,25 @@ impl FlowModel for TempoNet {
                     batch: bi + 1,
                     batches,
                     batch_nll: nll,
+                    validation_nll: early.last(),
                 });
             }
+            if let Some(v) = &opts.validation {
+                let stop = early.after_epoch(self, v)?;
+                progress(&FitProgress {
+                    epoch: epoch + 1,
+                    epochs: opts.epochs,
+                    batch: batches,
+                    batches,
+                    batch_nll: TaskNll::default(),
+                    validation_nll: early.last(),
+                });
+                if stop {
+                    break;
+                }
+            }
         }
-        Ok(())
+        early.restore(self)
     }
     fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let ws = self.all_windows(windows);

@@ -119,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             epochs: args.epochs.max(1),
             device: args.device,
             seed: args.seed,
+            validation: None,
         };
         let model = Model::fit_new(kind, &ModelConfig::default(), &train, &opts, &mut |p| {
             bar.set_length((p.epochs * p.batches) as u64);
