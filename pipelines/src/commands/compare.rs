@@ -37,8 +37,15 @@ pub struct Args {
         default_value = "temponet,stan,independent"
     )]
     pub models: Vec<ModelKind>,
-    #[arg(long, default_value_t = 5)]
+    /// Most epochs per model (early stopping on `--validation` usually ends the fit sooner).
+    #[arg(long, default_value_t = 100)]
     pub epochs: usize,
+    /// Fraction of the training flows (their last rows) scored after every epoch to stop the fit (see `train`);
+    /// 0 runs every epoch on all of them.
+    #[arg(long, default_value_t = 0.1)]
+    pub validation: f64,
+    #[arg(long, default_value_t = 3)]
+    pub patience: usize,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
     #[arg(long, default_value_t = 0)]
@@ -115,13 +122,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .progress_chars("=> "),
         );
         bar.set_prefix(format!("train {kind}"));
+        let (fit_part, val) = if kind == ModelKind::Independent {
+            (&train[..], &train[train.len()..])
+        } else {
+            temponet::model::split_holdout(&train, args.validation)
+        };
+        let validation = (!val.is_empty() && fit_part.len() >= 2).then(|| {
+            std::sync::Arc::new(temponet::model::Validation {
+                context: fit_part.to_vec(),
+                records: val.to_vec(),
+                patience: args.patience.max(1),
+            })
+        });
+        let fit_part = if validation.is_some() {
+            fit_part
+        } else {
+            &train[..]
+        };
         let opts = FitOptions {
             epochs: args.epochs.max(1),
             device: args.device,
             seed: args.seed,
-            validation: None,
+            validation,
         };
-        let model = Model::fit_new(kind, &ModelConfig::default(), &train, &opts, &mut |p| {
+        let model = Model::fit_new(kind, &ModelConfig::default(), fit_part, &opts, &mut |p| {
             bar.set_length((p.epochs * p.batches) as u64);
             bar.set_position(((p.epoch - 1) * p.batches + p.batch) as u64);
             bar.set_message(format!(
