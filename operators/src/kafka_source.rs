@@ -622,47 +622,48 @@ fn take(
             ps.next_offset = m.offset() + 1;
             s.consumed[pi] += 1;
             let payload = m.payload().unwrap_or_default();
-            let (t, ev) = match s.cfg.format.decode(payload) {
+            let (partition, offset) = (m.partition(), m.offset());
+            let clock = s.cfg.clock;
+            let topic = &s.cfg.topic;
+            let (pending, pending_counts, unabsorbed) =
+                (&mut s.pending, &mut s.pending_counts, &mut s.unabsorbed);
+            let mut records = 0u64;
+            // Every record of the message holds the message's offset at its time: the offset is committed only
+            // once all of them are written.
+            let mut keep = |t: u64, ev: SourceEvent| {
+                let offs = pending.entry(t).or_insert_with(|| vec![(-1, -1); np]);
+                offs[pi] = if offs[pi].0 < 0 {
+                    (offset, offset + 1)
+                } else {
+                    (offs[pi].0.min(offset), offs[pi].1.max(offset + 1))
+                };
+                *pending_counts.entry(t).or_insert(0) += 1;
+                *unabsorbed.entry(t).or_insert(0) += 1;
+                records += 1;
+                out.entry(t).or_default().push(ev);
+            };
+            s.cfg.format.decode_each(payload, |r| match r {
                 Ok(r) => {
-                    let e = s.cfg.clock.epoch_of(r.start_us);
+                    let e = clock.epoch_of(r.start_us);
                     ps.max_epoch = Some(ps.max_epoch.map_or(e, |x| x.max(e)));
                     since.flows += 1;
                     if e < wm {
                         since.late += 1;
                     }
-                    (e.max(wm), SourceEvent::Flow(r))
+                    keep(e.max(wm), SourceEvent::Flow(r));
                 }
                 Err(reason) => {
                     since.dead += 1;
-                    let reason = if payload.is_empty() {
-                        "empty message".to_string()
-                    } else {
-                        reason
-                    };
-                    (
+                    keep(
                         wm,
                         SourceEvent::Dead(DeadLetter::new(
-                            &s.cfg.topic,
-                            m.partition(),
-                            m.offset(),
-                            reason,
-                            payload,
+                            topic, partition, offset, reason, payload,
                         )),
-                    )
+                    );
                 }
-            };
-            let offs = s.pending.entry(t).or_insert_with(|| vec![(-1, -1); np]);
-            let o = m.offset();
-            offs[pi] = if offs[pi].0 < 0 {
-                (o, o + 1)
-            } else {
-                (offs[pi].0.min(o), offs[pi].1.max(o + 1))
-            };
-            *s.pending_counts.entry(t).or_insert(0) += 1;
-            s.uncommitted_total += 1;
-            *s.unabsorbed.entry(t).or_insert(0) += 1;
-            s.unabsorbed_total += 1;
-            out.entry(t).or_default().push(ev);
+            });
+            s.uncommitted_total += records;
+            s.unabsorbed_total += records;
             true
         }
     }

@@ -1,7 +1,8 @@
 //! Throughput and latency from Kafka into pair state, training off (no hook), on a real Tansu broker.
 //!
-//! - `kafka_to_pair_state/{bincode,json}/w{1,2}`: one iteration = a whole pipeline run (fresh consumer group) over
-//!   a pre-produced 2-partition topic of `FLOWS` flows, until the end, with 1 or 2 workers. Includes consumer
+//! - `kafka_to_pair_state/{bincode,json}[x64]/w{1,2}`: one iteration = a whole pipeline run (fresh consumer group)
+//!   over a pre-produced 2-partition topic of `FLOWS` flows, one per message or 64 per message (`x64`: JSON lines
+//!   or back-to-back bincode in one message), until the end, with 1 or 2 workers. Includes consumer
 //!   start-up and the end-of-input quiet period (50 ms), so it slightly understates steady-state throughput.
 //! - `pair_history_only/w{1,2}`: the same flows fed from memory into `pair_history` (no Kafka, no decoding): the
 //!   operator's own ceiling.
@@ -29,6 +30,8 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
 const FLOWS: usize = 400_000;
+/// Flows per message in the batched variants.
+const BATCH: usize = 64;
 
 fn flows() -> Vec<FlowRecord> {
     (0..FLOWS)
@@ -62,23 +65,38 @@ fn kafka(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(FLOWS as u64));
     let mut runs = 0;
-    for format in [WireFormat::Bincode, WireFormat::Json] {
-        let topic = format!("bench-{format:?}").to_lowercase();
+    // One flow per message, and 64 per message (JSON lines / back-to-back bincode, as batching exporters write).
+    for (format, per_message) in [
+        (WireFormat::Bincode, 1usize),
+        (WireFormat::Json, 1),
+        (WireFormat::Bincode, BATCH),
+        (WireFormat::Json, BATCH),
+    ] {
+        let name = if per_message == 1 {
+            format!("{format:?}").to_lowercase()
+        } else {
+            format!("{format:?}x{per_message}").to_lowercase()
+        };
+        let topic = format!("bench-{name}");
         broker.create_topic(&topic, 2);
         let t0 = Instant::now();
-        broker.produce(
-            &topic,
-            data.iter()
-                .enumerate()
-                .map(|(i, r)| ((i % 2) as i32, format.encode(r))),
-        );
+        // Flow i goes to partition i % 2, each partition's flows in order, `per_message` to a message.
+        let mut messages = Vec::new();
+        for p in 0..2 {
+            let part: Vec<FlowRecord> = data.iter().skip(p).step_by(2).cloned().collect();
+            for chunk in part.chunks(per_message) {
+                messages.push((p as i32, format.encode_batch(chunk)));
+            }
+        }
+        let n_messages = messages.len();
+        broker.produce(&topic, messages.into_iter());
         eprintln!(
-            "produced {FLOWS} {format:?} flows in {:.1} s",
+            "produced {FLOWS} {format:?} flows in {n_messages} messages in {:.1} s",
             t0.elapsed().as_secs_f64()
         );
         for workers in [1usize, 2] {
             let mut last = None;
-            g.bench_function(format!("{format:?}/w{workers}").to_lowercase(), |b| {
+            g.bench_function(format!("{name}/w{workers}"), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
@@ -109,7 +127,7 @@ fn kafka(c: &mut Criterion) {
             });
             if let Some(r) = last {
                 eprintln!(
-                    "kafka->pair state {format:?} w{workers}: {:.0} flows/s ({:.0} per worker), latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+                    "kafka->pair state {name} w{workers}: {:.0} flows/s ({:.0} per worker), latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
                     r.flows_per_s,
                     r.flows_per_s / workers as f64,
                     r.latency_p50_us as f64 / 1e3,

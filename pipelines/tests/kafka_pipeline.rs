@@ -270,6 +270,74 @@ fn iot23_two_workers_exactly_once_and_committed() {
 
 /// Garbage bytes, wrong JSON and out-of-range ports land on the dead-letter topic with their reason; the good
 /// flows around them still go through and every offset is committed.
+/// Messages of several flows (JSON lines, back-to-back bincode), as batching exporters write them: every flow
+/// is read, a bad JSON line becomes one dead letter naming its line while its neighbours pass, and offsets are
+/// committed per message.
+#[test]
+fn several_flows_per_message() {
+    let b = Broker::start();
+    let flows: Vec<FlowRecord> = iot_flows().into_iter().take(600).collect();
+    for format in [WireFormat::Json, WireFormat::Bincode] {
+        let topic = format!("batched-{format:?}").to_lowercase();
+        b.create_topic(&topic, 2);
+        // Messages of 1 to 7 flows, each partition's flows in order.
+        let mut msgs: Vec<(i32, Vec<u8>)> = Vec::new();
+        for p in 0..2usize {
+            let part: Vec<FlowRecord> = flows.iter().skip(p).step_by(2).cloned().collect();
+            let mut i = 0;
+            while i < part.len() {
+                let n = 1 + (i % 7).min(part.len() - i - 1);
+                msgs.push((p as i32, format.encode_batch(&part[i..i + n])));
+                i += n;
+            }
+        }
+        let mut want_flows = flows.len() as u64;
+        if format == WireFormat::Json {
+            // One bad line in the middle of a 3-line message.
+            let bad = flows[0].to_json().replace(
+                &format!("\"dport\":{}", flows[0].dst_port),
+                "\"dport\":70000",
+            );
+            let text = format!("{}\n{bad}\n{}", flows[1].to_json(), flows[3].to_json());
+            msgs.push((1, text.into_bytes()));
+            want_flows += 2;
+        }
+        let produced = b.produce(&topic, msgs.clone());
+        assert_eq!(produced.iter().sum::<u64>(), msgs.len() as u64);
+        let mut cfg = config(&b, &topic, &topic);
+        cfg.format = format;
+        let rep = run(&cfg, timely::Config::process(2));
+        assert_eq!(rep.flows, want_flows, "{format:?}");
+        assert_eq!(rep.flows_absorbed, want_flows, "{format:?}");
+        assert_eq!(
+            b.committed(&cfg.group, &topic),
+            produced.iter().map(|n| Some(*n as i64)).collect::<Vec<_>>(),
+            "{format:?}"
+        );
+        let dead = b.read_all(
+            &cfg.dead_letter_topic,
+            Duration::from_millis(300),
+            Duration::from_secs(15),
+        );
+        if format == WireFormat::Json {
+            assert_eq!(rep.dead, 1);
+            assert_eq!(dead.len(), 1);
+            let l: Value = serde_json::from_slice(&dead[0].2).unwrap();
+            assert!(
+                l["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("line 2: field dport"),
+                "{l}"
+            );
+            assert_eq!(l["offset"].as_i64(), Some(produced[1] as i64 - 1));
+        } else {
+            assert_eq!(rep.dead, 0);
+            assert!(dead.is_empty());
+        }
+    }
+}
+
 #[test]
 fn malformed_messages_go_to_dead_letters() {
     let b = Broker::start();

@@ -108,7 +108,8 @@ pub struct Args {
     /// Topic for messages that do not decode [default: INPUT-TOPIC-dead-letters].
     #[arg(long)]
     pub dead_letter_topic: Option<String>,
-    /// Encoding of flows on the input and output topics: json or bincode.
+    /// Encoding of flows on the input and output topics: json or bincode. An input message may hold several flows
+    /// (JSON lines separated by newlines, or bincode records back to back); output messages hold one.
     #[arg(long, default_value = "json")]
     pub format: WireFormat,
     /// Length of an event-time epoch (the timely timestamp), milliseconds.
