@@ -89,7 +89,7 @@ fn kafka(c: &mut Criterion) {
             }
         }
         let n_messages = messages.len();
-        broker.produce(&topic, messages.into_iter());
+        broker.produce(&topic, messages);
         eprintln!(
             "produced {FLOWS} {format:?} flows in {n_messages} messages in {:.1} s",
             t0.elapsed().as_secs_f64()
