@@ -339,19 +339,21 @@ impl Independent {
         p.last_us = p.last_us.max(r.start_us);
     }
 
+    /// The shared count tables, in the order of [`Totals`] and of the flat parameters.
+    fn tables(&self) -> [&[f64]; 7] {
+        [
+            &self.proto,
+            &self.dport,
+            &self.sport,
+            &self.flags,
+            &self.packets.counts,
+            &self.bpp.counts,
+            &self.duration.counts,
+        ]
+    }
+
     fn totals(&self) -> Totals {
-        Totals::of(
-            [
-                &self.proto,
-                &self.dport,
-                &self.sport,
-                &self.flags,
-                &self.packets.counts,
-                &self.bpp.counts,
-                &self.duration.counts,
-            ],
-            self.duration.counts.iter().sum(),
-        )
+        Totals::of(self.tables(), self.duration.counts.iter().sum())
     }
 
     /// Per-task NLL of one event (address scored when `new_pair`); `silence` is a scored silence mark: the one
@@ -726,15 +728,7 @@ impl FlowModel for Independent {
     /// whoever owns the pair, and are not part of the flat parameters.
     fn params(&self) -> Vec<f32> {
         let mut v: Vec<f32> = Vec::new();
-        for c in [
-            &self.proto,
-            &self.dport,
-            &self.sport,
-            &self.flags,
-            &self.packets.counts,
-            &self.bpp.counts,
-            &self.duration.counts,
-        ] {
+        for c in self.tables() {
             v.extend(c.iter().map(|x| *x as f32));
         }
         v.push(self.zero_duration as f32);

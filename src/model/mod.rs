@@ -340,6 +340,32 @@ pub struct Validation {
     pub patience: usize,
 }
 
+impl Validation {
+    /// Splits training flows for early stopping: the last `share` of them (in file order) become the validation
+    /// flows of a gradient-trained model, the rest the flows it fits. The independent baseline, a share of 0, or
+    /// too few flows give no validation, and every flow is fitted.
+    pub fn split(
+        kind: ModelKind,
+        train: &[FlowRecord],
+        share: f64,
+        patience: usize,
+    ) -> (&[FlowRecord], Option<std::sync::Arc<Validation>>) {
+        if kind == ModelKind::Independent {
+            return (train, None);
+        }
+        let (fit, val) = split_holdout(train, share);
+        if val.is_empty() || fit.len() < 2 {
+            return (train, None);
+        }
+        let v = Validation {
+            context: fit.to_vec(),
+            records: val.to_vec(),
+            patience: patience.max(1),
+        };
+        (fit, Some(std::sync::Arc::new(v)))
+    }
+}
+
 /// Early stopping's bookkeeping inside a fit (see [`FitOptions::validation`]).
 pub(crate) struct EarlyStop {
     best: f64,
@@ -383,6 +409,31 @@ impl EarlyStop {
             }
         }
         Ok(self.stale >= v.patience.max(1))
+    }
+
+    /// The end of an epoch of a fit with `opts`: with validation flows, scores them (see
+    /// [`EarlyStop::after_epoch`]) and reports the figure; true when the fit should stop.
+    pub(crate) fn end_epoch<M: FlowModel + ?Sized>(
+        &mut self,
+        m: &mut M,
+        opts: &FitOptions,
+        epoch: usize,
+        batches: usize,
+        progress: &mut dyn FnMut(&FitProgress),
+    ) -> Result<bool, ModelError> {
+        let Some(v) = &opts.validation else {
+            return Ok(false);
+        };
+        let stop = self.after_epoch(m, v)?;
+        progress(&FitProgress {
+            epoch,
+            epochs: opts.epochs,
+            batch: batches,
+            batches,
+            batch_nll: TaskNll::default(),
+            validation_nll: self.last(),
+        });
+        Ok(stop)
     }
 
     /// Puts the best epoch's parameters back (the version counter keeps counting steps).

@@ -1122,19 +1122,8 @@ impl FlowModel for Stan {
                     validation_nll: early.last(),
                 });
             }
-            if let Some(v) = &opts.validation {
-                let stop = early.after_epoch(self, v)?;
-                progress(&FitProgress {
-                    epoch: epoch + 1,
-                    epochs: opts.epochs,
-                    batch: batches,
-                    batches,
-                    batch_nll: TaskNll::default(),
-                    validation_nll: early.last(),
-                });
-                if stop {
-                    break;
-                }
+            if early.end_epoch(self, opts, epoch + 1, batches, progress)? {
+                break;
             }
         }
         early.restore(self)

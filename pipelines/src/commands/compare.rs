@@ -122,23 +122,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .progress_chars("=> "),
         );
         bar.set_prefix(format!("train {kind}"));
-        let (fit_part, val) = if kind == ModelKind::Independent {
-            (&train[..], &train[train.len()..])
-        } else {
-            temponet::model::split_holdout(&train, args.validation)
-        };
-        let validation = (!val.is_empty() && fit_part.len() >= 2).then(|| {
-            std::sync::Arc::new(temponet::model::Validation {
-                context: fit_part.to_vec(),
-                records: val.to_vec(),
-                patience: args.patience.max(1),
-            })
-        });
-        let fit_part = if validation.is_some() {
-            fit_part
-        } else {
-            &train[..]
-        };
+        let (fit_part, validation) =
+            temponet::model::Validation::split(kind, &train, args.validation, args.patience);
         let opts = FitOptions {
             epochs: args.epochs.max(1),
             device: args.device,

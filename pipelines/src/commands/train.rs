@@ -11,7 +11,6 @@ use super::InputOpts;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use std::sync::Arc;
 use temponet::model::{
     DeviceChoice, FitOptions, Model, ModelConfig, ModelKind, Validation, split_holdout,
 };
@@ -76,25 +75,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("need at least 2 flows to train, read {}", records.len());
     }
     let (train, held) = split_holdout(&records, args.holdout);
-    // The independent baseline counts; it has no epochs to choose.
-    let validation_share = if args.model == ModelKind::Independent {
-        0.0
-    } else {
-        args.validation
-    };
-    let (fit_part, val) = split_holdout(train, validation_share);
-    let validation = (!val.is_empty() && fit_part.len() >= 2).then(|| {
-        Arc::new(Validation {
-            context: fit_part.to_vec(),
-            records: val.to_vec(),
-            patience: args.patience.max(1),
-        })
-    });
-    let fit_part = if validation.is_some() {
-        fit_part
-    } else {
-        train
-    };
+    let (fit_part, validation) =
+        Validation::split(args.model, train, args.validation, args.patience);
     eprintln!(
         "training {} on {} flows ({} for early stopping, {} held back)",
         args.model,
