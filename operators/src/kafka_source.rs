@@ -43,8 +43,10 @@
 //! wrong, this rule is not. Nothing is committed before it is written, so a crash replays from there
 //! (at-least-once; what was written after the commit point is written again).
 //!
-//! # Bad messages
-//! A message that does not decode (garbage bytes, wrong JSON, out-of-range values, empty) becomes a
+//! # Messages of several flows, bad messages
+//! A message may hold several flows (see [`WireFormat`]); each is emitted at its own epoch, and the message's
+//! offset is recorded at every time one of its records went out, so it is committed only once all are written.
+//! A message or JSON line that does not decode (garbage bytes, wrong JSON, out-of-range values, empty) becomes a
 //! [`SourceEvent::Dead`] with the reason, at the watermark time; its offset is committed like any other once the
 //! dead-letter sink has written it. The pipeline never stops for one.
 
