@@ -96,13 +96,7 @@ pub fn generator<'s>(
     let worker = input.scope().index();
     let peers = input.scope().peers();
     input.unary_frontier(Pipeline, "Generator", move |_cap, _info| {
-        /// An epoch's capability, windows, trainer stats, and whether input (a window or a tick) came for it.
-        type Pending = (
-            Capability<u64>,
-            Vec<FreshWindow>,
-            Option<TrainerStats>,
-            bool,
-        );
+        type Pending = (Capability<u64>, Vec<FreshWindow>, Option<TrainerStats>);
         let mut stash: BTreeMap<u64, Pending> = BTreeMap::new();
         let mut session: Option<GenSession> = None;
         // The latest epoch that had input (a window or a tick), processed or not.
@@ -111,27 +105,19 @@ pub fn generator<'s>(
             input.for_each_stamp(|cap, data| {
                 let t = *cap.least().expect("a time");
                 let e = stash.entry(t).or_insert_with(|| {
-                    (
-                        cap.retain_least(0).expect("a capability"),
-                        Vec::new(),
-                        None,
-                        false,
-                    )
+                    (cap.retain_least(0).expect("a capability"), Vec::new(), None)
                 });
                 for batch in data {
                     for item in batch.drain(..) {
                         match item {
                             GeneratorInput::Window(w) => {
                                 e.1.push(w);
-                                e.3 = true;
+                                last_input = last_input.max(Some(t));
                             }
                             GeneratorInput::Trainer(s) => e.2 = Some(s),
-                            GeneratorInput::Tick => e.3 = true,
+                            GeneratorInput::Tick => last_input = last_input.max(Some(t)),
                         }
                     }
-                }
-                if e.3 {
-                    last_input = last_input.max(Some(t));
                 }
             });
             // The closed epochs, processed together once `batch_epochs` of them are ready or the input ended.
@@ -153,7 +139,7 @@ pub fn generator<'s>(
             let slot = slot.borrow();
             let mut per_epoch: Vec<(u64, Capability<u64>, GeneratorStats)> = Vec::new();
             let mut joins: Vec<FreshWindow> = Vec::new();
-            for (t, (cap, windows, trainer, _)) in batch {
+            for (t, (cap, windows, trainer)) in batch {
                 let ready = slot.ready && !slot.built_at.is_some_and(|b| t <= b && b > 0);
                 if ready {
                     joins.extend(windows);

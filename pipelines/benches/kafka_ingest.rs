@@ -25,7 +25,7 @@ use temponet_operators::codec::WireFormat;
 use temponet_operators::pair_history::{HistoryConfig, pair_history};
 use temponet_operators::plugs::NoHook;
 use temponet_operators::testkit::Broker;
-use temponet_pipelines::dataflow::{self, RunConfig};
+use temponet_pipelines::dataflow::{self, RunConfig, RunReport};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
@@ -54,6 +54,43 @@ fn flows() -> Vec<FlowRecord> {
             }
         })
         .collect()
+}
+
+/// Batch-mode settings shared by the Kafka benches: read the topic to its end with a fresh group, short end
+/// and idle waits.
+fn batch_config(broker: &Broker, topic: &str, out: &str, metrics: &str, group: &str) -> RunConfig {
+    let mut cfg = RunConfig::new(&broker.brokers(), topic, out, metrics);
+    cfg.group = group.into();
+    cfg.until_end = true;
+    cfg.end_quiet = Duration::from_millis(50);
+    cfg.idle_timeout = Duration::from_millis(200);
+    cfg.window_epochs = 10;
+    cfg
+}
+
+/// `iters` whole pipeline runs with `workers` workers, each on a fresh config from `next`; their summed wall
+/// time. Every run must absorb all `FLOWS` flows; the last run's report is kept for printing.
+fn timed_runs(
+    iters: u64,
+    workers: usize,
+    last: &mut Option<RunReport>,
+    mut next: impl FnMut() -> RunConfig,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let cfg = next();
+        let timely = if workers == 1 {
+            timely::Config::thread()
+        } else {
+            timely::Config::process(workers)
+        };
+        let t = Instant::now();
+        let rep = dataflow::run(timely, cfg).expect("pipeline run");
+        total += t.elapsed();
+        assert_eq!(rep.flows_absorbed, FLOWS as u64);
+        *last = Some(rep);
+    }
+    total
 }
 
 fn kafka(c: &mut Criterion) {
@@ -98,31 +135,20 @@ fn kafka(c: &mut Criterion) {
             let mut last = None;
             g.bench_function(format!("{name}/w{workers}"), |b| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
+                    timed_runs(iters, workers, &mut last, || {
                         runs += 1;
-                        let mut cfg =
-                            RunConfig::new(&broker.brokers(), &topic, "bench-out", "bench-metrics");
+                        let mut cfg = batch_config(
+                            &broker,
+                            &topic,
+                            "bench-out",
+                            "bench-metrics",
+                            &format!("bench-{runs}"),
+                        );
                         cfg.dead_letter_topic = "bench-dead".into();
-                        cfg.group = format!("bench-{runs}");
                         cfg.format = format;
-                        cfg.until_end = true;
-                        cfg.end_quiet = Duration::from_millis(50);
-                        cfg.idle_timeout = Duration::from_millis(200);
-                        cfg.window_epochs = 10;
                         dataflow::ensure_sink_topics(&cfg, 1).unwrap();
-                        let timely = if workers == 1 {
-                            timely::Config::thread()
-                        } else {
-                            timely::Config::process(workers)
-                        };
-                        let t = Instant::now();
-                        let rep = dataflow::run(timely, cfg).expect("pipeline run");
-                        total += t.elapsed();
-                        assert_eq!(rep.flows_absorbed, FLOWS as u64);
-                        last = Some(rep);
-                    }
-                    total
+                        cfg
+                    })
                 })
             });
             if let Some(r) = last {
@@ -288,22 +314,17 @@ fn end_to_end(c: &mut Criterion) {
         let mut last = None;
         g.bench_function(format!("w{workers}"), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
+                timed_runs(iters, workers, &mut last, || {
                     runs += 1;
-                    let mut cfg = RunConfig::new(
-                        &broker.brokers(),
+                    let mut cfg = batch_config(
+                        &broker,
                         topic,
                         &format!("e2e-out-{runs}"),
                         "e2e-metrics",
+                        &format!("e2e-{runs}"),
                     );
                     cfg.dead_letter_topic = "e2e-dead".into();
-                    cfg.group = format!("e2e-{runs}");
                     cfg.format = WireFormat::Bincode;
-                    cfg.until_end = true;
-                    cfg.end_quiet = Duration::from_millis(50);
-                    cfg.idle_timeout = Duration::from_millis(200);
-                    cfg.window_epochs = 10;
                     let mut m = temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
                         ModelKind::Independent,
                         ModelConfig::default(),
@@ -314,18 +335,8 @@ fn end_to_end(c: &mut Criterion) {
                     m.trainer.average_every = 5;
                     cfg.model = Some(m);
                     dataflow::ensure_sink_topics(&cfg, 2).unwrap();
-                    let timely = if workers == 1 {
-                        timely::Config::thread()
-                    } else {
-                        timely::Config::process(workers)
-                    };
-                    let t = Instant::now();
-                    let rep = dataflow::run(timely, cfg).expect("pipeline run");
-                    total += t.elapsed();
-                    assert_eq!(rep.flows_absorbed, FLOWS as u64);
-                    last = Some(rep);
-                }
-                total
+                    cfg
+                })
             })
         });
         if let Some(r) = last {

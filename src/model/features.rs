@@ -85,6 +85,14 @@ pub fn log_iat(dt_us: i64) -> f64 {
 pub fn log_packets(packets: u64) -> f64 {
     (packets.max(1) as f64 + 0.5).ln()
 }
+/// The log-packets values whose draws decode to the count `p` (see [`decode::packets`]): `[ln p, ln(p + 1))`,
+/// and everything below `ln 2` for one packet. A continuous packets density gives the count its exact
+/// probability over this bin, comparable with a count head's.
+pub fn packets_log_bin(p: u64) -> (f64, f64) {
+    let p = p.max(1) as f64;
+    let lo = if p == 1.0 { f64::NEG_INFINITY } else { p.ln() };
+    (lo, (p + 1.0).ln())
+}
 /// Natural log of bytes per packet, clamped into the range the compliance rules allow for `proto`.
 pub fn log_bpp(bytes: u64, packets: u64, p: u8) -> f64 {
     let (lo, hi) = super::compliance::bpp_bounds(p);
@@ -200,16 +208,15 @@ impl Normaliser {
             .max(1.0) as u64
     }
 
-    /// The encoded bin of the count `p`: the `z` values whose draws decode to `p` (see [`decode::packets`]:
-    /// `[ln p, ln(p + 1))`, and everything below `ln 2` for one packet). A continuous packets density gives the
-    /// count its exact probability over this bin (`mixture::interval_nll`), comparable with a count head's.
+    /// [`packets_log_bin`] encoded: the `z` values whose draws decode to the count `p`.
     pub fn packets_bin(&self, p: u64) -> (f32, f32) {
-        let lo = if p <= 1 {
-            f32::NEG_INFINITY
+        let (lo, hi) = packets_log_bin(p);
+        let lo = if lo.is_finite() {
+            self.z(cont::PACKETS, lo)
         } else {
-            self.z(cont::PACKETS, (p as f64).ln())
+            f32::NEG_INFINITY
         };
-        (lo, self.z(cont::PACKETS, (p.max(1) as f64 + 1.0).ln()))
+        (lo, self.z(cont::PACKETS, hi))
     }
 }
 

@@ -423,16 +423,10 @@ impl Independent {
         );
         // Packets are counts: the probability of the count's bin (draws decode by `decode::packets`), comparable
         // with TempoNet's count head.
-        let p = r.packets.max(1);
-        let lo = if p == 1 {
-            f64::NEG_INFINITY
-        } else {
-            (p as f64).ln()
-        };
+        let (lo, hi) = features::packets_log_bin(r.packets);
         out.add_task(
             task::PACKETS,
-            self.packets
-                .interval_nll_with(lo, (p as f64 + 1.0).ln(), tot.0[4]),
+            self.packets.interval_nll_with(lo, hi, tot.0[4]),
         );
         out.add_task(
             task::BPP,
@@ -789,12 +783,8 @@ mod tests {
         }
         let t = h.counts.iter().sum::<f64>() + SMOOTH * h.counts.len() as f64;
         let mass = |p: u64| {
-            let lo = if p == 1 {
-                f64::NEG_INFINITY
-            } else {
-                (p as f64).ln()
-            };
-            (-h.interval_nll_with(lo, (p as f64 + 1.0).ln(), t)).exp()
+            let (lo, hi) = features::packets_log_bin(p);
+            (-h.interval_nll_with(lo, hi, t)).exp()
         };
         let hi = (IndependentConfig::default().hi.exp()) as u64;
         let upto = 200_000u64;

@@ -341,28 +341,41 @@ pub struct Validation {
 }
 
 impl Validation {
+    /// A validation share must be in `[0, 1)` (0: no early stopping). Callers may check it before reading data.
+    pub fn check_share(share: f64) -> Result<(), ModelError> {
+        if (0.0..1.0).contains(&share) {
+            Ok(())
+        } else {
+            Err(ModelError::Invalid(format!(
+                "the validation share must be in [0, 1), got {share}"
+            )))
+        }
+    }
+
     /// Splits training flows for early stopping: the last `share` of them (in file order) become the validation
     /// flows of a gradient-trained model, the rest the flows it fits. The independent baseline, a share of 0, or
-    /// too few flows give no validation, and every flow is fitted.
+    /// too few flows give no validation, and every flow is fitted. A share outside `[0, 1)` is an error.
+    #[allow(clippy::type_complexity)]
     pub fn split(
         kind: ModelKind,
         train: &[FlowRecord],
         share: f64,
         patience: usize,
-    ) -> (&[FlowRecord], Option<std::sync::Arc<Validation>>) {
+    ) -> Result<(&[FlowRecord], Option<std::sync::Arc<Validation>>), ModelError> {
+        Self::check_share(share)?;
         if kind == ModelKind::Independent {
-            return (train, None);
+            return Ok((train, None));
         }
         let (fit, val) = split_holdout(train, share);
         if val.is_empty() || fit.len() < 2 {
-            return (train, None);
+            return Ok((train, None));
         }
         let v = Validation {
             context: fit.to_vec(),
             records: val.to_vec(),
             patience: patience.max(1),
         };
-        (fit, Some(std::sync::Arc::new(v)))
+        Ok((fit, Some(std::sync::Arc::new(v))))
     }
 }
 
@@ -372,7 +385,7 @@ pub(crate) struct EarlyStop {
     best_params: Option<Vec<f32>>,
     stale: usize,
     /// Factor on the configured learning rate (halved at every epoch without improvement).
-    pub lr_scale: f64,
+    lr_scale: f64,
     /// Flow-task NLL on the validation flows after each epoch so far.
     pub history: Vec<f64>,
 }
@@ -409,6 +422,23 @@ impl EarlyStop {
             }
         }
         Ok(self.stale >= v.patience.max(1))
+    }
+
+    /// The factor on the configured learning rate for batch `batch` of `batches` in epoch `epoch` (from 0): a
+    /// linear decay to a tenth over the fit (the last iterates settle instead of jittering), or, with early
+    /// stopping, halved at every epoch that did not improve the validation NLL.
+    pub(crate) fn lr_factor(
+        &self,
+        opts: &FitOptions,
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+    ) -> f64 {
+        if opts.validation.is_some() {
+            return self.lr_scale;
+        }
+        let done = (epoch * batches + batch) as f64 / (opts.epochs * batches).max(1) as f64;
+        1.0 - 0.9 * done
     }
 
     /// The end of an epoch of a fit with `opts`: with validation flows, scores them (see

@@ -607,10 +607,14 @@ impl Stan {
         // Packets are counts: each has the probability of its bin (exact, and comparable with TempoNet's count
         // head; a density at one point of the bin is not a probability).
         let norm = &self.space.norm;
+        let (pk_lo, pk_hi): (Vec<f32>, Vec<f32>) = items
+            .iter()
+            .map(|(_, r)| norm.packets_bin(norm.packets_of(r.pk)))
+            .unzip();
         let pk = mixture::interval_nll(
             &col(9),
-            &lf(&|r| norm.packets_bin(norm.packets_of(r.pk)).0),
-            &lf(&|r| norm.packets_bin(norm.packets_of(r.pk)).1),
+            &Tensor::from_slice(&pk_lo).to_device(d),
+            &Tensor::from_slice(&pk_hi).to_device(d),
             k,
         );
         let bp = mixture::nll(&col(10), &lf(&|r| r.bp), k) + self.space.norm.std[cont::BPP].ln();
@@ -1098,14 +1102,7 @@ impl FlowModel for Stan {
         for epoch in 0..opts.epochs {
             order.shuffle(&mut self.rng);
             for (bi, chunk) in order.chunks(bs).enumerate() {
-                // Linear decay to a tenth of the rate over the fit (the last iterates settle instead of jittering),
-                // or, with early stopping, halved at every epoch that did not improve the validation NLL.
-                let done = (epoch * batches + bi) as f64 / (opts.epochs * batches).max(1) as f64;
-                let scale = if opts.validation.is_some() {
-                    early.lr_scale
-                } else {
-                    1.0 - 0.9 * done
-                };
+                let scale = early.lr_factor(opts, epoch, bi, batches);
                 if let Some(o) = self.opt.as_mut() {
                     o.set_lr(self.config.lr * scale);
                 }

@@ -1335,14 +1335,7 @@ impl FlowModel for TempoNet {
         for epoch in 0..opts.epochs {
             order.shuffle(&mut self.rng);
             for (bi, chunk) in order.chunks(bw).enumerate() {
-                // Linear decay to a tenth of the rate over the fit (the last iterates settle instead of jittering),
-                // or, with early stopping, halved at every epoch that did not improve the validation NLL.
-                let done = (epoch * batches + bi) as f64 / (opts.epochs * batches).max(1) as f64;
-                let scale = if opts.validation.is_some() {
-                    early.lr_scale
-                } else {
-                    1.0 - 0.9 * done
-                };
+                let scale = early.lr_factor(opts, epoch, bi, batches);
                 if let Some(o) = self.opt.as_mut() {
                     o.set_lr(self.config.lr * scale);
                 }

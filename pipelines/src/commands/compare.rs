@@ -69,6 +69,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    temponet::model::Validation::check_share(args.validation).context("--validation")?;
     let (train, test) = if !args.input.is_empty() {
         if !(0.0..1.0).contains(&args.split) || args.split == 0.0 {
             bail!("--split must be in (0, 1), got {}", args.split);
@@ -123,7 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         bar.set_prefix(format!("train {kind}"));
         let (fit_part, validation) =
-            temponet::model::Validation::split(kind, &train, args.validation, args.patience);
+            temponet::model::Validation::split(kind, &train, args.validation, args.patience)
+                .context("--validation")?;
         let opts = FitOptions {
             epochs: args.epochs.max(1),
             device: args.device,

@@ -59,9 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !(0.0..1.0).contains(&args.holdout) {
         anyhow::bail!("--holdout must be in [0, 1), got {}", args.holdout);
     }
-    if !(0.0..1.0).contains(&args.validation) {
-        anyhow::bail!("--validation must be in [0, 1), got {}", args.validation);
-    }
+    Validation::check_share(args.validation).context("--validation")?;
     let config: ModelConfig = match &args.config {
         Some(p) => serde_json::from_str(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -76,7 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let (train, held) = split_holdout(&records, args.holdout);
     let (fit_part, validation) =
-        Validation::split(args.model, train, args.validation, args.patience);
+        Validation::split(args.model, train, args.validation, args.patience)
+            .context("--validation")?;
     eprintln!(
         "training {} on {} flows ({} for early stopping, {} held back)",
         args.model,
