@@ -12,7 +12,7 @@
 //! protocol's bounds): masking depends on the protocol, which is the one exception to independence, since
 //! without it the baseline would emit impossible flows.
 
-use super::compliance::{RepairCounts, sample_masked};
+use super::compliance::RepairCounts;
 use super::features::{self, FeatureSpace, N_BYTE_CLASSES, N_PORT_CLASSES, cont, decode, task};
 use super::pair_arrival::PairArrivals;
 use super::session::{LaneStart, LaneStates, Lanes, ObservedLane};
@@ -104,32 +104,103 @@ impl Hist {
         }
         -(mass / total).max(1e-300).ln()
     }
-    /// A draw truncated to `[a, b]`: bins weighted by their overlap with the interval, uniform inside.
-    fn sample<R: Rng>(&self, a: f64, b: f64, rng: &mut R) -> f64 {
+    fn edge(&self, i: usize) -> f64 {
+        self.lo + i as f64 * self.width()
+    }
+    /// A draw truncated to `[a, b]`: bins weighted by their overlap with the interval, uniform inside. `cum` is
+    /// this histogram's [`Cumulative`]: only the two end bins are weighed here, the bins between them are found by
+    /// binary search (generation draws three of these per flow; summing 320 bins each time was most of its cost).
+    fn sample<R: Rng>(&self, cum: &Cumulative, a: f64, b: f64, rng: &mut R) -> f64 {
         let w = self.width();
-        let weights: Vec<f64> = (0..self.counts.len())
-            .map(|i| {
-                let (l, h) = (self.lo + i as f64 * w, self.lo + (i + 1) as f64 * w);
-                let ov = (h.min(b) - l.max(a)).max(0.0) / w;
-                (self.counts[i] + SMOOTH) * ov
-            })
-            .collect();
-        let tot: f64 = weights.iter().sum();
+        let weight = |i: usize| {
+            let ov = (self.edge(i + 1).min(b) - self.edge(i).max(a)).max(0.0) / w;
+            (self.counts[i] + SMOOTH) * ov
+        };
+        let (ia, ib) = (self.bin(a), self.bin(b));
+        let wa = weight(ia);
+        let wb = if ib > ia { weight(ib) } else { 0.0 };
+        let mid = if ib > ia + 1 {
+            cum.mass(ia + 1, ib)
+        } else {
+            0.0
+        };
+        let tot = wa + mid + wb;
         if tot.is_nan() || tot <= 0.0 {
             return a.max(self.lo).min(b);
         }
-        let mut u = rng.r#gen::<f64>() * tot;
-        for (i, wt) in weights.iter().enumerate() {
-            if u < *wt || i + 1 == weights.len() {
-                let (l, h) = (
-                    (self.lo + i as f64 * w).max(a),
-                    (self.lo + (i + 1) as f64 * w).min(b),
-                );
-                return if h > l { rng.gen_range(l..h) } else { l };
-            }
-            u -= wt;
+        let u = rng.r#gen::<f64>() * tot;
+        let i = if u < wa {
+            ia
+        } else if u - wa < mid {
+            cum.find(ia + 1, u - wa).min(ib - 1)
+        } else {
+            ib
+        };
+        let (l, h) = (self.edge(i).max(a), self.edge(i + 1).min(b));
+        if h > l { rng.gen_range(l..h) } else { l }
+    }
+}
+
+/// Running sums of smoothed counts (`c[0] = 0`, `c[i + 1] = c[i] + counts[i] + SMOOTH`): a draw from a table is
+/// one binary search instead of a pass over all its classes.
+#[derive(Clone, Debug)]
+struct Cumulative(Vec<f64>);
+
+impl Cumulative {
+    fn new(counts: &[f64]) -> Cumulative {
+        let mut c = Vec::with_capacity(counts.len() + 1);
+        let mut s = 0.0;
+        c.push(s);
+        for x in counts {
+            s += x + SMOOTH;
+            c.push(s);
         }
-        a
+        Cumulative(c)
+    }
+    /// Smoothed mass of classes `i..j`.
+    fn mass(&self, i: usize, j: usize) -> f64 {
+        self.0[j] - self.0[i]
+    }
+    /// The class at which the mass counted from class `from` first exceeds `u`.
+    fn find(&self, from: usize, u: f64) -> usize {
+        let target = self.0[from] + u;
+        let n = self.0.len() - 1;
+        (self.0.partition_point(|c| *c <= target).max(1) - 1).clamp(from, n - 1)
+    }
+    /// A class drawn with probability proportional to its smoothed count.
+    fn draw<R: Rng>(&self, rng: &mut R) -> usize {
+        self.find(0, rng.r#gen::<f64>() * self.mass(0, self.0.len() - 1))
+    }
+}
+
+/// Everything a draw needs that depends only on the tables: built on the first draw after the tables last changed
+/// (training, new parameters), shared by every lane until they change again.
+#[derive(Clone, Debug)]
+struct Samplers {
+    proto: Cumulative,
+    dport: Cumulative,
+    sport: Cumulative,
+    flags: Cumulative,
+    packets: Cumulative,
+    bpp: Cumulative,
+    duration: Cumulative,
+    /// Probability of a zero duration (add-0.5 smoothed).
+    p_zero_duration: f64,
+}
+
+/// The lazily built [`Samplers`]; a clone starts empty and caches compare equal (a cache is not model state).
+#[derive(Debug, Default)]
+struct SamplerCache(std::sync::OnceLock<Samplers>);
+
+impl Clone for SamplerCache {
+    fn clone(&self) -> Self {
+        SamplerCache::default()
+    }
+}
+
+impl PartialEq for SamplerCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
 
@@ -151,10 +222,6 @@ impl Totals {
 
 fn cat_nll(counts: &[f64], tot: f64, i: usize) -> f64 {
     -((counts[i] + SMOOTH) / tot).ln()
-}
-
-fn cat_probs(counts: &[f64]) -> Vec<f32> {
-    counts.iter().map(|c| (*c + SMOOTH) as f32).collect()
 }
 
 /// A generated pair: its next (or, with `first`, its first) flow at `next_us`, its silence probability per flow and
@@ -221,6 +288,8 @@ pub struct Independent {
     pub version: u64,
     #[serde(skip)]
     index: HashMap<HostPair, usize>,
+    #[serde(skip)]
+    samplers: SamplerCache,
 }
 
 impl Independent {
@@ -243,6 +312,7 @@ impl Independent {
             arrivals: PairArrivals::new(0),
             version: 0,
             index: HashMap::new(),
+            samplers: SamplerCache::default(),
         };
         m.arrivals.fit(records, m.space.silence_us);
         m
@@ -281,6 +351,7 @@ impl Independent {
 
     /// Adds a flow to the tables (flows of a pair must come in time order for its timing counts).
     fn observe(&mut self, r: &FlowRecord, repairs: &mut RepairCounts) {
+        self.samplers.0.take();
         let e = self.space.encode(r, None, repairs);
         self.proto[e.proto as usize] += 1.0;
         self.dport[e.dport as usize] += 1.0;
@@ -472,6 +543,23 @@ impl Independent {
         }
     }
 
+    /// The draw tables of the current counts (built here on the first draw after a change).
+    fn samplers(&self) -> &Samplers {
+        self.samplers.0.get_or_init(|| {
+            let nz = self.duration.counts.iter().sum::<f64>();
+            Samplers {
+                proto: Cumulative::new(&self.proto),
+                dport: Cumulative::new(&self.dport),
+                sport: Cumulative::new(&self.sport),
+                flags: Cumulative::new(&self.flags),
+                packets: Cumulative::new(&self.packets.counts),
+                bpp: Cumulative::new(&self.bpp.counts),
+                duration: Cumulative::new(&self.duration.counts),
+                p_zero_duration: (self.zero_duration + 0.5) / (nz + self.zero_duration + 1.0),
+            }
+        })
+    }
+
     fn sample_flow<R: Rng>(
         &self,
         pair: HostPair,
@@ -479,38 +567,31 @@ impl Independent {
         rng: &mut R,
         rep: &mut RepairCounts,
     ) -> FlowRecord {
-        let p = sample_masked(&cat_probs(&self.proto), |_| true, rng, rep) as u8;
+        let sm = self.samplers();
+        let p = sm.proto.draw(rng) as u8;
         let ports = proto::has_ports(p);
-        let dc = if ports {
-            sample_masked(&cat_probs(&self.dport), |_| true, rng, rep) as u16
-        } else {
-            0
-        };
-        let sc = if ports {
-            sample_masked(&cat_probs(&self.sport), |_| true, rng, rep) as u16
-        } else {
-            0
-        };
+        let dc = if ports { sm.dport.draw(rng) as u16 } else { 0 };
+        let sc = if ports { sm.sport.draw(rng) as u16 } else { 0 };
         let flags = if p == proto::TCP {
-            sample_masked(&cat_probs(&self.flags), |_| true, rng, rep) as u8
+            sm.flags.draw(rng) as u8
         } else {
             0
         };
         let packets = decode::packets(self.packets.sample(
+            &sm.packets,
             decode::PACKETS_LOG.0,
             decode::PACKETS_LOG.1,
             rng,
         ));
         let (blo, bhi) = decode::bpp_log(p);
-        let (bytes, clamped) = decode::bytes(self.bpp.sample(blo, bhi, rng), packets, p);
+        let (bytes, clamped) = decode::bytes(self.bpp.sample(&sm.bpp, blo, bhi, rng), packets, p);
         rep.sample_clamped += clamped as u64;
-        let nz = self.duration.counts.iter().sum::<f64>();
-        let p0 = (self.zero_duration + 0.5) / (nz + self.zero_duration + 1.0);
         let forced_zero = packets == 1 && !self.space.single_packet_duration;
-        let duration_us = if forced_zero || rng.r#gen::<f64>() < p0 {
+        let duration_us = if forced_zero || rng.r#gen::<f64>() < sm.p_zero_duration {
             0
         } else {
             decode::duration_us(self.duration.sample(
+                &sm.duration,
                 self.duration.lo,
                 self.space.norm.upper(cont::DURATION),
                 rng,
@@ -737,6 +818,7 @@ impl FlowModel for Independent {
                 flat.len()
             )));
         }
+        self.samplers.0.take();
         let mut it = flat.iter().map(|x| *x as f64);
         for c in [
             &mut self.proto,
@@ -796,5 +878,53 @@ mod tests {
         );
         assert!(mass(40) > 0.05, "count 40: {}", mass(40));
         assert!(mass(400) < 1e-3, "count 400: {}", mass(400));
+    }
+
+    /// A truncated draw (end bins weighed, the bins between found by binary search) has the histogram's mass on
+    /// every sub-interval, and never leaves `[a, b]`; table draws have the smoothed counts' shares.
+    #[test]
+    fn draws_follow_the_tables() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut h = Hist::new(&IndependentConfig::default());
+        for i in 0..400 {
+            h.add(0.3 + (i % 37) as f64 * 0.11 + (i % 5) as f64 * 0.9);
+        }
+        let cum = Cumulative::new(&h.counts);
+        let t = cum.mass(0, h.counts.len());
+        let mass = |a: f64, b: f64| (-h.interval_nll_with(a, b, t)).exp();
+        let (a, b) = (0.517, 6.203);
+        let n = 200_000;
+        let draws: Vec<f64> = (0..n).map(|_| h.sample(&cum, a, b, &mut rng)).collect();
+        assert!(draws.iter().all(|x| (a..=b).contains(x)));
+        for (x, y) in [(a, 1.0), (1.0, 2.37), (2.37, 4.0), (4.0, 5.91), (5.91, b)] {
+            let seen = draws.iter().filter(|d| (x..y).contains(*d)).count() as f64 / n as f64;
+            let want = mass(x, y) / mass(a, b);
+            assert!(
+                (seen - want).abs() < 0.01,
+                "[{x}, {y}): {seen} drawn, {want} expected"
+            );
+        }
+        // Inside one bin, and outside the histogram's range: the clamp.
+        let x = h.sample(&cum, 2.01, 2.02, &mut rng);
+        assert!((2.01..=2.02).contains(&x));
+        assert_eq!(
+            h.sample(&cum, 30.0, 31.0, &mut rng),
+            30.0_f64.max(h.lo).min(31.0)
+        );
+
+        let counts = [5.0, 0.0, 20.0, 75.0];
+        let cum = Cumulative::new(&counts);
+        let mut seen = [0usize; 4];
+        for _ in 0..n {
+            seen[cum.draw(&mut rng)] += 1;
+        }
+        for (c, s) in counts.iter().zip(seen) {
+            let want = (c + SMOOTH) / (100.0 + 4.0 * SMOOTH);
+            assert!(
+                (s as f64 / n as f64 - want).abs() < 0.005,
+                "{s} of {n} for count {c}"
+            );
+        }
     }
 }
