@@ -6,6 +6,8 @@
 //!   times, with each failure counted and logged. When a message still cannot be delivered the worker panics with
 //!   the topic and the error: nothing is ever dropped silently, and since its time never completes, the source never
 //!   commits the offsets behind it (they are replayed on restart).
+//! - A datum is one message; [`Encoded::records`] says how many records it carries (a batch of flows), so the
+//!   report counts both messages and records.
 //! - The output stream carries, at time `t`, the number of messages of time `t` written; its frontier passes `t`
 //!   only once the input frontier has passed `t` **and** every message of `t` is acknowledged. Put the `written`
 //!   probe of the Kafka source after this output.
@@ -54,17 +56,44 @@ pub struct SinkReport {
     pub topic: String,
     pub sent: u64,
     pub delivered: u64,
+    /// Records in the delivered messages (more than `delivered` when messages carry batches).
+    #[serde(default)]
+    pub delivered_records: u64,
     /// Deliveries that failed and were sent again.
     pub retried: u64,
 }
 
+/// One message to write: its key, its payload and the number of records in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub records: u64,
+}
+
+impl Encoded {
+    /// A message of one record without a key.
+    pub fn one(payload: Vec<u8>) -> Encoded {
+        Encoded {
+            key: None,
+            payload,
+            records: 1,
+        }
+    }
+}
+
+/// What rides with a message through librdkafka: its time, the attempts so far, and its record count.
+type Opaque = Box<(u64, u32, u64)>;
+
 enum Ack {
-    Ok(u64),
+    Ok {
+        time: u64,
+        records: u64,
+    },
     Failed {
         time: u64,
         attempts: u32,
-        key: Option<Vec<u8>>,
-        payload: Vec<u8>,
+        message: Encoded,
         error: KafkaError,
     },
 }
@@ -77,16 +106,19 @@ struct SinkContext {
 impl ClientContext for SinkContext {}
 
 impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Box<(u64, u32)>;
-    fn delivery(&self, r: &DeliveryResult<'_>, opaque: Box<(u64, u32)>) {
-        let (time, attempts) = *opaque;
+    type DeliveryOpaque = Opaque;
+    fn delivery(&self, r: &DeliveryResult<'_>, opaque: Opaque) {
+        let (time, attempts, records) = *opaque;
         let ack = match r {
-            Ok(_) => Ack::Ok(time),
+            Ok(_) => Ack::Ok { time, records },
             Err((error, m)) => Ack::Failed {
                 time,
                 attempts,
-                key: m.key().map(|k| k.to_vec()),
-                payload: m.payload().unwrap_or_default().to_vec(),
+                message: Encoded {
+                    key: m.key().map(|k| k.to_vec()),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    records,
+                },
                 error: error.clone(),
             },
         };
@@ -121,12 +153,12 @@ fn send(
     topic: &str,
     time: u64,
     attempts: u32,
-    key: Option<&[u8]>,
-    payload: &[u8],
+    message: &Encoded,
     on_full: &mut dyn FnMut(),
 ) {
-    let mut rec = BaseRecord::with_opaque_to(topic, Box::new((time, attempts))).payload(payload);
-    if let Some(k) = key {
+    let mut rec = BaseRecord::with_opaque_to(topic, Box::new((time, attempts, message.records)))
+        .payload(&message.payload);
+    if let Some(k) = &message.key {
         rec = rec.key(k);
     }
     loop {
@@ -142,7 +174,7 @@ fn send(
     }
 }
 
-/// Builds the sink. `encode` turns a datum into an optional key and a payload.
+/// Builds the sink. `encode` turns a datum into one message.
 pub fn kafka_sink<'s, D, F>(
     stream: Stream<'s, u64, Vec<D>>,
     cfg: KafkaSinkConfig,
@@ -150,7 +182,7 @@ pub fn kafka_sink<'s, D, F>(
 ) -> Result<(Stream<'s, u64, Vec<u64>>, SinkHandle), KafkaError>
 where
     D: timely::ExchangeData + Clone,
-    F: FnMut(&D) -> (Option<Vec<u8>>, Vec<u8>) + 'static,
+    F: FnMut(&D) -> Encoded + 'static,
 {
     let mut pc = admin::client_config(&cfg.brokers);
     pc.set("linger.ms", "5")
@@ -184,8 +216,7 @@ where
                 let entry = open.entry(t).or_insert_with(|| (cap.retain_least(0).expect("a capability"), 0, 0));
                 for batch in data {
                     for d in batch.iter() {
-                        let (key, payload) = encode(d);
-                        send(p, &cfg.topic, t, 0, key.as_deref(), &payload, &mut || {});
+                        send(p, &cfg.topic, t, 0, &encode(d), &mut || {});
                         entry.1 += 1;
                         entry.2 += 1;
                         rep.sent += 1;
@@ -196,13 +227,14 @@ where
             std::mem::swap(&mut acks, &mut *p.context().acks.lock().expect("ack lock"));
             for a in acks.drain(..) {
                 match a {
-                    Ack::Ok(t) => {
+                    Ack::Ok { time: t, records } => {
                         rep.delivered += 1;
+                        rep.delivered_records += records;
                         if let Some(e) = open.get_mut(&t) {
                             e.1 -= 1;
                         }
                     }
-                    Ack::Failed { time, attempts, key, payload, error } => {
+                    Ack::Failed { time, attempts, message, error } => {
                         if attempts >= cfg.max_retries {
                             panic!(
                                 "kafka sink: giving up on a message for topic {} after {} attempts: {error} (its epoch {time} stays uncommitted)",
@@ -213,7 +245,7 @@ where
                         tracing::warn!(topic = %cfg.topic, attempt = attempts + 1, "delivery failed, sending again: {error}");
                         rep.retried += 1;
                         std::thread::sleep(Duration::from_millis(10 << attempts.min(6)));
-                        send(p, &cfg.topic, time, attempts + 1, key.as_deref(), &payload, &mut || {});
+                        send(p, &cfg.topic, time, attempts + 1, &message, &mut || {});
                     }
                 }
             }

@@ -34,6 +34,7 @@ pub mod fresh_windows;
 pub mod generator;
 pub mod kafka_sink;
 pub mod kafka_source;
+pub mod message_batches;
 pub mod pair_history;
 pub mod param_average;
 pub mod plugs;

@@ -18,10 +18,11 @@
 //! `sum(pair totals) + evicted_flows == flows absorbed` always holds.
 
 use crate::plugs::PairHook;
+use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use temponet::{FlowRecord, HostPair};
 use timely::dataflow::Stream;

@@ -1,7 +1,7 @@
 //! The streaming dataflow of `temponet run` with Kafka:
 //!
 //! ```text
-//! kafka_source ─┬─ flows ─> pair_history ─┬─ fresh windows ─> model stages ─ synthetic flows ─> kafka_sink(output topic)
+//! kafka_source ─┬─ flows ─> pair_history ─┬─ fresh windows ─> model stages ─ synthetic flows ─> message_batches ─> kafka_sink(output topic)
 //!               │                         └─ stats ─┐        (trainer, averaging, generator; see model_stages)
 //!               ├─ stats ──────────────────────────┴─> window_metrics ─> kafka_sink(metrics topic)
 //!               └─ dead letters ─> kafka_sink(dead-letter topic)
@@ -26,8 +26,9 @@ use temponet_operators::clock_source::{ClockConfig, clock_source};
 use temponet_operators::codec::WireFormat;
 use temponet_operators::fidelity::{FidelityConfig, fidelity};
 use temponet_operators::fresh_windows::MaybeWindows;
-use temponet_operators::kafka_sink::{KafkaSinkConfig, SinkReport, kafka_sink};
+use temponet_operators::kafka_sink::{Encoded, KafkaSinkConfig, SinkReport, kafka_sink};
 use temponet_operators::kafka_source::{KafkaSourceConfig, SourceReport, kafka_source, split};
+use temponet_operators::message_batches::message_batches;
 use temponet_operators::pair_history::{HistoryConfig, HistoryOut, pair_history};
 use temponet_operators::plugs::NoObserver;
 use temponet_operators::window_metrics::{WindowInput, window_metrics};
@@ -46,6 +47,9 @@ pub struct RunConfig {
     pub dead_letter_topic: String,
     pub group: String,
     pub format: WireFormat,
+    /// Synthetic flows per output message (1: one flow per message; more: JSON lines or bincode records back to
+    /// back, as the source reads them).
+    pub output_batch: usize,
     pub clock: EpochClock,
     /// Epochs per metrics window.
     pub window_epochs: u64,
@@ -77,6 +81,7 @@ impl RunConfig {
             dead_letter_topic: format!("{input_topic}-dead-letters"),
             group: "temponet".into(),
             format: WireFormat::Json,
+            output_batch: 1,
             clock: EpochClock::default(),
             window_epochs: 60,
             lateness_epochs: 2,
@@ -275,22 +280,25 @@ pub fn run_worker(
         let (m_done, m_sink) = kafka_sink(
             metrics,
             KafkaSinkConfig::new(&cfg.brokers, &cfg.metrics_topic),
-            |s: &String| (None, s.clone().into_bytes()),
+            |s: &String| Encoded::one(s.clone().into_bytes()),
         )?;
         let (d_done, d_sink) = kafka_sink(
             dead,
             KafkaSinkConfig::new(&cfg.brokers, &cfg.dead_letter_topic),
-            |d| {
-                (
-                    Some(format!("{}/{}", d.partition, d.offset).into_bytes()),
-                    d.to_json().into_bytes(),
-                )
+            |d| Encoded {
+                key: Some(format!("{}/{}", d.partition, d.offset).into_bytes()),
+                payload: d.to_json().into_bytes(),
+                records: 1,
             },
         )?;
         let (o_done, o_sink) = kafka_sink(
-            synthetic,
+            message_batches(synthetic, cfg.output_batch),
             KafkaSinkConfig::new(&cfg.brokers, &cfg.output_topic),
-            move |r: &FlowRecord| (None, format.encode(r)),
+            move |rs: &Vec<FlowRecord>| Encoded {
+                key: None,
+                payload: format.encode_batch(rs),
+                records: rs.len() as u64,
+            },
         )?;
         let o_done = o_done.probe_with(&generated);
         m_done.concat(d_done).concat(o_done).probe_with(&written);

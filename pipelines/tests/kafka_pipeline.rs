@@ -920,6 +920,8 @@ fn one_worker_reads_its_partitions_in_step() {
         );
         m.trainer.train = false;
         cfg.model = Some(m);
+        // The two-worker run writes its synthetic flows 50 to a message.
+        cfg.output_batch = if workers == 1 { 1 } else { 50 };
         dataflow::ensure_sink_topics(&cfg, 2).unwrap();
         let timely = if workers == 1 {
             timely::Config::thread()
@@ -950,9 +952,36 @@ fn one_worker_reads_its_partitions_in_step() {
             .iter()
             .map(|m| m["synthetic_flows"].as_u64().unwrap_or(0))
             .sum();
-        let out = b.read_expecting(&cfg.output_topic, synth as usize, Duration::from_secs(120));
-        assert_eq!(out.len() as u64, synth, "w{workers}");
+        let (messages, records) = rep
+            .workers
+            .iter()
+            .flat_map(|w| &w.sinks)
+            .filter(|s| s.topic == cfg.output_topic)
+            .fold((0, 0), |a, s| {
+                (a.0 + s.delivered, a.1 + s.delivered_records)
+            });
+        assert_eq!(records, synth, "w{workers}: records the sinks delivered");
+        let out = b.read_expecting(
+            &cfg.output_topic,
+            messages as usize,
+            Duration::from_secs(120),
+        );
+        assert_eq!(out.len() as u64, messages, "w{workers}");
+        let mut read = 0u64;
+        for (_, _, payload) in &out {
+            WireFormat::Bincode.decode_each(payload, |r| {
+                r.expect("a synthetic flow decodes");
+                read += 1;
+            });
+        }
+        assert_eq!(read, synth, "w{workers}: flows read back");
         assert!(synth > 0, "w{workers}: no synthetic flow");
+        if cfg.output_batch > 1 {
+            assert!(
+                messages * 10 < synth,
+                "w{workers}: {synth} flows in {messages} messages"
+            );
+        }
         synthetic.push(synth as f64);
     }
     let ratio = synthetic[1] / synthetic[0];

@@ -35,8 +35,9 @@ use super::page_hinkley::{PageHinkley, PageHinkleyConfig, PhDirection, PhMode};
 use super::psi::{PSI_BINS, PSI_EPSILON, PSI_SIGNIFICANT, Psi, QuantileBins};
 use crate::metrics::{log10_count, log10_time, port_class};
 use crate::record::FlowRecord;
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Which detector fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -81,10 +81,10 @@ impl Psi {
 
     /// PSI between two categorical distributions given as value counts; a value missing on one side counts 0
     /// there.
-    pub fn between_categorical<K: Eq + Hash>(
+    pub fn between_categorical<K: Eq + Hash, S: std::hash::BuildHasher>(
         &self,
-        reference: &HashMap<K, u64>,
-        current: &HashMap<K, u64>,
+        reference: &HashMap<K, u64, S>,
+        current: &HashMap<K, u64, S>,
     ) -> f64 {
         let pairs = reference
             .iter()

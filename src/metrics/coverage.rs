@@ -37,11 +37,16 @@ pub struct Coverage {
 
 /// Coverage figures from the distinct sets and the synthetic flows' novel count (any pattern and pair
 /// representation: tuples offline, compact keys in the sketches).
-pub fn from_sets<P: Eq + Hash, H: Eq + Hash>(
-    real_patterns: &HashSet<P>,
-    synthetic_patterns: &HashSet<P>,
-    real_pairs: &HashSet<H>,
-    synthetic_pairs: &HashSet<H>,
+pub fn from_sets<
+    P: Eq + Hash,
+    H: Eq + Hash,
+    S: std::hash::BuildHasher,
+    T: std::hash::BuildHasher,
+>(
+    real_patterns: &HashSet<P, S>,
+    synthetic_patterns: &HashSet<P, S>,
+    real_pairs: &HashSet<H, T>,
+    synthetic_pairs: &HashSet<H, T>,
     synthetic_flows: u64,
     synthetic_novel_flows: u64,
 ) -> Coverage {

@@ -37,9 +37,9 @@ use super::distances::{
 };
 use super::dkc::{self, RULES, RuleContext, RuleCount, RuleResult};
 use crate::record::{FlowRecord, proto};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
 
 /// Significant digits of every histogram.
 pub const SIGFIG: u8 = 3;

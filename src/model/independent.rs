@@ -18,9 +18,9 @@ use super::pair_arrival::PairArrivals;
 use super::session::{LaneStart, LaneStates, Lanes, ObservedLane};
 use super::{FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, TaskNll};
 use crate::record::{FlowRecord, HostPair, TcpFlags, proto};
+use foldhash::{HashMap, HashMapExt};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default)]

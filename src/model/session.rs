@@ -23,8 +23,9 @@ use super::compliance::RepairCounts;
 use super::pair_arrival::{FIRST_WINDOW_US, PairArrivals};
 use super::{Model, ModelError, ModelKind, PairSource, independent, stan, temponet};
 use crate::record::{FlowRecord, HostPair};
+use foldhash::{HashMap, HashMapExt};
 use rand::Rng;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Smallest batch the networks run during generation: libtorch computes 1-3 row matrix products with a kernel
