@@ -28,6 +28,7 @@ use crate::fresh_windows::FreshWindow;
 use crate::trainer::{SharedModel, TrainerStats};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use temponet::FlowRecord;
 use temponet::model::{GenSession, PairSource};
 use timely::dataflow::Stream;
@@ -53,7 +54,8 @@ pub struct GeneratorConfig {
 /// What the generator reads (all on this worker).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum GeneratorInput {
-    Window(FreshWindow),
+    /// Shared with the trainer (see [`crate::trainer::TrainerInput::Window`]).
+    Window(Arc<FreshWindow>),
     /// The trainer is done with this epoch (its stats travel on with the generator's, one record per epoch).
     Trainer(TrainerStats),
     /// An epoch to generate even if no window came on this worker: clock ticks of pure generation, and every
@@ -96,7 +98,7 @@ pub fn generator<'s>(
     let worker = input.scope().index();
     let peers = input.scope().peers();
     input.unary_frontier(Pipeline, "Generator", move |_cap, _info| {
-        type Pending = (Capability<u64>, Vec<FreshWindow>, Option<TrainerStats>);
+        type Pending = (Capability<u64>, Vec<Arc<FreshWindow>>, Option<TrainerStats>);
         let mut stash: BTreeMap<u64, Pending> = BTreeMap::new();
         let mut session: Option<GenSession> = None;
         // The latest epoch that had input (a window or a tick), processed or not.
@@ -138,7 +140,7 @@ pub fn generator<'s>(
                 .collect();
             let slot = slot.borrow();
             let mut per_epoch: Vec<(u64, Capability<u64>, GeneratorStats)> = Vec::new();
-            let mut joins: Vec<FreshWindow> = Vec::new();
+            let mut joins: Vec<Arc<FreshWindow>> = Vec::new();
             for (t, (cap, windows, trainer)) in batch {
                 let ready = slot.ready && !slot.built_at.is_some_and(|b| t <= b && b > 0);
                 if ready {

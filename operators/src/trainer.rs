@@ -161,7 +161,9 @@ pub struct ParamShare {
 /// What the trainer reads.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TrainerInput {
-    Window(FreshWindow),
+    /// Shared with the generator, which reads the same windows (an `Arc`, so the stream's two readers do not
+    /// each get a deep copy of every window).
+    Window(std::sync::Arc<FreshWindow>),
     Warmup(FlowRecord),
     Averaged(AveragedParams),
 }

@@ -9,9 +9,9 @@
 //! - `raw_consumer/t{1,2}`: bare rdkafka consumers reading the same topic, nothing else: the broker's and
 //!   librdkafka's ceiling on this machine.
 //!
-//! - `kafka_end_to_end/w{1,2}`: Kafka in, model stages on (an independent-marginals model built from the first
-//!   flows and trained online, parameter averaging, a synthetic twin per pair, fidelity sketches), synthetic flows
-//!   and metrics out to Kafka, until the end of the topic.
+//! - `kafka_end_to_end/[x64/]w{1,2}`: Kafka in, model stages on (an independent-marginals model built from the
+//!   first flows and trained online, parameter averaging, a synthetic twin per pair, fidelity sketches), synthetic
+//!   flows and metrics out to Kafka, until the end of the topic; one flow per message in and out, or 64 (`x64`).
 //!
 //! After each Kafka group, the last run's flows/s and read-to-pair-state latency (p50/p99, hdrhistogram) are
 //! printed. Event-time epochs are 1 s and the flows are 10 k/s of event time, so a flow waits for its epoch to
@@ -93,6 +93,32 @@ fn timed_runs(
     total
 }
 
+/// Creates a 2-partition topic and writes the flows to it: flow i to partition i % 2, each partition's flows in
+/// order, `per_message` to a message.
+fn produce_topic(
+    broker: &Broker,
+    topic: &str,
+    format: WireFormat,
+    per_message: usize,
+    data: &[FlowRecord],
+) {
+    broker.create_topic(topic, 2);
+    let t0 = Instant::now();
+    let mut messages = Vec::new();
+    for p in 0..2 {
+        let part: Vec<FlowRecord> = data.iter().skip(p).step_by(2).cloned().collect();
+        for chunk in part.chunks(per_message) {
+            messages.push((p as i32, format.encode_batch(chunk)));
+        }
+    }
+    let n_messages = messages.len();
+    broker.produce(topic, messages);
+    eprintln!(
+        "produced {FLOWS} {format:?} flows in {n_messages} messages in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 fn kafka(c: &mut Criterion) {
     let broker = Broker::start();
     let data = flows();
@@ -115,22 +141,7 @@ fn kafka(c: &mut Criterion) {
             format!("{format:?}x{per_message}").to_lowercase()
         };
         let topic = format!("bench-{name}");
-        broker.create_topic(&topic, 2);
-        let t0 = Instant::now();
-        // Flow i goes to partition i % 2, each partition's flows in order, `per_message` to a message.
-        let mut messages = Vec::new();
-        for p in 0..2 {
-            let part: Vec<FlowRecord> = data.iter().skip(p).step_by(2).cloned().collect();
-            for chunk in part.chunks(per_message) {
-                messages.push((p as i32, format.encode_batch(chunk)));
-            }
-        }
-        let n_messages = messages.len();
-        broker.produce(&topic, messages);
-        eprintln!(
-            "produced {FLOWS} {format:?} flows in {n_messages} messages in {:.1} s",
-            t0.elapsed().as_secs_f64()
-        );
+        produce_topic(&broker, &topic, format, per_message, &data);
         for workers in [1usize, 2] {
             let mut last = None;
             g.bench_function(format!("{name}/w{workers}"), |b| {
@@ -291,68 +302,73 @@ fn raw_consumer(c: &mut Criterion) {
     g.finish();
 }
 
-/// Kafka to Kafka with training and generation on.
+/// Kafka to Kafka with training and generation on: one flow per message in and out, and 64 per message in and
+/// out (`x64`: the input as batching exporters write it, `--output-batch 64` on the output).
 fn end_to_end(c: &mut Criterion) {
     use temponet::model::{ModelConfig, ModelKind};
     let broker = Broker::start();
     let data = flows();
-    let topic = "e2e";
-    broker.create_topic(topic, 2);
-    broker.produce(
-        topic,
-        data.iter()
-            .enumerate()
-            .map(|(i, r)| ((i % 2) as i32, WireFormat::Bincode.encode(r))),
-    );
     let mut g = c.benchmark_group("kafka_end_to_end");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(100))
         .measurement_time(Duration::from_secs(30));
     g.throughput(Throughput::Elements(FLOWS as u64));
     let mut runs = 0;
-    for workers in [1usize, 2] {
-        let mut last = None;
-        g.bench_function(format!("w{workers}"), |b| {
-            b.iter_custom(|iters| {
-                timed_runs(iters, workers, &mut last, || {
-                    runs += 1;
-                    let mut cfg = batch_config(
-                        &broker,
-                        topic,
-                        &format!("e2e-out-{runs}"),
-                        "e2e-metrics",
-                        &format!("e2e-{runs}"),
-                    );
-                    cfg.dead_letter_topic = "e2e-dead".into();
-                    cfg.format = WireFormat::Bincode;
-                    let mut m = temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
-                        ModelKind::Independent,
-                        ModelConfig::default(),
-                        10_000,
-                        1,
-                        cfg.clock,
-                    );
-                    m.trainer.average_every = 5;
-                    cfg.model = Some(m);
-                    dataflow::ensure_sink_topics(&cfg, 2).unwrap();
-                    cfg
+    for per_message in [1usize, BATCH] {
+        let topic = format!("e2e-{per_message}");
+        produce_topic(&broker, &topic, WireFormat::Bincode, per_message, &data);
+        let name = if per_message == 1 {
+            String::new()
+        } else {
+            format!("x{per_message}/")
+        };
+        for workers in [1usize, 2] {
+            let mut last = None;
+            g.bench_function(format!("{name}w{workers}"), |b| {
+                b.iter_custom(|iters| {
+                    timed_runs(iters, workers, &mut last, || {
+                        runs += 1;
+                        let mut cfg = batch_config(
+                            &broker,
+                            &topic,
+                            &format!("e2e-out-{runs}"),
+                            "e2e-metrics",
+                            &format!("e2e-{runs}"),
+                        );
+                        cfg.dead_letter_topic = "e2e-dead".into();
+                        cfg.format = WireFormat::Bincode;
+                        cfg.output_batch = per_message;
+                        let mut m =
+                            temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
+                                ModelKind::Independent,
+                                ModelConfig::default(),
+                                10_000,
+                                1,
+                                cfg.clock,
+                            );
+                        m.trainer.average_every = 5;
+                        cfg.model = Some(m);
+                        dataflow::ensure_sink_topics(&cfg, 2).unwrap();
+                        cfg
+                    })
                 })
-            })
-        });
-        if let Some(r) = last {
-            let out: u64 = r
-                .workers
-                .iter()
-                .flat_map(|w| w.sinks.iter())
-                .map(|s| s.delivered)
-                .sum();
-            eprintln!(
-                "kafka end to end w{workers}: {:.0} flows/s in ({:.0} per worker), {out} records out, latency p50 {:.1} ms p99 {:.1} ms",
-                r.flows_per_s,
-                r.flows_per_s / workers as f64,
-                r.latency_p50_us as f64 / 1e3,
-                r.latency_p99_us as f64 / 1e3,
-            );
+            });
+            if let Some(r) = last {
+                let (messages, records) = r
+                    .workers
+                    .iter()
+                    .flat_map(|w| w.sinks.iter())
+                    .fold((0, 0), |a, s| {
+                        (a.0 + s.delivered, a.1 + s.delivered_records)
+                    });
+                eprintln!(
+                    "kafka end to end {name}w{workers}: {:.0} flows/s in ({:.0} per worker), {records} records out in {messages} messages, latency p50 {:.1} ms p99 {:.1} ms",
+                    r.flows_per_s,
+                    r.flows_per_s / workers as f64,
+                    r.latency_p50_us as f64 / 1e3,
+                    r.latency_p99_us as f64 / 1e3,
+                );
+            }
         }
     }
     g.finish();

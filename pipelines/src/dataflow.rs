@@ -248,8 +248,10 @@ pub fn run_worker(
         };
         let (flows, dead, src_stats) = split(events);
         let (hist_out, shard) = pair_history(flows.clone(), cfg.history, hook);
-        let hist_out = hist_out.probe_with(&absorbed);
+        // The probe reads the small stats stream (same frontier as the pair_history output): a probe on the output
+        // itself would be a second reader of the windows, which timely serves with a copy of each.
         let (windows, hist_stats) = split_history(hist_out);
+        let hist_stats = hist_stats.probe_with(&absorbed);
         let stats = src_stats
             .map(WindowInput::Source)
             .concat(hist_stats.map(WindowInput::History));

@@ -26,7 +26,7 @@ use temponet_operators::trainer::{
 };
 use temponet_operators::window_metrics::ModelWindowStats;
 use timely::dataflow::Stream;
-use timely::dataflow::operators::vec::{Broadcast, Filter, Map};
+use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::{Concat, ConnectLoop, Feedback, OkErr};
 
 /// Configuration of the model stages.
@@ -105,20 +105,16 @@ pub fn model_stages<'s>(
     cfg: &ModelStagesConfig,
 ) -> anyhow::Result<ModelStreams<'s>> {
     let scope = flows.scope();
-    let input_epochs = input_epochs(&flows).broadcast();
     let slot: SharedModel = Rc::new(RefCell::new(ModelSlot::default()));
     // Until the model is built every flow is broadcast, so all replicas are built from the same warm-up flows.
-    let warmup = match cfg.trainer.start {
-        ModelStart::Warmup { .. } => {
-            let building = slot.clone();
-            flows
-                .filter(move |_| building.borrow().model.is_none())
-                .broadcast()
-                .map(TrainerInput::Warmup)
-        }
-        ModelStart::File(_) => flows.filter(|_| false).map(TrainerInput::Warmup),
-    };
+    let building = matches!(cfg.trainer.start, ModelStart::Warmup { .. }).then(|| slot.clone());
+    let (input_epochs, warmup) = model_input(flows, building);
+    let input_epochs = input_epochs.broadcast();
+    let warmup = warmup.broadcast().map(TrainerInput::Warmup);
     let (averaged_handle, averaged) = scope.feedback::<Vec<AveragedParams>>(1);
+    // One Arc per window: the trainer and the generator both read them, and a stream with two readers copies
+    // its data for one of them (a deep copy of every window cost a tenth of the pipeline's time).
+    let windows = windows.map(std::sync::Arc::new);
     let trainer_in = windows
         .clone()
         .map(TrainerInput::Window)
@@ -151,19 +147,40 @@ pub fn model_stages<'s>(
     })
 }
 
-/// One `()` per epoch (and activation) in which this worker's source emitted flows.
-fn input_epochs<'s>(flows: &Stream<'s, u64, Vec<FlowRecord>>) -> Stream<'s, u64, Vec<()>> {
+/// The model stages' one reader of the source's flows (each extra reader of a stream gets its own copy of every
+/// flow): one `()` per epoch (and activation) in which this worker's source emitted flows, and, while `building`
+/// says no model exists yet, the flows themselves for the warm-up (`None`: the model comes from a file).
+#[allow(clippy::type_complexity)]
+fn model_input<'s>(
+    flows: Stream<'s, u64, Vec<FlowRecord>>,
+    building: Option<SharedModel>,
+) -> (Stream<'s, u64, Vec<()>>, Stream<'s, u64, Vec<FlowRecord>>) {
     use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::OkErr;
     use timely::dataflow::operators::generic::Operator;
-    flows.clone().unary(Pipeline, "InputEpochs", |_, _| {
-        move |input, output| {
-            input.for_each_stamp(|cap, mut data| {
-                if data.any(|b| !b.is_empty())
-                    && let Some(c) = cap.retain_least(0)
-                {
-                    output.session(&c).give(());
-                }
-            });
-        }
-    })
+    let both: Stream<'s, u64, Vec<Result<(), FlowRecord>>> =
+        flows.unary(Pipeline, "ModelInput", move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let warmup = building
+                        .as_ref()
+                        .is_some_and(|s| s.borrow().model.is_none());
+                    let mut ticked = false;
+                    for batch in data {
+                        if batch.is_empty() {
+                            continue;
+                        }
+                        let mut session = output.session(&cap);
+                        if !ticked {
+                            session.give(Ok(()));
+                            ticked = true;
+                        }
+                        if warmup {
+                            session.give_iterator(batch.drain(..).map(Err));
+                        }
+                    }
+                });
+            }
+        });
+    both.ok_err(|x: Result<(), FlowRecord>| x)
 }

@@ -435,12 +435,12 @@ impl Independent {
         prev: Option<i64>,
         new_pair: bool,
         last_mark: Option<bool>,
+        t: Timing,
         tot: &Totals,
         out: &mut TaskNll,
     ) {
         let mut rep = RepairCounts::default();
         let e = self.space.encode(r, None, &mut rep);
-        let t = self.timing(&r.pair());
         let silence = self.space.silence_us;
         let mark = |ended: bool| -(if ended { t.p_end } else { 1.0 - t.p_end }).ln();
         if let Some(p) = prev {
@@ -520,10 +520,12 @@ impl Independent {
     fn each_scored(
         &self,
         windows: &[PairWindow],
-        mut f: impl FnMut(&FlowRecord, Option<i64>, bool, Option<bool>),
+        mut f: impl FnMut(&FlowRecord, Option<i64>, bool, Option<bool>, Timing),
     ) {
         for w in windows {
             let n = w.events.len();
+            // A window is one pair's flows: its timing is looked up once.
+            let timing = self.timing(&w.pair);
             for (i, r) in w.events.iter().enumerate() {
                 if !w.score[i] {
                     continue;
@@ -538,7 +540,7 @@ impl Independent {
                 } else {
                     None
                 };
-                f(r, prev, w.starts_pair && i == 0, last);
+                f(r, prev, w.starts_pair && i == 0, last, timing);
             }
         }
     }
@@ -680,18 +682,18 @@ impl FlowModel for Independent {
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let mut out = TaskNll::default();
         let tot = self.totals();
-        self.each_scored(windows, |r, prev, new, last| {
-            self.event_nll(r, prev, new, last, &tot, &mut out)
+        self.each_scored(windows, |r, prev, new, last, timing| {
+            self.event_nll(r, prev, new, last, timing, &tot, &mut out)
         });
         Ok(out)
     }
     fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError> {
         let mut v = Vec::new();
         let tot = self.totals();
-        self.each_scored(windows, |r, prev, new, _| {
+        self.each_scored(windows, |r, prev, new, _, timing| {
             // Flow tasks and the address (the silence mark is not part of the event).
             let mut t = TaskNll::default();
-            self.event_nll(r, prev, new, None, &tot, &mut t);
+            self.event_nll(r, prev, new, None, timing, &tot, &mut t);
             v.push(t.sum[..task::SILENCE].iter().sum::<f64>() as f32);
         });
         Ok(v)
