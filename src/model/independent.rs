@@ -259,6 +259,17 @@ pub struct PairStats {
     pub last_us: i64,
 }
 
+/// Where a scored event stands in its window: the previous flow's start, whether it is its pair's first flow, the
+/// silence mark after it (given only for a window's last event: the others' marks follow from the next event's
+/// time), and its pair's timing (looked up once per window).
+#[derive(Clone, Copy, Debug)]
+struct Scored {
+    prev: Option<i64>,
+    new_pair: bool,
+    last_mark: Option<bool>,
+    timing: Timing,
+}
+
 /// A pair's timing parameters: silence probability per flow, within-session and beyond-silence rates (per second).
 #[derive(Clone, Copy, Debug)]
 struct Timing {
@@ -429,16 +440,13 @@ impl Independent {
 
     /// Per-task NLL of one event (address scored when `new_pair`); `silence` is a scored silence mark: the one
     /// before this event (from `prev`) and, for a pair's last event, the one after it.
-    fn event_nll(
-        &self,
-        r: &FlowRecord,
-        prev: Option<i64>,
-        new_pair: bool,
-        last_mark: Option<bool>,
-        t: Timing,
-        tot: &Totals,
-        out: &mut TaskNll,
-    ) {
+    fn event_nll(&self, r: &FlowRecord, at: &Scored, tot: &Totals, out: &mut TaskNll) {
+        let Scored {
+            prev,
+            new_pair,
+            last_mark,
+            timing: t,
+        } = *at;
         let mut rep = RepairCounts::default();
         let e = self.space.encode(r, None, &mut rep);
         let silence = self.space.silence_us;
@@ -515,13 +523,8 @@ impl Independent {
         );
     }
 
-    /// Calls `f(event, previous start, is the pair's first, silence mark after it)` for every scored event; the
-    /// mark is given only for a window's last event (the others' marks follow from the next event's time).
-    fn each_scored(
-        &self,
-        windows: &[PairWindow],
-        mut f: impl FnMut(&FlowRecord, Option<i64>, bool, Option<bool>, Timing),
-    ) {
+    /// Calls `f(event, where it stands)` for every scored event (see [`Scored`]).
+    fn each_scored(&self, windows: &[PairWindow], mut f: impl FnMut(&FlowRecord, Scored)) {
         for w in windows {
             let n = w.events.len();
             // A window is one pair's flows: its timing is looked up once.
@@ -540,7 +543,13 @@ impl Independent {
                 } else {
                     None
                 };
-                f(r, prev, w.starts_pair && i == 0, last, timing);
+                let at = Scored {
+                    prev,
+                    new_pair: w.starts_pair && i == 0,
+                    last_mark: last,
+                    timing,
+                };
+                f(r, at);
             }
         }
     }
@@ -682,18 +691,20 @@ impl FlowModel for Independent {
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let mut out = TaskNll::default();
         let tot = self.totals();
-        self.each_scored(windows, |r, prev, new, last, timing| {
-            self.event_nll(r, prev, new, last, timing, &tot, &mut out)
-        });
+        self.each_scored(windows, |r, at| self.event_nll(r, &at, &tot, &mut out));
         Ok(out)
     }
     fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError> {
         let mut v = Vec::new();
         let tot = self.totals();
-        self.each_scored(windows, |r, prev, new, _, timing| {
+        self.each_scored(windows, |r, at| {
             // Flow tasks and the address (the silence mark is not part of the event).
             let mut t = TaskNll::default();
-            self.event_nll(r, prev, new, None, timing, &tot, &mut t);
+            let at = Scored {
+                last_mark: None,
+                ..at
+            };
+            self.event_nll(r, &at, &tot, &mut t);
             v.push(t.sum[..task::SILENCE].iter().sum::<f64>() as f32);
         });
         Ok(v)
