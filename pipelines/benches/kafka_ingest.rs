@@ -93,6 +93,31 @@ fn timed_runs(
     total
 }
 
+/// Benchmarks `{prefix}w1` and `{prefix}w2`: whole runs on configs from `make(run number)` (each run a fresh
+/// consumer group), then `report(workers, last run)`.
+fn bench_worker_counts(
+    g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    prefix: &str,
+    mut make: impl FnMut(u64) -> RunConfig,
+    report: impl Fn(usize, &RunReport),
+) {
+    let mut runs = 0u64;
+    for workers in [1usize, 2] {
+        let mut last = None;
+        g.bench_function(format!("{prefix}w{workers}"), |b| {
+            b.iter_custom(|iters| {
+                timed_runs(iters, workers, &mut last, || {
+                    runs += 1;
+                    make(runs)
+                })
+            })
+        });
+        if let Some(r) = &last {
+            report(workers, r);
+        }
+    }
+}
+
 /// Creates a 2-partition topic and writes the flows to it: flow i to partition i % 2, each partition's flows in
 /// order, `per_message` to a message.
 fn produce_topic(
@@ -127,7 +152,6 @@ fn kafka(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(100))
         .measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(FLOWS as u64));
-    let mut runs = 0;
     // One flow per message, and 64 per message (JSON lines / back-to-back bincode, as batching exporters write).
     for (format, per_message) in [
         (WireFormat::Bincode, 1usize),
@@ -142,27 +166,23 @@ fn kafka(c: &mut Criterion) {
         };
         let topic = format!("bench-{name}");
         produce_topic(&broker, &topic, format, per_message, &data);
-        for workers in [1usize, 2] {
-            let mut last = None;
-            g.bench_function(format!("{name}/w{workers}"), |b| {
-                b.iter_custom(|iters| {
-                    timed_runs(iters, workers, &mut last, || {
-                        runs += 1;
-                        let mut cfg = batch_config(
-                            &broker,
-                            &topic,
-                            "bench-out",
-                            "bench-metrics",
-                            &format!("bench-{runs}"),
-                        );
-                        cfg.dead_letter_topic = "bench-dead".into();
-                        cfg.format = format;
-                        dataflow::ensure_sink_topics(&cfg, 1).unwrap();
-                        cfg
-                    })
-                })
-            });
-            if let Some(r) = last {
+        bench_worker_counts(
+            &mut g,
+            &format!("{name}/"),
+            |run| {
+                let mut cfg = batch_config(
+                    &broker,
+                    &topic,
+                    "bench-out",
+                    "bench-metrics",
+                    &format!("{topic}-{run}"),
+                );
+                cfg.dead_letter_topic = "bench-dead".into();
+                cfg.format = format;
+                dataflow::ensure_sink_topics(&cfg, 1).unwrap();
+                cfg
+            },
+            |workers, r| {
                 eprintln!(
                     "kafka->pair state {name} w{workers}: {:.0} flows/s ({:.0} per worker), latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
                     r.flows_per_s,
@@ -170,9 +190,9 @@ fn kafka(c: &mut Criterion) {
                     r.latency_p50_us as f64 / 1e3,
                     r.latency_p99_us as f64 / 1e3,
                     r.latency_max_us as f64 / 1e3
-                );
-            }
-        }
+                )
+            },
+        );
     }
     g.finish();
 }
@@ -313,7 +333,6 @@ fn end_to_end(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(100))
         .measurement_time(Duration::from_secs(30));
     g.throughput(Throughput::Elements(FLOWS as u64));
-    let mut runs = 0;
     for per_message in [1usize, BATCH] {
         let topic = format!("e2e-{per_message}");
         produce_topic(&broker, &topic, WireFormat::Bincode, per_message, &data);
@@ -322,38 +341,33 @@ fn end_to_end(c: &mut Criterion) {
         } else {
             format!("x{per_message}/")
         };
-        for workers in [1usize, 2] {
-            let mut last = None;
-            g.bench_function(format!("{name}w{workers}"), |b| {
-                b.iter_custom(|iters| {
-                    timed_runs(iters, workers, &mut last, || {
-                        runs += 1;
-                        let mut cfg = batch_config(
-                            &broker,
-                            &topic,
-                            &format!("e2e-out-{runs}"),
-                            "e2e-metrics",
-                            &format!("e2e-{runs}"),
-                        );
-                        cfg.dead_letter_topic = "e2e-dead".into();
-                        cfg.format = WireFormat::Bincode;
-                        cfg.output_batch = per_message;
-                        let mut m =
-                            temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
-                                ModelKind::Independent,
-                                ModelConfig::default(),
-                                10_000,
-                                1,
-                                cfg.clock,
-                            );
-                        m.trainer.average_every = 5;
-                        cfg.model = Some(m);
-                        dataflow::ensure_sink_topics(&cfg, 2).unwrap();
-                        cfg
-                    })
-                })
-            });
-            if let Some(r) = last {
+        bench_worker_counts(
+            &mut g,
+            &name,
+            |run| {
+                let mut cfg = batch_config(
+                    &broker,
+                    &topic,
+                    &format!("{topic}-out-{run}"),
+                    "e2e-metrics",
+                    &format!("{topic}-{run}"),
+                );
+                cfg.dead_letter_topic = "e2e-dead".into();
+                cfg.format = WireFormat::Bincode;
+                cfg.output_batch = per_message;
+                let mut m = temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
+                    ModelKind::Independent,
+                    ModelConfig::default(),
+                    10_000,
+                    1,
+                    cfg.clock,
+                );
+                m.trainer.average_every = 5;
+                cfg.model = Some(m);
+                dataflow::ensure_sink_topics(&cfg, 2).unwrap();
+                cfg
+            },
+            |workers, r| {
                 let (messages, records) = r
                     .workers
                     .iter()
@@ -367,9 +381,9 @@ fn end_to_end(c: &mut Criterion) {
                     r.flows_per_s / workers as f64,
                     r.latency_p50_us as f64 / 1e3,
                     r.latency_p99_us as f64 / 1e3,
-                );
-            }
-        }
+                )
+            },
+        );
     }
     g.finish();
 }
