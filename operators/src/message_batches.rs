@@ -80,8 +80,11 @@ mod tests {
                 (0..(10 * t + 3)).map(|i| (t, i)).collect::<Vec<_>>(),
                 "time {t}"
             );
+            // Capacity too: a batch must not carry the allocation of the records after it.
             assert!(
-                batches.iter().all(|b| !b.is_empty() && b.len() <= 4),
+                batches
+                    .iter()
+                    .all(|b| !b.is_empty() && b.len() <= 4 && b.capacity() <= 4),
                 "time {t}: {batches:?}"
             );
         }

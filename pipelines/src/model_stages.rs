@@ -162,20 +162,17 @@ fn model_input<'s>(
         flows.unary(Pipeline, "ModelInput", move |_, _| {
             move |input, output| {
                 input.for_each_stamp(|cap, data| {
-                    let warmup = building
+                    let mut batches = data.filter(|b| !b.is_empty()).peekable();
+                    if batches.peek().is_none() {
+                        return;
+                    }
+                    let mut session = output.session(&cap);
+                    session.give(Ok(()));
+                    if building
                         .as_ref()
-                        .is_some_and(|s| s.borrow().model.is_none());
-                    let mut ticked = false;
-                    for batch in data {
-                        if batch.is_empty() {
-                            continue;
-                        }
-                        let mut session = output.session(&cap);
-                        if !ticked {
-                            session.give(Ok(()));
-                            ticked = true;
-                        }
-                        if warmup {
+                        .is_some_and(|s| s.borrow().model.is_none())
+                    {
+                        for batch in batches {
                             session.give_iterator(batch.drain(..).map(Err));
                         }
                     }

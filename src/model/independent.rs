@@ -143,7 +143,7 @@ impl Hist {
 
 /// Running sums of smoothed counts (`c[0] = 0`, `c[i + 1] = c[i] + counts[i] + SMOOTH`): a draw from a table is
 /// one binary search instead of a pass over all its classes.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Cumulative(Vec<f64>);
 
 impl Cumulative {
@@ -157,6 +157,10 @@ impl Cumulative {
         }
         Cumulative(c)
     }
+    /// Smoothed mass of all classes: a table's normaliser.
+    fn total(&self) -> f64 {
+        self.0[self.0.len() - 1]
+    }
     /// Smoothed mass of classes `i..j`.
     fn mass(&self, i: usize, j: usize) -> f64 {
         self.0[j] - self.0[i]
@@ -169,13 +173,15 @@ impl Cumulative {
     }
     /// A class drawn with probability proportional to its smoothed count.
     fn draw<R: Rng>(&self, rng: &mut R) -> usize {
-        self.find(0, rng.r#gen::<f64>() * self.mass(0, self.0.len() - 1))
+        self.find(0, rng.r#gen::<f64>() * self.total())
     }
 }
 
-/// Everything a draw needs that depends only on the tables: built on the first draw after the tables last changed
-/// (training, new parameters), shared by every lane until they change again.
-#[derive(Clone, Debug)]
+/// Everything a draw or a score needs that depends only on the tables (their running sums, whose last entries are
+/// the normalisers): built on first use after the tables last changed (training, new parameters), shared by every
+/// lane and every scored event until they change again. Summing the 1,670-entry port tables per event was once
+/// half of the streaming pipeline's time with this model.
+#[derive(Debug)]
 struct Samplers {
     proto: Cumulative,
     dport: Cumulative,
@@ -201,22 +207,6 @@ impl Clone for SamplerCache {
 impl PartialEq for SamplerCache {
     fn eq(&self, _: &Self) -> bool {
         true
-    }
-}
-
-/// Smoothed totals of the four count tables (protocol, destination port, source port, flags): summed once per
-/// scoring call, not per event (the port tables have 1,670 entries; re-summing them per event was half of the
-/// streaming pipeline's time with this model).
-/// Smoothed totals of the count tables (protocol, destination port, source port, flags, packets, bytes per
-/// packet, non-zero duration) and the raw count of non-zero durations, summed once per scoring call.
-struct Totals([f64; 7], f64);
-
-impl Totals {
-    fn of(tables: [&[f64]; 7], nonzero_durations: f64) -> Totals {
-        Totals(
-            tables.map(|c| c.iter().sum::<f64>() + SMOOTH * c.len() as f64),
-            nonzero_durations,
-        )
     }
 }
 
@@ -421,7 +411,7 @@ impl Independent {
         p.last_us = p.last_us.max(r.start_us);
     }
 
-    /// The shared count tables, in the order of [`Totals`] and of the flat parameters.
+    /// The shared count tables, in the order of the flat parameters.
     fn tables(&self) -> [&[f64]; 7] {
         [
             &self.proto,
@@ -434,13 +424,9 @@ impl Independent {
         ]
     }
 
-    fn totals(&self) -> Totals {
-        Totals::of(self.tables(), self.duration.counts.iter().sum())
-    }
-
     /// Per-task NLL of one event (address scored when `new_pair`); `silence` is a scored silence mark: the one
     /// before this event (from `prev`) and, for a pair's last event, the one after it.
-    fn event_nll(&self, r: &FlowRecord, at: &Scored, tot: &Totals, out: &mut TaskNll) {
+    fn event_nll(&self, r: &FlowRecord, at: &Scored, sm: &Samplers, out: &mut TaskNll) {
         let Scored {
             prev,
             new_pair,
@@ -474,12 +460,12 @@ impl Independent {
         }
         out.add_task(
             task::PROTO,
-            cat_nll(&self.proto, tot.0[0], e.proto as usize),
+            cat_nll(&self.proto, sm.proto.total(), e.proto as usize),
         );
         out.add_task(
             task::DPORT,
             if proto::has_ports(r.proto) {
-                cat_nll(&self.dport, tot.0[1], e.dport as usize)
+                cat_nll(&self.dport, sm.dport.total(), e.dport as usize)
             } else {
                 0.0
             },
@@ -487,7 +473,7 @@ impl Independent {
         out.add_task(
             task::SPORT,
             if proto::has_ports(r.proto) {
-                cat_nll(&self.sport, tot.0[2], e.sport as usize)
+                cat_nll(&self.sport, sm.sport.total(), e.sport as usize)
             } else {
                 0.0
             },
@@ -495,7 +481,7 @@ impl Independent {
         out.add_task(
             task::FLAGS,
             if r.proto == proto::TCP {
-                cat_nll(&self.flags, tot.0[3], e.flags as usize)
+                cat_nll(&self.flags, sm.flags.total(), e.flags as usize)
             } else {
                 0.0
             },
@@ -505,20 +491,21 @@ impl Independent {
         let (lo, hi) = features::packets_log_bin(r.packets);
         out.add_task(
             task::PACKETS,
-            self.packets.interval_nll_with(lo, hi, tot.0[4]),
+            self.packets.interval_nll_with(lo, hi, sm.packets.total()),
         );
         out.add_task(
             task::BPP,
-            self.bpp
-                .nll_with(features::log_bpp(r.bytes, r.packets, r.proto), tot.0[5]),
+            self.bpp.nll_with(
+                features::log_bpp(r.bytes, r.packets, r.proto),
+                sm.bpp.total(),
+            ),
         );
-        let nz = tot.1;
-        let p0 = (self.zero_duration + 0.5) / (nz + self.zero_duration + 1.0);
+        let p0 = sm.p_zero_duration;
         out.add_task(
             task::DURATION,
             match features::log_duration(r.duration_us) {
                 None => -p0.ln(),
-                Some(d) => -(1.0 - p0).ln() + self.duration.nll_with(d, tot.0[6]),
+                Some(d) => -(1.0 - p0).ln() + self.duration.nll_with(d, sm.duration.total()),
             },
         );
     }
@@ -690,13 +677,13 @@ impl FlowModel for Independent {
     }
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let mut out = TaskNll::default();
-        let tot = self.totals();
-        self.each_scored(windows, |r, at| self.event_nll(r, &at, &tot, &mut out));
+        let sm = self.samplers();
+        self.each_scored(windows, |r, at| self.event_nll(r, &at, sm, &mut out));
         Ok(out)
     }
     fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError> {
         let mut v = Vec::new();
-        let tot = self.totals();
+        let sm = self.samplers();
         self.each_scored(windows, |r, at| {
             // Flow tasks and the address (the silence mark is not part of the event).
             let mut t = TaskNll::default();
@@ -704,7 +691,7 @@ impl FlowModel for Independent {
                 last_mark: None,
                 ..at
             };
-            self.event_nll(r, &at, &tot, &mut t);
+            self.event_nll(r, &at, sm, &mut t);
             v.push(t.sum[..task::SILENCE].iter().sum::<f64>() as f32);
         });
         Ok(v)
@@ -904,7 +891,7 @@ mod tests {
             h.add(0.3 + (i % 37) as f64 * 0.11 + (i % 5) as f64 * 0.9);
         }
         let cum = Cumulative::new(&h.counts);
-        let t = cum.mass(0, h.counts.len());
+        let t = cum.total();
         let mass = |a: f64, b: f64| (-h.interval_nll_with(a, b, t)).exp();
         let (a, b) = (0.517, 6.203);
         let n = 200_000;
