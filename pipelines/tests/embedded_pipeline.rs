@@ -305,9 +305,10 @@ fn regime_change_is_detected_and_fidelity_recovers() {
     assert!(late < worst, "jsd_dst_port did not recover");
     // Timing barely changes with the regime (the same session processes, other services), so inter-arrivals
     // have little to recover from; what must hold is that online training through the change does not wreck
-    // them: over the last four hours their EMD stays well below the untrained model's first windows (0.3-0.7
-    // in log10 seconds) and near what the model reached before (0.02-0.1 when these were measured; a window holds
-    // only a few hundred synthetic flows, so one window's figure moves by a few hundredths).
+    // them: over the last four hours their EMD stays well below the untrained model's first windows (0.3-0.6
+    // in log10 seconds). Online training makes it wander: in 33 runs the four-hour mean ranged 0.040-0.150
+    // (mean 0.08), single windows reached 0.24 for an hour at a time, and a window holds only a few hundred
+    // synthetic flows. The bound sits above that spread and below a model that lost its timing.
     let first = ms
         .iter()
         .find_map(|m| fig(m, "emd_log10_inter_arrival"))
@@ -318,7 +319,7 @@ fn regime_change_is_detected_and_fidelity_recovers() {
         worst_after("emd_log10_inter_arrival")
     );
     assert!(
-        late_iat < 0.15,
-        "inter-arrival EMD {late_iat:.3} over the last four hours"
+        late_iat < 0.2 && late_iat < first,
+        "inter-arrival EMD {late_iat:.3} over the last four hours (first window {first:.3})"
     );
 }
