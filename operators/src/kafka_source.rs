@@ -29,10 +29,18 @@
 //! high watermarks for batches of several records, so its EOF signals come early, between fetches.
 //!
 //! # Backpressure
-//! The source stops reading while more than `max_in_flight` of its flows are not yet absorbed downstream (the
-//! `absorbed` probe, placed after the stateful stage, has not passed their time). librdkafka's own prefetch queue is
-//! bounded by `queued.max.messages.kbytes`. Since a paused source goes idle, the watermark still advances: no
-//! deadlock.
+//! While more than `max_in_flight` of its flows are not yet absorbed downstream (the `absorbed` probe, placed
+//! after the stateful stage, has not passed their time), the source stops reading the partitions that are ahead
+//! and keeps reading those that hold the watermark back (newest epoch, less the lateness, not past it). Flows
+//! waiting downstream sit at times the watermark has not passed, so only those partitions can release them; they
+//! are read, the watermark moves, the waiting flows are absorbed. librdkafka's own prefetch queue is bounded by
+//! `queued.max.messages.kbytes`.
+//!
+//! Pausing must not make a partition idle either. An earlier version counted a paused source as quiet: every
+//! partition went idle, the watermark jumped to the partition furthest ahead, and the other partition's next
+//! flows were all late, stamped at that watermark. Once `max_in_flight` of them waited there, the source paused
+//! again, and with nothing newer read the watermark could not pass them: the run stalled for good (2 M flows of
+//! 64-flow messages on one worker, 500 k in flight).
 //!
 //! # Offsets (at-least-once)
 //! The source records, per timely time and partition, the least and the largest offset emitted at that time. The
@@ -323,6 +331,33 @@ impl SourceControl {
         r
     }
 
+    /// A one-line account of what the source waits on (for a stall warning): its watermark-relevant state per
+    /// partition, flows read and not yet absorbed against the pause threshold, and messages not yet committed.
+    pub fn status(&self) -> String {
+        let s = self.inner.borrow();
+        let parts: Vec<String> = s
+            .parts
+            .iter()
+            .map(|p| {
+                format!(
+                    "p{} next {} max_epoch {:?} eof {} quiet {:?}",
+                    p.partition,
+                    p.next_offset,
+                    p.max_epoch,
+                    p.eof,
+                    p.quiet_since.map(|q| q.elapsed())
+                )
+            })
+            .collect();
+        format!(
+            "unabsorbed {} (pause at {}), uncommitted {}, partitions [{}]",
+            s.unabsorbed_total,
+            s.cfg.max_in_flight,
+            s.uncommitted_total,
+            parts.join("; ")
+        )
+    }
+
     /// Read-to-absorbed latency of this worker's flows so far (microseconds).
     pub fn latency(&self) -> hdrhistogram::Histogram<u64> {
         self.inner.borrow().latency.clone()
@@ -465,17 +500,14 @@ pub fn kafka_source<'s>(
             s.prune_absorbed();
             let paused = s.unabsorbed_total >= s.cfg.max_in_flight;
             let wm = *c.time();
+            let lateness = s.cfg.lateness_epochs;
             let mut read = 0usize;
             if paused {
-                // A paused source counts as quiet: otherwise a full pipeline could hold its own watermark.
                 s.report.paused_activations += 1;
-                let now = Instant::now();
-                for p in &mut s.parts {
-                    p.quiet_since.get_or_insert(now);
-                }
-            } else if let Some(consumer) = s.consumer.clone() {
+            }
+            if let Some(consumer) = s.consumer.clone() {
                 // Events (and messages fetched before the split) on the consumer's own queue.
-                while read < s.cfg.batch {
+                while !paused && read < s.cfg.batch {
                     let Some(m) = consumer.poll(Duration::ZERO) else {
                         break;
                     };
@@ -483,9 +515,14 @@ pub fn kafka_source<'s>(
                         break;
                     }
                 }
-                // Then the partitions, furthest behind in event time first, a chunk at a time.
+                // Then the partitions, furthest behind in event time first, a chunk at a time. A paused source
+                // reads only the partitions that hold the watermark back (see the module documentation).
                 let queues = std::mem::take(&mut s.queues);
-                let mut drained = vec![false; queues.len()];
+                let mut drained: Vec<bool> = s
+                    .parts
+                    .iter()
+                    .map(|p| paused && !holds_watermark(p, wm, lateness))
+                    .collect();
                 while read < s.cfg.batch {
                     let Some(pi) = (0..queues.len())
                         .filter(|&i| !drained[i])
@@ -522,7 +559,6 @@ pub fn kafka_source<'s>(
             }
             // Watermark: see the module documentation.
             let idle_timeout = s.cfg.idle_timeout;
-            let lateness = s.cfg.lateness_epochs;
             let idle = |p: &PartState| p.quiet_since.is_some_and(|q| q.elapsed() >= idle_timeout);
             let held = s
                 .parts
@@ -580,6 +616,13 @@ pub fn kafka_source<'s>(
         }
     });
     Ok((stream, control))
+}
+
+/// The partition holds the watermark at `wm` back: its newest epoch, less the allowed lateness, is not past it
+/// (or it has had no flow yet). Reading it is what lets the watermark move.
+fn holds_watermark(p: &PartState, wm: u64, lateness: u64) -> bool {
+    p.max_epoch
+        .is_none_or(|e| e.saturating_sub(lateness) <= wm)
 }
 
 /// Messages read from one partition before the source looks again for the partition furthest behind.

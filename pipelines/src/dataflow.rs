@@ -308,8 +308,27 @@ pub fn run_worker(
     });
     let (control, shard, sinks) = built?;
     let mut result = Ok(());
+    // A run that makes no progress for a while says what it waits on (it should never happen: this is how one
+    // would find out why).
+    let frontiers = || {
+        let f = |p: &ProbeHandle<u64>| p.with_frontier(|f| f.first().copied());
+        (f(&absorbed), f(&generated), f(&written))
+    };
+    let (mut last_frontiers, mut last_change) = (frontiers(), Instant::now());
     while !written.done() {
         worker.step_or_park(Some(Duration::from_millis(1)));
+        let now = frontiers();
+        if now != last_frontiers {
+            (last_frontiers, last_change) = (now, Instant::now());
+        } else if last_change.elapsed() >= STALL_WARNING {
+            last_change = Instant::now();
+            tracing::warn!(
+                worker = index,
+                "no progress for {STALL_WARNING:?}: frontiers absorbed/generated/written {now:?}; source: {}; sinks: {:?}",
+                control.as_ref().map_or("none".into(), |c| c.status()),
+                sinks.iter().map(|s| s.report()).collect::<Vec<_>>()
+            );
+        }
         if let Some(c) = &control
             && let Err(e) = c.commit_completed(&written, false)
         {
@@ -354,6 +373,9 @@ pub fn run_worker(
         }),
     })
 }
+
+/// How long a run may go without any probe moving before it logs what it waits on.
+const STALL_WARNING: Duration = Duration::from_secs(10);
 
 #[allow(clippy::type_complexity)]
 fn split_history<'s, O: timely::ExchangeData + Clone>(
