@@ -29,11 +29,13 @@
 //! high watermarks for batches of several records, so its EOF signals come early, between fetches.
 //!
 //! # Backpressure
-//! While more than `max_in_flight` of its flows are not yet absorbed downstream (the `absorbed` probe, placed
-//! after the stateful stage, has not passed their time), the source stops reading the partitions that are ahead
-//! and keeps reading those that hold the watermark back (newest epoch, less the lateness, not past it). Flows
-//! waiting downstream sit at times the watermark has not passed, so only those partitions can release them; they
-//! are read, the watermark moves, the waiting flows are absorbed. librdkafka's own prefetch queue is bounded by
+//! While more than `max_in_flight` of its flows are not yet released downstream (the `released` probe, placed
+//! after the slowest stage whose input could pile up, has not passed their time: the model stages when they are
+//! on, else the stateful stage), the source stops reading the partitions that are ahead and keeps reading those
+//! that hold the watermark back (newest epoch, less the lateness, not past it). Flows waiting downstream sit at
+//! times the watermark has not passed, so only those partitions can release them; they are read, the watermark
+//! moves, the waiting flows go through. Without the model stages in the bound, a model slower than the input
+//! let windows pile up in front of it without limit. librdkafka's own prefetch queue is bounded by
 //! `queued.max.messages.kbytes`.
 //!
 //! Pausing must not make a partition idle either. An earlier version counted a paused source as quiet: every
@@ -89,7 +91,8 @@ pub struct KafkaSourceConfig {
     pub lateness_epochs: u64,
     /// A partition that delivered nothing for this long no longer holds the watermark back.
     pub idle_timeout: Duration,
-    /// Most flows of this worker not yet absorbed downstream before the source pauses.
+    /// Most flows of this worker not yet released downstream (see the backpressure section) before the source
+    /// pauses.
     pub max_in_flight: u64,
     /// Most messages read per activation (keeps the worker responsive).
     pub batch: usize,
@@ -189,15 +192,16 @@ struct Inner {
     pending: BTreeMap<u64, Vec<(i64, i64)>>,
     /// Per partition index: next offset after the largest offset whose time the `written` probe has passed.
     done_next: Vec<i64>,
-    /// time -> flows emitted at that time and not yet absorbed (backpressure).
-    unabsorbed: BTreeMap<u64, u64>,
-    unabsorbed_total: u64,
+    /// time -> flows emitted at that time and not yet released by the `released` probe (backpressure).
+    in_flight: BTreeMap<u64, u64>,
+    in_flight_total: u64,
     uncommitted_total: u64,
     pending_counts: BTreeMap<u64, u64>,
     commit_pos: Vec<i64>,
     committed: Vec<i64>,
     dirty: bool,
     absorbed: ProbeHandle<u64>,
+    released: ProbeHandle<u64>,
     /// time -> (wall time read, flows) per batch, until absorbed: feeds `latency`.
     read_at: BTreeMap<u64, Vec<(Instant, u64)>>,
     /// Microseconds from a flow's read off Kafka to its absorption by the stage the `absorbed` probe watches.
@@ -207,22 +211,28 @@ struct Inner {
 }
 
 impl Inner {
-    /// Forgets what the stateful stage has absorbed (backpressure) and records its latency.
-    fn prune_absorbed(&mut self) {
+    /// Records the latency of what the stateful stage has absorbed, and forgets what the slowest stage has
+    /// released (backpressure).
+    fn prune(&mut self) {
         let now = Instant::now();
-        while let Some((&t, &k)) = self.unabsorbed.first_key_value() {
+        while let Some((&t, _)) = self.read_at.first_key_value() {
             if self.absorbed.less_equal(&t) {
                 break;
             }
-            self.unabsorbed.pop_first();
-            self.unabsorbed_total -= k;
-            for (at, n) in self.read_at.remove(&t).unwrap_or_default() {
+            for (at, n) in self.read_at.pop_first().expect("present").1 {
                 let us = now
                     .saturating_duration_since(at)
                     .as_micros()
                     .min(u64::MAX as u128) as u64;
                 self.latency.saturating_record_n(us.max(1), n);
             }
+        }
+        while let Some((&t, &k)) = self.in_flight.first_key_value() {
+            if self.released.less_equal(&t) {
+                break;
+            }
+            self.in_flight.pop_first();
+            self.in_flight_total -= k;
         }
     }
 }
@@ -243,7 +253,7 @@ impl SourceControl {
     ) -> Result<(), KafkaError> {
         let mut s = self.inner.borrow_mut();
         let s = &mut *s;
-        s.prune_absorbed();
+        s.prune();
         while let Some((&t, _)) = s.pending.first_key_value() {
             if written.less_equal(&t) {
                 break;
@@ -332,7 +342,7 @@ impl SourceControl {
     }
 
     /// A one-line account of what the source waits on (for a stall warning): its watermark-relevant state per
-    /// partition, flows read and not yet absorbed against the pause threshold, and messages not yet committed.
+    /// partition, flows read and not yet released against the pause threshold, and messages not yet committed.
     pub fn status(&self) -> String {
         let s = self.inner.borrow();
         let parts: Vec<String> = s
@@ -350,8 +360,8 @@ impl SourceControl {
             })
             .collect();
         format!(
-            "unabsorbed {} (pause at {}), uncommitted {}, partitions [{}]",
-            s.unabsorbed_total,
+            "in flight {} (pause at {}), uncommitted {}, partitions [{}]",
+            s.in_flight_total,
             s.cfg.max_in_flight,
             s.uncommitted_total,
             parts.join("; ")
@@ -378,12 +388,14 @@ impl SourceControl {
     }
 }
 
-/// Builds the source on this worker. `absorbed` must probe the stateful stage (backpressure), `written` every sink
-/// (commits, through the returned [`SourceControl`]).
+/// Builds the source on this worker. `absorbed` must probe the stateful stage (read-to-absorbed latency),
+/// `released` the slowest stage whose input may pile up (backpressure: the model stages when on, else the stateful
+/// stage), `written` every sink (commits, through the returned [`SourceControl`]).
 pub fn kafka_source<'s>(
     scope: Scope<'s, u64>,
     cfg: KafkaSourceConfig,
     absorbed: ProbeHandle<u64>,
+    released: ProbeHandle<u64>,
 ) -> Result<(Stream<'s, u64, Vec<SourceEvent>>, SourceControl), SourceError> {
     let worker = scope.index();
     let peers = scope.peers();
@@ -462,8 +474,8 @@ pub fn kafka_source<'s>(
         parts,
         consumed: vec![0; np],
         pending: BTreeMap::new(),
-        unabsorbed: BTreeMap::new(),
-        unabsorbed_total: 0,
+        in_flight: BTreeMap::new(),
+        in_flight_total: 0,
         uncommitted_total: 0,
         pending_counts: BTreeMap::new(),
         commit_pos: vec![-1; np],
@@ -471,6 +483,7 @@ pub fn kafka_source<'s>(
         committed: vec![-1; np],
         dirty: false,
         absorbed,
+        released,
         read_at: BTreeMap::new(),
         latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
             .expect("valid histogram bounds"),
@@ -496,9 +509,9 @@ pub fn kafka_source<'s>(
             let Some(c) = cap.as_mut() else { return };
             let mut s = inner.borrow_mut();
             let s = &mut *s;
-            // Backpressure: forget what the stateful stage has absorbed, pause while too much is outstanding.
-            s.prune_absorbed();
-            let paused = s.unabsorbed_total >= s.cfg.max_in_flight;
+            // Backpressure: forget what the slowest stage has released, pause while too much is outstanding.
+            s.prune();
+            let paused = s.in_flight_total >= s.cfg.max_in_flight;
             let wm = *c.time();
             let lateness = s.cfg.lateness_epochs;
             let mut read = 0usize;
@@ -621,8 +634,7 @@ pub fn kafka_source<'s>(
 /// The partition holds the watermark at `wm` back: its newest epoch, less the allowed lateness, is not past it
 /// (or it has had no flow yet). Reading it is what lets the watermark move.
 fn holds_watermark(p: &PartState, wm: u64, lateness: u64) -> bool {
-    p.max_epoch
-        .is_none_or(|e| e.saturating_sub(lateness) <= wm)
+    p.max_epoch.is_none_or(|e| e.saturating_sub(lateness) <= wm)
 }
 
 /// Messages read from one partition before the source looks again for the partition furthest behind.
@@ -670,8 +682,8 @@ fn take(
             let (partition, offset) = (m.partition(), m.offset());
             let clock = s.cfg.clock;
             let topic = &s.cfg.topic;
-            let (pending, pending_counts, unabsorbed) =
-                (&mut s.pending, &mut s.pending_counts, &mut s.unabsorbed);
+            let (pending, pending_counts, in_flight) =
+                (&mut s.pending, &mut s.pending_counts, &mut s.in_flight);
             let mut records = 0u64;
             // Every record of the message holds the message's offset at its time: the offset is committed only
             // once all of them are written.
@@ -683,7 +695,7 @@ fn take(
                     (offs[pi].0.min(offset), offs[pi].1.max(offset + 1))
                 };
                 *pending_counts.entry(t).or_insert(0) += 1;
-                *unabsorbed.entry(t).or_insert(0) += 1;
+                *in_flight.entry(t).or_insert(0) += 1;
                 records += 1;
                 out.entry(t).or_default().push(ev);
             };
@@ -708,7 +720,7 @@ fn take(
                 }
             });
             s.uncommitted_total += records;
-            s.unabsorbed_total += records;
+            s.in_flight_total += records;
             true
         }
     }

@@ -344,7 +344,9 @@ fn raw_consumer(c: &mut Criterion) {
 fn end_to_end(c: &mut Criterion) {
     use temponet::model::{ModelConfig, ModelKind};
     // The pipeline's warnings (a stalled run says what it waits on).
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
     let broker = Broker::start();
     let data = flows(batched_flows());
     let mut g = c.benchmark_group("kafka_end_to_end");

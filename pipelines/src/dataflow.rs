@@ -224,6 +224,8 @@ pub fn run_worker(
     let written = ProbeHandle::<u64>::new();
     // Backpressure of pure generation: the synthetic sink (the metrics hold epochs back for their window).
     let generated = ProbeHandle::<u64>::new();
+    // Backpressure of the Kafka source: the stateful stage and, when on, the model stages (see `kafka_source`).
+    let released = ProbeHandle::<u64>::new();
     let mut src_cfg = KafkaSourceConfig::new(&cfg.brokers, &cfg.input_topic, &cfg.group);
     src_cfg.format = cfg.format;
     src_cfg.clock = cfg.clock;
@@ -236,8 +238,9 @@ pub fn run_worker(
     let built = worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<_> {
         let (events, control, ticks) = match cfg.generate {
             None => {
-                let (events, control) = kafka_source(scope, src_cfg, absorbed.clone())
-                    .context("starting the Kafka source")?;
+                let (events, control) =
+                    kafka_source(scope, src_cfg, absorbed.clone(), released.clone())
+                        .context("starting the Kafka source")?;
                 (events, Some(control), Vec::<()>::new().to_stream(scope))
             }
             Some(clock) => (
@@ -251,13 +254,16 @@ pub fn run_worker(
         // The probe reads the small stats stream (same frontier as the pair_history output): a probe on the output
         // itself would be a second reader of the windows, which timely serves with a copy of each.
         let (windows, hist_stats) = split_history(hist_out);
-        let hist_stats = hist_stats.probe_with(&absorbed);
+        let hist_stats = hist_stats.probe_with(&absorbed).probe_with(&released);
         let stats = src_stats
             .map(WindowInput::Source)
             .concat(hist_stats.map(WindowInput::History));
         let (synthetic, stats) = match &cfg.model {
             Some(m) => {
-                let s = model_stages(flows.clone(), windows, ticks, m)?;
+                let mut s = model_stages(flows.clone(), windows, ticks, m)?;
+                // Backpressure waits for the model stages too (the trainer's and the generator's progress).
+                s.synthetic = s.synthetic.probe_with(&released);
+                s.stats = s.stats.probe_with(&released);
                 let figures = fidelity(
                     flows,
                     s.synthetic.clone(),

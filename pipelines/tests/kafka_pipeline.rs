@@ -892,13 +892,15 @@ fn backpressure_keeps_partitions_in_step() {
     cfg.idle_timeout = Duration::from_secs(1);
     cfg.window_epochs = 10;
     cfg.max_in_flight = 5_000;
-    cfg.model = Some(temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
-        ModelKind::Independent,
-        ModelConfig::default(),
-        5_000,
-        1,
-        cfg.clock,
-    ));
+    cfg.model = Some(
+        temponet_pipelines::model_stages::ModelStagesConfig::from_warmup(
+            ModelKind::Independent,
+            ModelConfig::default(),
+            5_000,
+            1,
+            cfg.clock,
+        ),
+    );
     dataflow::ensure_sink_topics(&cfg, 2).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let c = cfg.clone();
@@ -910,7 +912,11 @@ fn backpressure_keeps_partitions_in_step() {
         .expect("the run stalled")
         .expect("pipeline run");
     assert_eq!(rep.flows_absorbed, flows.len() as u64);
-    let paused: u64 = rep.workers.iter().map(|w| w.source.paused_activations).sum();
+    let paused: u64 = rep
+        .workers
+        .iter()
+        .map(|w| w.source.paused_activations)
+        .sum();
     assert!(paused > 0, "the source never paused");
     assert!(
         rep.late * 100 < rep.flows,
