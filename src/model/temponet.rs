@@ -311,12 +311,13 @@ impl Net {
         let sorted = hid.index_select(0, &Tensor::from_slice(&order).to_device(d));
         let sizes: Vec<i64> = present.iter().map(|p| p.1).collect();
         let parts = sorted.split_with_sizes(&sizes, 0);
-        let ws = w.view([t.groups(), t.size, -1]).unbind(0);
-        let bs = (b + pad).view([t.groups(), t.size]).unbind(0);
+        // Only the present groups' blocks (unbinding all of them cost a tenth of a generation step).
+        let ws = w.view([t.groups(), t.size, -1]);
+        let bs = (b + pad).view([t.groups(), t.size]);
         let outs: Vec<Tensor> = present
             .iter()
             .zip(&parts)
-            .map(|(&(g, _), x)| x.linear(&ws[g], Some(&bs[g])))
+            .map(|(&(g, _), x)| x.linear(&ws.select(0, g as i64), Some(&bs.select(0, g as i64))))
             .collect();
         Tensor::cat(&outs, 0).index_select(0, &Tensor::from_slice(&place).to_device(d))
     }

@@ -128,7 +128,8 @@ pub struct Args {
     /// A partition silent this long stops holding the watermark back, milliseconds.
     #[arg(long, default_value_t = 500)]
     pub idle_timeout_ms: u64,
-    /// Flows per worker read but not yet in pair state before the source pauses.
+    /// Flows per worker read but not yet through pair state and, when on, the model stages, before the source
+    /// pauses (it then reads only the partitions that hold the watermark back).
     #[arg(long, default_value_t = 500_000)]
     pub max_in_flight: u64,
     /// Recent events kept per host pair.
