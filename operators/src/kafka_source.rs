@@ -373,6 +373,11 @@ impl SourceControl {
         self.inner.borrow().latency.clone()
     }
 
+    /// Flows read and not yet released downstream (what backpressure counts).
+    pub fn in_flight(&self) -> u64 {
+        self.inner.borrow().in_flight_total
+    }
+
     /// Messages consumed and not yet committed.
     pub fn uncommitted(&self) -> u64 {
         self.inner.borrow().uncommitted_total

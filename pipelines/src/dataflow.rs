@@ -314,8 +314,11 @@ pub fn run_worker(
     });
     let (control, shard, sinks) = built?;
     let mut result = Ok(());
-    // A run that makes no progress for a while says what it waits on (it should never happen: this is how one
-    // would find out why).
+    // A run that makes no progress for a while with flows in flight says what it waits on: it should never
+    // happen, and this is how one would find out why. A quiet input is not a stall, and neither is a live epoch
+    // still open: the wait is at least a few epochs of wall time (live event time runs at wall-clock pace).
+    let stall_after =
+        STALL_WARNING.max(3 * Duration::from_micros(cfg.clock.epoch_us) + cfg.idle_timeout);
     let frontiers = || {
         let f = |p: &ProbeHandle<u64>| p.with_frontier(|f| f.first().copied());
         (f(&absorbed), f(&generated), f(&written))
@@ -326,11 +329,13 @@ pub fn run_worker(
         let now = frontiers();
         if now != last_frontiers {
             (last_frontiers, last_change) = (now, Instant::now());
-        } else if last_change.elapsed() >= STALL_WARNING {
+        } else if last_change.elapsed() >= stall_after
+            && control.as_ref().is_some_and(|c| c.in_flight() > 0)
+        {
             last_change = Instant::now();
             tracing::warn!(
                 worker = index,
-                "no progress for {STALL_WARNING:?}: frontiers absorbed/generated/written {now:?}; source: {}; sinks: {:?}",
+                "no progress for {stall_after:?} with flows in flight: frontiers absorbed/generated/written {now:?}; source: {}; sinks: {:?}",
                 control.as_ref().map_or("none".into(), |c| c.status()),
                 sinks.iter().map(|s| s.report()).collect::<Vec<_>>()
             );
@@ -380,7 +385,8 @@ pub fn run_worker(
     })
 }
 
-/// How long a run may go without any probe moving before it logs what it waits on.
+/// How long a run may go without any probe moving, flows in flight, before it logs what it waits on (at least;
+/// longer with long epochs).
 const STALL_WARNING: Duration = Duration::from_secs(10);
 
 #[allow(clippy::type_complexity)]
