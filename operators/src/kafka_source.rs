@@ -582,7 +582,7 @@ pub fn kafka_source<'s>(
                 .parts
                 .iter()
                 .filter(|p| !idle(p))
-                .map(|p| p.max_epoch.map_or(wm, |e| e.saturating_sub(lateness)))
+                .map(|p| hold_point(p, wm, lateness))
                 .min();
             let all_done = s
                 .parts
@@ -636,10 +636,16 @@ pub fn kafka_source<'s>(
     Ok((stream, control))
 }
 
-/// The partition holds the watermark at `wm` back: its newest epoch, less the allowed lateness, is not past it
-/// (or it has had no flow yet). Reading it is what lets the watermark move.
+/// How far a (non-idle) partition lets the watermark go: its newest epoch less the allowed lateness, or the
+/// watermark `wm` itself while it has had no flow.
+fn hold_point(p: &PartState, wm: u64, lateness: u64) -> u64 {
+    p.max_epoch.map_or(wm, |e| e.saturating_sub(lateness))
+}
+
+/// The partition holds the watermark at `wm` back (see [`hold_point`]): reading it is what lets the watermark
+/// move.
 fn holds_watermark(p: &PartState, wm: u64, lateness: u64) -> bool {
-    p.max_epoch.is_none_or(|e| e.saturating_sub(lateness) <= wm)
+    hold_point(p, wm, lateness) <= wm
 }
 
 /// Messages read from one partition before the source looks again for the partition furthest behind.

@@ -44,6 +44,12 @@ fn batched_flows() -> usize {
     }
 }
 
+/// The flows of a variant: all of `data` when batched, the first [`FLOWS`] at one flow per message (at ~250 k
+/// messages/s the fixed costs are small already).
+fn variant_flows(data: &[FlowRecord], per_message: usize) -> &[FlowRecord] {
+    &data[..if per_message == 1 { FLOWS } else { data.len() }]
+}
+
 fn flows(n: usize) -> Vec<FlowRecord> {
     (0..n)
         .map(|i| {
@@ -179,8 +185,7 @@ fn kafka(c: &mut Criterion) {
             format!("{format:?}x{per_message}").to_lowercase()
         };
         let topic = format!("bench-{name}");
-        // One flow per message: the first FLOWS flows (at ~250 k messages/s the fixed costs are small already).
-        let data = &data[..if per_message == 1 { FLOWS } else { data.len() }];
+        let data = variant_flows(&data, per_message);
         produce_topic(&broker, &topic, format, per_message, data);
         bench_worker_counts(
             &mut g,
@@ -355,7 +360,7 @@ fn end_to_end(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(30));
     for per_message in [1usize, BATCH] {
         let topic = format!("e2e-{per_message}");
-        let data = &data[..if per_message == 1 { FLOWS } else { data.len() }];
+        let data = variant_flows(&data, per_message);
         produce_topic(&broker, &topic, WireFormat::Bincode, per_message, data);
         let name = if per_message == 1 {
             String::new()

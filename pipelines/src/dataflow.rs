@@ -330,13 +330,13 @@ pub fn run_worker(
         if now != last_frontiers {
             (last_frontiers, last_change) = (now, Instant::now());
         } else if last_change.elapsed() >= stall_after
-            && control.as_ref().is_some_and(|c| c.in_flight() > 0)
+            && let Some(c) = control.as_ref().filter(|c| c.in_flight() > 0)
         {
             last_change = Instant::now();
             tracing::warn!(
                 worker = index,
                 "no progress for {stall_after:?} with flows in flight: frontiers absorbed/generated/written {now:?}; source: {}; sinks: {:?}",
-                control.as_ref().map_or("none".into(), |c| c.status()),
+                c.status(),
                 sinks.iter().map(|s| s.report()).collect::<Vec<_>>()
             );
         }

@@ -156,7 +156,6 @@ fn model_input<'s>(
     building: Option<SharedModel>,
 ) -> (Stream<'s, u64, Vec<()>>, Stream<'s, u64, Vec<FlowRecord>>) {
     use timely::dataflow::channels::pact::Pipeline;
-    use timely::dataflow::operators::OkErr;
     use timely::dataflow::operators::generic::Operator;
     let both: Stream<'s, u64, Vec<Result<(), FlowRecord>>> =
         flows.unary(Pipeline, "ModelInput", move |_, _| {
