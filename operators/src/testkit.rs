@@ -183,6 +183,27 @@ impl Broker {
         counts
     }
 
+    /// Produces `flows` spread over `partitions` (flow `i` to partition `i % partitions`, each partition's flows in
+    /// order), `per_message` to a message in `format`'s multi-flow form. Returns the messages per partition.
+    pub fn produce_flows(
+        &self,
+        topic: &str,
+        flows: &[temponet::FlowRecord],
+        partitions: usize,
+        per_message: usize,
+        format: crate::codec::WireFormat,
+    ) -> Vec<u64> {
+        let mut messages = Vec::new();
+        for p in 0..partitions {
+            let part: Vec<temponet::FlowRecord> =
+                flows.iter().skip(p).step_by(partitions).cloned().collect();
+            for chunk in part.chunks(per_message.max(1)) {
+                messages.push((p as i32, format.encode_batch(chunk)));
+            }
+        }
+        self.produce(topic, messages)
+    }
+
     /// Reads every message of a topic from the beginning: `(partition, offset, payload)`, stopping once no message
     /// arrived for `quiet` (and each partition reported its end at least once) or after `timeout`.
     pub fn read_all(

@@ -149,15 +149,10 @@ fn produce_topic(
 ) {
     broker.create_topic(topic, 2);
     let t0 = Instant::now();
-    let mut messages = Vec::new();
-    for p in 0..2 {
-        let part: Vec<FlowRecord> = data.iter().skip(p).step_by(2).cloned().collect();
-        for chunk in part.chunks(per_message) {
-            messages.push((p as i32, format.encode_batch(chunk)));
-        }
-    }
-    let n_messages = messages.len();
-    broker.produce(topic, messages);
+    let n_messages: u64 = broker
+        .produce_flows(topic, data, 2, per_message, format)
+        .iter()
+        .sum();
     eprintln!(
         "produced {} {format:?} flows in {n_messages} messages in {:.1} s",
         data.len(),

@@ -875,14 +875,7 @@ fn backpressure_keeps_partitions_in_step() {
     let b = Broker::start();
     b.create_topic("bp-dense", 2);
     let flows = dense_flows(120_000, 1_000);
-    let mut msgs: Vec<(i32, Vec<u8>)> = Vec::new();
-    for p in 0..2usize {
-        let part: Vec<FlowRecord> = flows.iter().skip(p).step_by(2).cloned().collect();
-        for chunk in part.chunks(64) {
-            msgs.push((p as i32, WireFormat::Bincode.encode_batch(chunk)));
-        }
-    }
-    let produced = b.produce("bp-dense", msgs);
+    let produced = b.produce_flows("bp-dense", &flows, 2, 64, WireFormat::Bincode);
     let mut cfg = config(&b, "bp-dense", "bp-dense");
     cfg.format = WireFormat::Bincode;
     cfg.collect_pairs = false;
