@@ -405,6 +405,7 @@ fn split_history<'s, O: timely::ExchangeData + Clone>(
 
 /// Runs the pipeline on `timely` (workers, processes) and returns this process's merged report.
 pub fn run(timely: timely::Config, cfg: RunConfig) -> anyhow::Result<RunReport> {
+    crate::allocator::keep_freed_memory();
     let cfg = Arc::new(cfg);
     let guards = timely::execute(timely, move |worker| {
         run_worker(worker, &cfg).map_err(|e| format!("{e:#}"))

@@ -190,6 +190,7 @@ fn open_input(input: &EmbeddedInput) -> anyhow::Result<Option<Reader>> {
 
 /// Runs the embedded pipeline on `timely` and returns worker 0's report.
 pub fn run(timely: timely::Config, cfg: EmbeddedConfig) -> anyhow::Result<EmbeddedReport> {
+    crate::allocator::keep_freed_memory();
     std::fs::create_dir_all(&cfg.out_dir)
         .with_context(|| format!("creating {}", cfg.out_dir.display()))?;
     let cfg = Arc::new(cfg);
