@@ -60,10 +60,7 @@ fn train(c: &mut Criterion) {
     for kind in [ModelKind::TempoNet, ModelKind::Stan] {
         let mut m = Model::new(kind, &cfg, &data, DeviceChoice::Cpu).unwrap();
         let windows = pair_windows(&data, cfg.temponet.window, |_| true);
-        let batch: Vec<_> = windows
-            .into_iter()
-            .take(cfg.temponet.batch_windows)
-            .collect();
+        let batch: Vec<_> = windows.iter().take(cfg.temponet.batch_windows).collect();
         let events: usize = batch
             .iter()
             .map(|w| w.score.iter().filter(|s| **s).count())

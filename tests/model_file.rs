@@ -123,7 +123,7 @@ fn flat_parameters_round_trip_and_streaming_calls_work() {
             .iter()
             .map(|w| w.score.iter().filter(|s| **s).count())
             .sum();
-        let nll = a.train_batch(&windows).unwrap();
+        let nll = a.train_batch(&windows.iter().collect::<Vec<_>>()).unwrap();
         assert!(nll.flow_total().is_finite(), "{kind}");
         assert_eq!(a.version(), 1);
         let losses = a.event_losses(&windows).unwrap();

@@ -29,7 +29,7 @@ pub fn param_average<'s>(
                     stash.add(t, || cap.retain_least(0).expect("a capability"), data);
                 });
                 while let Some((_, cap, shares)) = stash.pop_closed(frontier) {
-                    if let Some(avg) = average(&shares) {
+                    if let Some(avg) = average(&shares.collect::<Vec<_>>()) {
                         output.session(&cap).give(avg);
                     }
                 }

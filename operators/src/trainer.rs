@@ -277,7 +277,7 @@ impl State {
     fn epoch(
         &mut self,
         t: u64,
-        items: Vec<TrainerInput>,
+        items: impl IntoIterator<Item = TrainerInput>,
         last: bool,
         out: &mut Vec<TrainerOut>,
     ) -> Result<(), ModelError> {
@@ -422,17 +422,17 @@ impl State {
         let bw = self.cfg.batch_windows.max(1);
         let replay = ((bw as f64) * self.cfg.replay_fraction.clamp(0.0, 0.9)).round() as usize;
         let fresh_per_step = (bw - replay).max(1);
-        let mut batch: Vec<PairWindow> = Vec::with_capacity(bw);
+        let mut batch: Vec<&PairWindow> = Vec::with_capacity(bw);
         for (i, chunk) in windows.chunks(fresh_per_step).enumerate() {
             if i >= self.cfg.max_steps_per_epoch {
                 stats.windows_skipped += chunk.len() as u64;
                 continue;
             }
             batch.clear();
-            batch.extend_from_slice(chunk);
+            batch.extend(chunk);
             for _ in 0..replay.min(self.reservoir.len()) {
                 let j = self.rng.gen_range(0..self.reservoir.len());
-                batch.push(self.reservoir[j].clone());
+                batch.push(&self.reservoir[j]);
             }
             model.train_batch(&batch)?;
             stats.train_steps += 1;

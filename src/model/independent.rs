@@ -511,7 +511,11 @@ impl Independent {
     }
 
     /// Calls `f(event, where it stands)` for every scored event (see [`Scored`]).
-    fn each_scored(&self, windows: &[PairWindow], mut f: impl FnMut(&FlowRecord, Scored)) {
+    fn each_scored<'w>(
+        &self,
+        windows: impl IntoIterator<Item = &'w PairWindow>,
+        mut f: impl FnMut(&FlowRecord, Scored),
+    ) {
         for w in windows {
             let n = w.events.len();
             // A window is one pair's flows: its timing is looked up once.
@@ -662,8 +666,12 @@ impl FlowModel for Independent {
         self.version += 1;
         Ok(())
     }
-    fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
-        let nll = self.windows_nll(windows)?;
+    fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
+        let mut nll = TaskNll::default();
+        let sm = self.samplers();
+        self.each_scored(windows.iter().copied(), |r, at| {
+            self.event_nll(r, &at, sm, &mut nll)
+        });
         let mut rep = RepairCounts::default();
         let mut scored: Vec<&FlowRecord> = windows
             .iter()

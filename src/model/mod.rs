@@ -571,7 +571,9 @@ pub trait FlowModel: Send {
         progress: &mut dyn FnMut(&FitProgress),
     ) -> Result<(), ModelError>;
     /// One optimisation step (or sufficient-statistics update) on a batch of windows; returns the batch's NLL.
-    fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError>;
+    /// Borrowed windows: the streaming trainer mixes fresh windows with replayed ones it keeps, and copying each
+    /// into a batch cost more than some models' whole step.
+    fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError>;
     /// Summed per-task NLL of the scored events of the windows (no parameter change).
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError>;
     /// Per scored event, the sum of its task NLLs (windows in order, events in order).
@@ -719,7 +721,7 @@ impl Model {
     pub fn open_session(&self, seed: u64, pairs: PairSource) -> GenSession {
         GenSession::new(self, seed, pairs)
     }
-    pub fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
+    pub fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
         let r = self.0.train_batch(windows)?;
         let v = self.0.version();
         self.0.set_version(v + 1);

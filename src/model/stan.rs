@@ -685,10 +685,13 @@ impl Stan {
     }
 
     /// Rows of windows: each window's events are rows of its source host.
-    fn window_rows(&self, windows: &[PairWindow]) -> Vec<(Vec<Row>, Vec<bool>)> {
+    fn window_rows<'w>(
+        &self,
+        windows: impl IntoIterator<Item = &'w PairWindow>,
+    ) -> Vec<(Vec<Row>, Vec<bool>)> {
         let mut rep = RepairCounts::default();
         windows
-            .iter()
+            .into_iter()
             .map(|w| {
                 // A window is one pair's: its marks and positions are the pair's (STAN's own training uses the
                 // host's).
@@ -1125,8 +1128,8 @@ impl FlowModel for Stan {
         }
         early.restore(self)
     }
-    fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
-        let seqs = self.window_rows(windows);
+    fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
+        let seqs = self.window_rows(windows.iter().copied());
         let items = self.items(&seqs);
         self.step(&items)
     }

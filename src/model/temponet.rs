@@ -857,10 +857,6 @@ impl TempoNet {
         c[0] = c[0].min(self.iat_in_max());
         c
     }
-
-    fn all_windows<'a>(&self, windows: &'a [PairWindow]) -> Vec<&'a PairWindow> {
-        windows.iter().collect()
-    }
 }
 
 /// A pair seen in training: where generation continues it from, and how often it starts sessions.
@@ -1358,9 +1354,8 @@ impl FlowModel for TempoNet {
         }
         early.restore(self)
     }
-    fn train_batch(&mut self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
-        let ws = self.all_windows(windows);
-        self.step(&ws)
+    fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
+        self.step(windows)
     }
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let mut out = TaskNll::default();
