@@ -159,8 +159,8 @@ impl SessionReach {
 /// The real flow before a session start and the start of the flow before that one, if known.
 pub type RealBefore = (FlowRecord, Option<i64>);
 
-/// Most flows before a window's first event whose starts travel with it ([`FreshWindow::earlier`]); positions past
-/// it are cut there (the model's session-position input saturates well below).
+/// Most flows before a window's first event that its [`SessionReach`] looks back over; positions past it are cut
+/// there (the model's session-position input saturates well below).
 pub const EARLIER_STARTS: usize = 48;
 
 /// Emits [`FreshWindow`]s of at most `max_fresh` fresh events each (longer runs are cut, each piece keeping up to

@@ -510,6 +510,14 @@ impl Independent {
         );
     }
 
+    /// Summed per-task NLL of the windows' scored events (owned or borrowed windows alike).
+    fn scored_nll<'w>(&self, windows: impl IntoIterator<Item = &'w PairWindow>) -> TaskNll {
+        let mut out = TaskNll::default();
+        let sm = self.samplers();
+        self.each_scored(windows, |r, at| self.event_nll(r, &at, sm, &mut out));
+        out
+    }
+
     /// Calls `f(event, where it stands)` for every scored event (see [`Scored`]).
     fn each_scored<'w>(
         &self,
@@ -667,11 +675,7 @@ impl FlowModel for Independent {
         Ok(())
     }
     fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
-        let mut nll = TaskNll::default();
-        let sm = self.samplers();
-        self.each_scored(windows.iter().copied(), |r, at| {
-            self.event_nll(r, &at, sm, &mut nll)
-        });
+        let nll = self.scored_nll(windows.iter().copied());
         let mut rep = RepairCounts::default();
         let mut scored: Vec<&FlowRecord> = windows
             .iter()
@@ -684,10 +688,7 @@ impl FlowModel for Independent {
         Ok(nll)
     }
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
-        let mut out = TaskNll::default();
-        let sm = self.samplers();
-        self.each_scored(windows, |r, at| self.event_nll(r, &at, sm, &mut out));
-        Ok(out)
+        Ok(self.scored_nll(windows))
     }
     fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError> {
         let mut v = Vec::new();
