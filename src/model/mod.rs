@@ -612,6 +612,19 @@ pub trait FlowModel: Send {
     fn header(&self) -> serde_json::Value;
     /// Weights as bytes (empty for models without a network).
     fn weights(&self) -> Result<Vec<u8>, ModelError>;
+    /// Chooses how generation steps run on the CPU; models without a network have one way only.
+    fn set_step_engine(&mut self, _engine: StepEngine) {}
+}
+
+/// How a network's generation steps run on the CPU (a CUDA model always steps on libtorch). Both give the same
+/// distributions (the same numbers up to float rounding); `Native` is faster, `Libtorch` is the reference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StepEngine {
+    /// Plain Rust over the parameters' memory (`temponet::native`).
+    #[default]
+    Native,
+    /// libtorch operations, as on CUDA.
+    Libtorch,
 }
 
 /// A trained or trainable model of any kind.
@@ -665,6 +678,10 @@ impl Model {
     }
     pub fn kind(&self) -> ModelKind {
         self.0.kind()
+    }
+    /// See [`StepEngine`].
+    pub fn set_step_engine(&mut self, engine: StepEngine) {
+        self.0.set_step_engine(engine)
     }
     pub fn space(&self) -> &FeatureSpace {
         self.0.space()

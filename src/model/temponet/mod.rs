@@ -27,13 +27,20 @@ use super::session::{
     LaneRng, LaneStart, LaneStates, Lanes, MIN_GEN_ROWS, ObservedLane, twin_history_pos,
 };
 use super::{
-    FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, TaskNll, mixture,
+    FitOptions, FitProgress, FlowModel, ModelError, ModelKind, PairWindow, StepEngine, TaskNll,
+    mixture,
 };
 use crate::record::{FlowRecord, HostPair, TcpFlags, proto};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, OptimizerConfig, RNN};
 use tch::{Device, Kind, Tensor};
+
+mod kernels;
+mod native;
+mod step;
+
+use step::{Cond, StepInputs, StepNet};
 
 /// Every size of the network and of its training.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -84,6 +91,9 @@ struct Net {
     e_flags: nn::Embedding,
     in_proj: nn::Linear,
     gru: nn::GRU,
+    /// The GRU's parameters (input and hidden weights, input and hidden biases) for [`native::NativeStep`]: the
+    /// same tensors as the GRU's.
+    gru_weights: [Tensor; 4],
     pair: Vec<nn::Embedding>,
     ctx: nn::Linear,
     c_iat: nn::Linear,
@@ -171,6 +181,11 @@ impl Net {
                     ..Default::default()
                 },
             ),
+            gru_weights: ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"].map(|w| {
+                (p / "gru")
+                    .get(w)
+                    .expect("the GRU just created has this parameter")
+            }),
             // Pair buckets start small (standard deviation 0.1, not 1): a bucket no training pair hashed to (an
             // unseen host in generation) stays close to the neutral, average pair. With unit-variance rows such
             // pairs got arbitrary silence probabilities and some never went silent; with zero rows training took
@@ -356,16 +371,16 @@ impl Net {
     /// Silence logits `[N]` from pair embeddings `[N, pair_dim]`, input events' continuous vectors (row-major,
     /// [`N_CONT_INPUTS`] wide) and their session positions.
     fn silence(&self, pe: &Tensor, cont: &[f32], pos: &[u32]) -> Tensor {
-        let n = pos.len();
-        let w = SILENCE_INPUTS.len() + POSITION_BUCKETS.len();
-        let mut x = Vec::with_capacity(n * w);
-        for (r, p) in cont.chunks(N_CONT_INPUTS).zip(pos) {
-            x.extend(SILENCE_INPUTS.iter().map(|&i| r[i]));
-            x.extend(POSITION_BUCKETS.iter().map(|lo| (p >= lo) as u8 as f32));
-        }
+        let x = step::silence_inputs(cont, pos);
+        let w = (SILENCE_INPUTS.len() + POSITION_BUCKETS.len()) as i64;
         let x = Tensor::from_slice(&x)
-            .view([n as i64, w as i64])
+            .view([pos.len() as i64, w])
             .to_device(pe.device());
+        self.silence_from(pe, x)
+    }
+
+    /// Silence logits `[N]` from pair embeddings and the rows of [`step::silence_inputs`].
+    fn silence_from(&self, pe: &Tensor, x: Tensor) -> Tensor {
         let s = self
             .silence_in
             .forward(&Tensor::cat(&[pe.shallow_clone(), x], 1));
@@ -475,6 +490,7 @@ pub struct TempoNet {
     device: Device,
     vs: nn::VarStore,
     net: Net,
+    step_engine: StepEngine,
     opt: Option<nn::Optimizer>,
     rng: rand::rngs::StdRng,
 }
@@ -523,6 +539,7 @@ impl TempoNet {
             device,
             vs,
             net,
+            step_engine: StepEngine::default(),
             opt: None,
             rng: rand::rngs::StdRng::seed_from_u64(0),
         }
@@ -912,10 +929,11 @@ fn states(lanes: &mut Lanes) -> &mut Vec<LaneState> {
 impl TempoNet {
     /// One categorical field (head `i`, 1..=4) for the first `a` rows of context `c`: each lane draws a group, then
     /// a class in it, with its own random stream, when `applies(j)`; class 0 (no ports, no flags) otherwise.
-    fn draw_categorical(
-        &self,
+    #[allow(clippy::too_many_arguments)]
+    fn draw_categorical<S: StepNet>(
+        net: &S,
         i: usize,
-        c: &Tensor,
+        c: &S::Rows,
         a: usize,
         applies: impl Fn(usize) -> bool,
         rngs: &mut [LaneRng],
@@ -923,15 +941,14 @@ impl TempoNet {
     ) -> Vec<usize> {
         let t = &CATEGORICAL[i - 1];
         let (g, s) = (t.groups() as usize, t.size as usize);
-        let (hid, gl) = self.net.head_hid(i, c);
-        let gp = cpu(gl.softmax(1, Kind::Float));
+        let (hid, gl) = net.head(i, c);
+        let rows = gl.len() / g;
+        let gp = step::softmax_rows(&gl, g, 0, g, a);
         let groups = draw_classes(&gp, g, a, &applies, rngs, rep);
         let mut all = groups.iter().map(|&x| x as i64).collect::<Vec<_>>();
-        all.resize(gp.len() / g, 0);
-        let wp = cpu(self
-            .net
-            .within_logits(i, &hid, &all, MIN_GEN_ROWS)
-            .softmax(1, Kind::Float));
+        all.resize(rows, 0);
+        let wl = net.within(i, &hid, &all);
+        let wp = step::softmax_rows(&wl, s, 0, s, a);
         let members = draw_classes(&wp, s, a, &applies, rngs, rep);
         (0..a)
             .map(|j| {
@@ -944,13 +961,26 @@ impl TempoNet {
             .collect()
     }
 
-    /// Draws one flow for each lane of `idx` (one GRU step, all heads), leaving it in the lane's head.
+    /// Draws one flow for each lane of `idx` (one GRU step, all heads), leaving it in the lane's head: on the CPU
+    /// with [`native::NativeStep`], elsewhere with libtorch (see [`step`]).
     fn gen_step(&self, lanes: &mut Lanes, idx: &[usize]) {
-        let n = &self.net;
-        let d = self.device;
+        if self.device == Device::Cpu
+            && self.step_engine == StepEngine::Native
+            && let Some(net) = native::NativeStep::new(&self.net, self.config.hidden as usize)
+        {
+            return self.gen_step_with(&net, lanes, idx);
+        }
+        let net = step::TorchStep {
+            net: &self.net,
+            device: self.device,
+        };
+        self.gen_step_with(&net, lanes, idx)
+    }
+
+    fn gen_step_with<S: StepNet>(&self, n: &S, lanes: &mut Lanes, idx: &[usize]) {
         let a = idx.len();
         // Padded batch (see `MIN_GEN_ROWS`): rows `a..m` repeat row 0 and are ignored.
-        let m = a.max(MIN_GEN_ROWS);
+        let m = a.max(n.min_rows());
         let row = |j: usize| if j < a { j } else { 0 };
         let hs = self.config.hidden as usize;
         let k = self.config.mixtures as usize;
@@ -965,52 +995,41 @@ impl TempoNet {
             LaneStates::TempoNet(v) => v,
             _ => unreachable!("a session checks its model kind before every call"),
         };
-        let mut cont = Vec::with_capacity(m * N_CONT_INPUTS);
-        let (mut xp, mut xd, mut xs, mut xf, mut pb) = (vec![], vec![], vec![], vec![], vec![]);
-        let mut h0 = vec![0f32; m * hs];
+        let mut x = StepInputs {
+            m,
+            cont: Vec::with_capacity(m * N_CONT_INPUTS),
+            proto: Vec::with_capacity(m),
+            dport: Vec::with_capacity(m),
+            sport: Vec::with_capacity(m),
+            flags: Vec::with_capacity(m),
+            buckets: Vec::with_capacity(4 * m),
+            h0: vec![0f32; m * hs],
+        };
         for j in 0..m {
             let l = &st[idx[row(j)]];
             match &l.last {
                 Some((e, _)) => {
-                    cont.extend_from_slice(&self.input(e));
-                    xp.push(e.proto as i64);
-                    xd.push(e.dport as i64);
-                    xs.push(e.sport as i64);
-                    xf.push(e.flags as i64);
+                    x.cont.extend_from_slice(&self.input(e));
+                    x.proto.push(e.proto as i64);
+                    x.dport.push(e.dport as i64);
+                    x.sport.push(e.sport as i64);
+                    x.flags.push(e.flags as i64);
                 }
                 None => {
-                    cont.extend_from_slice(&EncodedEvent::START);
-                    xp.push(0);
-                    xd.push(0);
-                    xs.push(0);
-                    xf.push(0);
+                    x.cont.extend_from_slice(&EncodedEvent::START);
+                    x.proto.push(0);
+                    x.dport.push(0);
+                    x.sport.push(0);
+                    x.flags.push(0);
                 }
             }
-            pb.extend_from_slice(&l.buckets);
+            x.buckets.extend_from_slice(&l.buckets);
             // A state of another size (the session outlived a model change) restarts from zero.
             if l.hidden.len() == hs {
-                h0[j * hs..(j + 1) * hs].copy_from_slice(&l.hidden);
+                x.h0[j * hs..(j + 1) * hs].copy_from_slice(&l.hidden);
             }
         }
-        let mi = m as i64;
-        let ti = |v: &[i64]| Tensor::from_slice(v).view([mi, 1]).to_device(d);
-        let x = n.embed(
-            &Tensor::from_slice(&cont)
-                .view([mi, 1, N_CONT_INPUTS as i64])
-                .to_device(d),
-            &ti(&xp),
-            &ti(&xd),
-            &ti(&xs),
-            &ti(&xf),
-        );
-        let h0 = Tensor::from_slice(&h0)
-            .view([1, mi, hs as i64])
-            .to_device(d);
-        let (o, _) = n.gru.seq_init(&x, &nn::GRUState(h0));
-        let h = o.squeeze_dims([1]);
-        let h_cpu = cpu(h.shallow_clone());
-        let pe = n.pair_embed(&Tensor::from_slice(&pb).view([mi, 4]).to_device(d));
-        let c1 = n.ctx.forward(&Tensor::cat(&[h, pe.shallow_clone()], 1));
+        let (h_cpu, c1, pe) = n.encode(&x);
 
         // Silence mark, then inter-arrival. A lane that has a flow and no given next one may end here (it draws
         // nothing more); one that goes on has its next flow within the silence threshold. A lane quiet since its
@@ -1023,8 +1042,13 @@ impl TempoNet {
                     .map_or(0, |(e, _)| e.session_pos)
             })
             .collect();
-        let p_end = cpu(n.silence(&pe, &cont, &in_pos).sigmoid());
-        let (w, mu, sg) = mixture::to_cpu(&n.head(0, &c1), k as i64);
+        let p_end: Vec<f32> = n
+            .silence(&pe, &step::silence_inputs(&x.cont, &in_pos))
+            .iter()
+            .map(|l| 1.0 / (1.0 + (-l).exp()))
+            .collect();
+        let (_, o_iat) = n.head(0, &c1);
+        let (w, mu, sg) = step::mixture_rows(&o_iat, 3 * k, 0, k, a);
         let zmax = ((norm.upper(cont::IAT) - norm.mean[cont::IAT]) / norm.std[cont::IAT])
             .min(norm.z(cont::IAT, features::log_iat(self.space.silence_us)) as f64);
         let mut ends = vec![false; a];
@@ -1083,44 +1107,39 @@ impl TempoNet {
             iat_in[2 * j] = iat_in[0];
             iat_in[2 * j + 1] = iat_in[1];
         }
-        let c2 = &c1
-            + n.c_iat
-                .forward(&Tensor::from_slice(&iat_in).view([mi, 2]).to_device(d));
+        let c2 = n.add_linear(&c1, Cond::Iat, &iat_in);
         // Protocol: any of the 256 values.
-        let protos: Vec<u8> = self
-            .draw_categorical(1, &c2, a, |_| true, &mut rngs, rep)
+        let protos: Vec<u8> = Self::draw_categorical(n, 1, &c2, a, |_| true, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u8)
             .collect();
-        let c3 = &c2 + n.c_proto.forward(&class_tensor(&protos, m, d));
+        let c3 = n.add_embedding(&c2, Cond::Proto, &padded(&protos, m));
         // Ports: class 0 for protocols without ports.
         let has_ports = |j: usize| proto::has_ports(protos[j]);
-        let dcls: Vec<u16> = self
-            .draw_categorical(2, &c3, a, has_ports, &mut rngs, rep)
+        let dcls: Vec<u16> = Self::draw_categorical(n, 2, &c3, a, has_ports, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u16)
             .collect();
-        let c4 = &c3 + n.c_dport.forward(&class_tensor(&dcls, m, d));
-        let scls: Vec<u16> = self
-            .draw_categorical(3, &c4, a, has_ports, &mut rngs, rep)
+        let c4 = n.add_embedding(&c3, Cond::DstPort, &padded(&dcls, m));
+        let scls: Vec<u16> = Self::draw_categorical(n, 3, &c4, a, has_ports, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u16)
             .collect();
-        let c5 = &c4 + n.c_sport.forward(&class_tensor(&scls, m, d));
+        let c5 = n.add_embedding(&c4, Cond::SrcPort, &padded(&scls, m));
         // Flags: only on TCP.
         let is_tcp = |j: usize| protos[j] == proto::TCP;
-        let flags: Vec<u8> = self
-            .draw_categorical(4, &c5, a, is_tcp, &mut rngs, rep)
+        let flags: Vec<u8> = Self::draw_categorical(n, 4, &c5, a, is_tcp, &mut rngs, rep)
             .into_iter()
             .map(|c| c as u8)
             .collect();
-        let c6 = &c5 + n.c_flags.forward(&class_tensor(&flags, m, d));
+        let c6 = n.add_embedding(&c5, Cond::Flags, &padded(&flags, m));
         // Packets: truncated to at least one.
         // Packets: a class (counts below PK_CLASSES), the last class's count from the mixture truncated to it.
-        let oq = n.head(5, &c6);
-        let pk_probs = cpu(oq.narrow(1, 0, PK_CLASSES as i64).softmax(1, Kind::Float));
+        let (_, oq) = n.head(5, &c6);
+        let pk_w = PK_CLASSES + 3 * k;
+        let pk_probs = step::softmax_rows(&oq, pk_w, 0, PK_CLASSES, a);
         let pk_cls = draw_classes(&pk_probs, PK_CLASSES, a, |_| true, &mut rngs, rep);
-        let (w, mu, sg) = mixture::to_cpu(&oq.narrow(1, PK_CLASSES as i64, 3 * k as i64), k as i64);
+        let (w, mu, sg) = step::mixture_rows(&oq, pk_w, PK_CLASSES, k, a);
         let zl = |i: usize, v: f64| (v - norm.mean[i]) / norm.std[i];
         let mut packets = vec![0u64; a];
         let mut pk_in = vec![0f32; m];
@@ -1141,11 +1160,9 @@ impl TempoNet {
             };
             pk_in[j] = norm.z(cont::PACKETS, features::log_packets(packets[j]));
         }
-        let c7 = &c6
-            + n.c_pkts
-                .forward(&Tensor::from_slice(&pk_in).view([mi, 1]).to_device(d));
+        let c7 = n.add_linear(&c6, Cond::Packets, &pk_in);
         // Bytes per packet: truncated to the protocol's bounds.
-        let (w, mu, sg) = mixture::to_cpu(&n.head(6, &c7), k as i64);
+        let (w, mu, sg) = step::mixture_rows(&n.head(6, &c7).1, 3 * k, 0, k, a);
         let mut bytes = vec![0u64; a];
         let mut bp_in = vec![0f32; m];
         for j in 0..a {
@@ -1164,13 +1181,14 @@ impl TempoNet {
             bytes[j] = b;
             bp_in[j] = norm.z(cont::BPP, features::log_bpp(b, packets[j], protos[j]));
         }
-        let c8 = &c7
-            + n.c_bpp
-                .forward(&Tensor::from_slice(&bp_in).view([mi, 1]).to_device(d));
+        let c8 = n.add_linear(&c7, Cond::Bpp, &bp_in);
         // Duration: point mass at zero, forced for single-packet flows unless the data had such flows.
-        let od = n.head(7, &c8);
-        let p0 = cpu(od.select(1, 0).sigmoid());
-        let (w, mu, sg) = mixture::to_cpu(&od.narrow(1, 1, 3 * k as i64), k as i64);
+        let (_, od) = n.head(7, &c8);
+        let p0: Vec<f32> = od
+            .chunks(1 + 3 * k)
+            .map(|r| 1.0 / (1.0 + (-r[0]).exp()))
+            .collect();
+        let (w, mu, sg) = step::mixture_rows(&od, 1 + 3 * k, 1, k, a);
         let zmax_d = zl(cont::DURATION, norm.upper(cont::DURATION));
         for (j, &i) in idx.iter().enumerate() {
             let rng = &mut rngs[j];
@@ -1502,6 +1520,9 @@ impl FlowModel for TempoNet {
     fn set_learning_rate(&mut self, lr: f64) -> Result<(), ModelError> {
         super::set_adam_lr(&mut self.opt, &self.vs, lr)
     }
+    fn set_step_engine(&mut self, engine: StepEngine) {
+        self.step_engine = engine;
+    }
     fn version(&self) -> u64 {
         self.version
     }
@@ -1615,9 +1636,9 @@ fn draw_classes(
         .collect()
 }
 
-/// Sampled classes as the index tensor their embedding layer takes, padded with class 0 to `m` rows.
-fn class_tensor<T: Copy + Into<i64>>(classes: &[T], m: usize, d: Device) -> Tensor {
+/// Sampled classes as the indices their embedding layer takes, padded with class 0 to `m` rows.
+fn padded<T: Copy + Into<i64>>(classes: &[T], m: usize) -> Vec<i64> {
     let mut v: Vec<i64> = classes.iter().map(|&c| c.into()).collect();
     v.resize(m, 0);
-    Tensor::from_slice(&v).to_device(d)
+    v
 }
