@@ -1,12 +1,13 @@
 //! Model throughput on one thread: training events/s (one optimiser step on a batch of pair windows) and generated
 //! flows/s (lanes batched across pairs). Targets from issue 3: >= 100k training events/s, >= 500k generated
-//! flows/s per thread on CPU. Run with `OMP_NUM_THREADS=1 cargo bench --bench model`.
+//! flows/s per thread on CPU. Run with `OMP_NUM_THREADS=1 cargo bench --bench model`. TempoNet generation runs
+//! twice, with its native CPU step (the default) and with its libtorch step, side by side.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use std::net::{IpAddr, Ipv4Addr};
 use temponet::model::{
-    DeviceChoice, GenLimit, GenerateRequest, Model, ModelConfig, ModelKind, PairSource,
+    DeviceChoice, GenLimit, GenerateRequest, Model, ModelConfig, ModelKind, PairSource, StepEngine,
     pair_windows,
 };
 use temponet::record::{FlowRecord, TcpFlags, proto};
@@ -86,7 +87,7 @@ fn generate(c: &mut Criterion) {
             epochs: 1,
             ..Default::default()
         };
-        let m = Model::fit_new(kind, &cfg, &data, &opts, &mut |_| {}).unwrap();
+        let mut m = Model::fit_new(kind, &cfg, &data, &opts, &mut |_| {}).unwrap();
         let n = 20_000u64;
         let req = GenerateRequest::new(
             m.space().last_us,
@@ -98,6 +99,12 @@ fn generate(c: &mut Criterion) {
         g.bench_function(format!("{kind}_1024_pairs"), |b| {
             b.iter(|| m.generate(&req, &mut |_| {}).unwrap())
         });
+        if kind == ModelKind::TempoNet {
+            m.set_step_engine(StepEngine::Libtorch);
+            g.bench_function(format!("{kind}_libtorch_step_1024_pairs"), |b| {
+                b.iter(|| m.generate(&req, &mut |_| {}).unwrap())
+            });
+        }
     }
     g.finish();
 }
