@@ -627,6 +627,17 @@ pub enum StepEngine {
     Libtorch,
 }
 
+impl std::str::FromStr for StepEngine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "native" => Ok(StepEngine::Native),
+            "libtorch" => Ok(StepEngine::Libtorch),
+            _ => Err(format!("unknown step engine {s:?} (native or libtorch)")),
+        }
+    }
+}
+
 /// A trained or trainable model of any kind.
 pub struct Model(pub Box<dyn FlowModel>);
 

@@ -8,7 +8,7 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 use temponet::format::{FlowWriter, OutputFormat};
 use temponet::model::anonymise::Anonymiser;
-use temponet::model::{DeviceChoice, GenLimit, GenerateRequest, Model, PairSource};
+use temponet::model::{DeviceChoice, GenLimit, GenerateRequest, Model, PairSource, StepEngine};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -42,6 +42,10 @@ pub struct Args {
     pub format: Option<OutputFormat>,
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
+    /// How a network's generation steps run on the CPU: native (plain Rust, faster) or libtorch (the reference;
+    /// both give the same flows up to float rounding). CUDA always steps on libtorch.
+    #[arg(long, default_value = "native")]
+    pub cpu_step: StepEngine,
 }
 
 /// `90s`, `30m`, `1h`, `2d`, or plain seconds, to microseconds.
@@ -85,7 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.out.display()
         ),
     };
-    let model = Model::load(&args.model, args.device)?;
+    let mut model = Model::load(&args.model, args.device)?;
+    model.set_step_engine(args.cpu_step);
     let limit = match (args.count, &args.span) {
         (Some(n), _) => GenLimit::Count(n),
         (None, Some(s)) => GenLimit::SpanUs(parse_span(s)?),

@@ -201,6 +201,150 @@ unsafe fn matvec_avx2(w: &[f32], b: &[f32], x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `y[j] += W x[j] + b` for the `m` rows `x[j]` (`inp` wide) of `x`, `W` being `out x inp` row-major (libtorch's
+/// layout): every output is [`dot8`] of a weight row and an input row, plus its bias, so a row's outputs do not
+/// depend on the other rows (nor on which of them share a tile) and the AVX2 variant computes exactly the scalar
+/// one. No packing: a step's batches are often a handful of lanes, and a GEMM that packs its weights on every call
+/// spent most of such a step copying them.
+pub(super) fn linear_rows(
+    w: &[f32],
+    b: Option<&[f32]>,
+    inp: usize,
+    out: usize,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) {
+    assert!(w.len() >= out * inp && x.len() >= m * inp && y.len() >= m * out);
+    assert!(b.is_none_or(|b| b.len() >= out));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, and the asserts bound every access.
+        return unsafe { linear_rows_avx2(w, b, inp, out, x, m, y) };
+    }
+    for j in 0..m {
+        let xr = &x[j * inp..(j + 1) * inp];
+        for c in 0..out {
+            let bias = b.map_or(0.0, |b| b[c]);
+            y[j * out + c] += dot8(&w[c * inp..(c + 1) * inp], xr) + bias;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn linear_rows_avx2(
+    w: &[f32],
+    b: Option<&[f32]>,
+    inp: usize,
+    out: usize,
+    x: &[f32],
+    m: usize,
+    y: &mut [f32],
+) {
+    // SAFETY: the caller checked the CPU and the bounds; tiles stay within `m` rows and `out` outputs.
+    unsafe {
+        let mut j = 0;
+        while j + 2 <= m {
+            let mut c = 0;
+            while c + 4 <= out {
+                tile::<2, 4>(w, b, inp, out, x, j, c, y);
+                c += 4;
+            }
+            while c < out {
+                tile::<2, 1>(w, b, inp, out, x, j, c, y);
+                c += 1;
+            }
+            j += 2;
+        }
+        while j < m {
+            let mut c = 0;
+            while c + 4 <= out {
+                tile::<1, 4>(w, b, inp, out, x, j, c, y);
+                c += 4;
+            }
+            while c < out {
+                tile::<1, 1>(w, b, inp, out, x, j, c, y);
+                c += 1;
+            }
+            j += 1;
+        }
+    }
+}
+
+/// Outputs `c..c + C` of rows `j..j + R`: `R x C` running sums of eight lanes each, then as [`dot8`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize, const C: usize>(
+    w: &[f32],
+    b: Option<&[f32]>,
+    inp: usize,
+    out: usize,
+    x: &[f32],
+    j: usize,
+    c: usize,
+    y: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let n8 = inp / 8 * 8;
+    // SAFETY: rows `j..j + R` of `x` and `c..c + C` of `w` are in bounds (the caller's tiles), `k + 8 <= n8 <= inp`.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        for k in (0..n8).step_by(8) {
+            let mut wv = [_mm256_setzero_ps(); C];
+            for (q, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(w.as_ptr().add((c + q) * inp + k));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xv = _mm256_loadu_ps(x.as_ptr().add((j + r) * inp + k));
+                for (a, wv) in acc.iter_mut().zip(&wv) {
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(*wv, xv));
+                }
+            }
+        }
+        let tail = |r: usize, q: usize| {
+            let (xr, wr) = (&x[(j + r) * inp..], &w[(c + q) * inp..]);
+            let mut t = 0.0;
+            for k in n8..inp {
+                t += wr[k] * xr[k];
+            }
+            t
+        };
+        if C == 4 {
+            // The four sums of each row at once: two rounds of pairwise adds within each 128-bit half, then the
+            // halves added, which is `tree` lane for lane.
+            for (r, acc) in acc.iter().enumerate() {
+                let h01 = _mm256_hadd_ps(acc[0], acc[1]);
+                let h23 = _mm256_hadd_ps(acc[2], acc[3]);
+                let h = _mm256_hadd_ps(h01, h23);
+                let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+                let tails = if n8 < inp {
+                    _mm_setr_ps(tail(r, 0), tail(r, 1), tail(r, 2), tail(r, 3))
+                } else {
+                    _mm_setzero_ps()
+                };
+                let bias = match b {
+                    Some(b) => _mm_loadu_ps(b.as_ptr().add(c)),
+                    None => _mm_setzero_ps(),
+                };
+                let at = y.as_mut_ptr().add((j + r) * out + c);
+                let v = _mm_add_ps(_mm_add_ps(sums, tails), bias);
+                _mm_storeu_ps(at, _mm_add_ps(_mm_loadu_ps(at), v));
+            }
+            return;
+        }
+        for r in 0..R {
+            for q in 0..C {
+                let mut a = [0.0f32; 8];
+                _mm256_storeu_ps(a.as_mut_ptr(), acc[r][q]);
+                let bias = b.map_or(0.0, |b| b[c + q]);
+                y[(j + r) * out + c + q] += tree(a) + tail(r, q) + bias;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +393,27 @@ mod tests {
             assert!((out[c] - want).abs() < 1e-5, "{} vs {want}", out[c]);
             // The vector variant computes exactly the scalar one's sums.
             assert_eq!(out[c], dot8(row, &x) + bias[c]);
+        }
+        // Rows of a batch: each output exactly the scalar dot product plus bias, added to what was there, for
+        // widths with and without a remainder, any batch size and output count (tiles and their edges).
+        for inp in [1usize, 2, 8, 36, 37, 64] {
+            for (m, out) in [(1usize, 1usize), (2, 4), (3, 5), (7, 13)] {
+                let w: Vec<f32> = (0..out * inp).map(|i| (i as f32 * 0.71).sin()).collect();
+                let x: Vec<f32> = (0..m * inp).map(|i| (i as f32 * 0.23).cos()).collect();
+                let b: Vec<f32> = (0..out).map(|i| i as f32 * 0.1).collect();
+                let mut y: Vec<f32> = (0..m * out).map(|i| i as f32).collect();
+                linear_rows(&w, Some(&b), inp, out, &x, m, &mut y);
+                for j in 0..m {
+                    for c in 0..out {
+                        let d = dot8(&w[c * inp..(c + 1) * inp], &x[j * inp..(j + 1) * inp]);
+                        assert_eq!(
+                            y[j * out + c],
+                            (j * out + c) as f32 + (d + b[c]),
+                            "{inp} {m} {out}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Why: on the CPU a libtorch generation step is a few hundred small operations, and for the batches generation
 //! runs (a few hundred lanes) their dispatch, allocations and copies took about half of it. Here the dense layers
-//! are `matrixmultiply` products into reused row buffers and everything else is plain loops; nothing is allocated
+//! are dot products tiled over rows and outputs (see `kernels::linear_rows`: no weight packing, which
+//! dominated the small batches of real captures) and everything else is plain loops; nothing is allocated
 //! per operation beyond the row vectors themselves.
 //!
 //! Each row is computed from that row alone with a fixed order of operations, so a lane's numbers do not depend on
@@ -62,37 +63,7 @@ impl<'a> Lin<'a> {
     }
     /// Adds `x W^T + b` to the `m` rows of `y`.
     fn add_to(&self, x: &[f32], m: usize, y: &mut [f32]) {
-        assert!(x.len() >= m * self.inp && y.len() >= m * self.out);
-        if let Some(b) = self.b {
-            for r in y.chunks_mut(self.out).take(m) {
-                for (v, b) in r.iter_mut().zip(b) {
-                    *v += b;
-                }
-            }
-        }
-        if m == 0 || self.inp == 0 {
-            return;
-        }
-        // SAFETY: the asserts above and the weights' length `out * inp` (checked at construction through the
-        // tensor's size) bound every access of the strides given.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                self.inp,
-                self.out,
-                1.0,
-                x.as_ptr(),
-                self.inp as isize,
-                1,
-                self.w.as_ptr(),
-                1,
-                self.inp as isize,
-                1.0,
-                y.as_mut_ptr(),
-                self.out as isize,
-                1,
-            );
-        }
+        kernels::linear_rows(self.w, self.b, self.inp, self.out, x, m, y);
     }
 }
 
