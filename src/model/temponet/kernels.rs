@@ -246,28 +246,37 @@ unsafe fn linear_rows_avx2(
     unsafe {
         let mut j = 0;
         while j + 2 <= m {
-            let mut c = 0;
-            while c + 4 <= out {
-                tile::<2, 4>(w, b, inp, out, x, j, c, y);
-                c += 4;
-            }
-            while c < out {
-                tile::<2, 1>(w, b, inp, out, x, j, c, y);
-                c += 1;
-            }
+            row_tiles::<2>(w, b, inp, out, x, j, y);
             j += 2;
         }
-        while j < m {
-            let mut c = 0;
-            while c + 4 <= out {
-                tile::<1, 4>(w, b, inp, out, x, j, c, y);
-                c += 4;
-            }
-            while c < out {
-                tile::<1, 1>(w, b, inp, out, x, j, c, y);
-                c += 1;
-            }
-            j += 1;
+        if j < m {
+            row_tiles::<1>(w, b, inp, out, x, j, y);
+        }
+    }
+}
+
+/// Every output of rows `j..j + R`, four at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_tiles<const R: usize>(
+    w: &[f32],
+    b: Option<&[f32]>,
+    inp: usize,
+    out: usize,
+    x: &[f32],
+    j: usize,
+    y: &mut [f32],
+) {
+    // SAFETY: as the caller's.
+    unsafe {
+        let mut c = 0;
+        while c + 4 <= out {
+            tile::<R, 4>(w, b, inp, out, x, j, c, y);
+            c += 4;
+        }
+        while c < out {
+            tile::<R, 1>(w, b, inp, out, x, j, c, y);
+            c += 1;
         }
     }
 }

@@ -105,13 +105,8 @@ pub(super) struct NativeStep<'a> {
     gru_h: Lin<'a>,
     pair: Vec<Emb<'a>>,
     ctx: Lin<'a>,
-    c_iat: Lin<'a>,
-    c_pkts: Lin<'a>,
-    c_bpp: Lin<'a>,
-    c_proto: Emb<'a>,
-    c_dport: Emb<'a>,
-    c_sport: Emb<'a>,
-    c_flags: Emb<'a>,
+    /// The conditioning layers are looked up through it (`Net::cond_linear`, `Net::cond_embedding`).
+    net: &'a Net,
     heads: Vec<(Lin<'a>, Lin<'a>)>,
     /// Within-group weights (`groups * size x hidden`) and biases of the categorical heads 1 to 4.
     within: Vec<(&'a [f32], &'a [f32])>,
@@ -122,6 +117,12 @@ impl<'a> NativeStep<'a> {
     /// `None` when a parameter is not a contiguous CPU float tensor (a CUDA model: it steps on libtorch).
     pub(super) fn new(net: &'a Net, hidden: usize) -> Option<NativeStep<'a>> {
         let [w_ih, w_hh, b_ih, b_hh] = &net.gru_weights;
+        for l in [Cond::Iat, Cond::Packets, Cond::Bpp] {
+            Lin::of(net.cond_linear(l))?;
+        }
+        for e in [Cond::Proto, Cond::DstPort, Cond::SrcPort, Cond::Flags] {
+            Emb::of(net.cond_embedding(e))?;
+        }
         Some(NativeStep {
             hidden,
             e_proto: Emb::of(&net.e_proto)?,
@@ -133,13 +134,7 @@ impl<'a> NativeStep<'a> {
             gru_h: Lin::from_parts(w_hh, Some(b_hh))?,
             pair: net.pair.iter().map(Emb::of).collect::<Option<_>>()?,
             ctx: Lin::of(&net.ctx)?,
-            c_iat: Lin::of(&net.c_iat)?,
-            c_pkts: Lin::of(&net.c_pkts)?,
-            c_bpp: Lin::of(&net.c_bpp)?,
-            c_proto: Emb::of(&net.c_proto)?,
-            c_dport: Emb::of(&net.c_dport)?,
-            c_sport: Emb::of(&net.c_sport)?,
-            c_flags: Emb::of(&net.c_flags)?,
+            net,
             heads: net
                 .heads
                 .iter()
@@ -158,23 +153,12 @@ impl<'a> NativeStep<'a> {
         c.len() / self.hidden
     }
 
-    fn linear(&self, l: Cond) -> &Lin<'a> {
-        match l {
-            Cond::Iat => &self.c_iat,
-            Cond::Packets => &self.c_pkts,
-            Cond::Bpp => &self.c_bpp,
-            _ => panic!("{l:?} is an embedding"),
-        }
+    fn linear(&self, l: Cond) -> Lin<'a> {
+        Lin::of(self.net.cond_linear(l)).expect("checked readable in `new`")
     }
 
-    fn embedding(&self, e: Cond) -> &Emb<'a> {
-        match e {
-            Cond::Proto => &self.c_proto,
-            Cond::DstPort => &self.c_dport,
-            Cond::SrcPort => &self.c_sport,
-            Cond::Flags => &self.c_flags,
-            _ => panic!("{e:?} is linear"),
-        }
+    fn embedding(&self, e: Cond) -> Emb<'a> {
+        Emb::of(self.net.cond_embedding(e)).expect("checked readable in `new`")
     }
 }
 
