@@ -106,7 +106,7 @@ pub fn create_topics(
 }
 
 /// Number of partitions of a topic (from metadata; waits up to `timeout`).
-pub fn partition_count<C: Consumer>(
+pub fn partition_count<X: rdkafka::consumer::ConsumerContext, C: Consumer<X>>(
     consumer: &C,
     brokers: &str,
     topic: &str,

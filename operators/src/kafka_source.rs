@@ -63,7 +63,7 @@
 use crate::codec::{DeadLetter, WireFormat};
 use crate::{EpochClock, SourceEvent, SourceStats, admin};
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, DefaultConsumerContext, base_consumer::PartitionQueue,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, base_consumer::PartitionQueue,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::error::KafkaResult;
@@ -181,10 +181,10 @@ pub struct SourceReport {
 struct Inner {
     cfg: KafkaSourceConfig,
     worker: usize,
-    consumer: Option<Arc<BaseConsumer>>,
+    consumer: Option<Arc<BaseConsumer<SourceContext>>>,
     /// Per partition index: the partition's own message queue (see the module documentation). Dropped before the
     /// consumer.
-    queues: Vec<PartitionQueue<DefaultConsumerContext>>,
+    queues: Vec<PartitionQueue<SourceContext>>,
     parts: Vec<PartState>,
     consumed: Vec<u64>,
     /// time -> per partition index (least offset, next offset after the largest) of messages emitted at that time,
@@ -393,6 +393,24 @@ impl SourceControl {
     }
 }
 
+/// The source consumer's context. The source asks for partition-end events (`enable.partition.eof`: it is how a
+/// drained partition is told from a slow one), and librdkafka also reports each of them as an error event, which
+/// the default context logs at ERROR level on every run. Those are routine and go to debug; every other error is
+/// logged as before.
+pub struct SourceContext;
+
+impl rdkafka::ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!("librdkafka: {error}: {reason}");
+        } else {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// Builds the source on this worker. `absorbed` must probe the stateful stage (read-to-absorbed latency),
 /// `released` the slowest stage whose input may pile up (backpressure: the model stages when on, else the stateful
 /// stage), `written` every sink (commits, through the returned [`SourceControl`]).
@@ -424,7 +442,9 @@ pub fn kafka_source<'s>(
     for (k, v) in &cfg.consumer_overrides {
         cc.set(k, v);
     }
-    let consumer: BaseConsumer = cc.create().map_err(kafka("creating consumer"))?;
+    let consumer: BaseConsumer<SourceContext> = cc
+        .create_with_context(SourceContext)
+        .map_err(kafka("creating consumer"))?;
     let n = admin::partition_count(&consumer, &cfg.brokers, &cfg.topic, Duration::from_secs(10))
         .map_err(Box::new)?;
     let owned: Vec<i32> = (0..n).filter(|p| *p as usize % peers == worker).collect();
