@@ -114,23 +114,8 @@ dispatch! {
     }
 }
 
-/// `out[c] = w[c] . x + b[c]` for the rows `c` of `w` (`x.len()` wide) that `out` has room for. Each dot product
-/// keeps eight running sums (element `k` goes to sum `k mod 8`, the remainder after the last full eight to a
-/// ninth), added as a [`tree`]: the AVX2 variant computes exactly that, four rows at a time.
-pub(super) fn matvec(w: &[f32], b: &[f32], x: &[f32], out: &mut [f32]) {
-    let n = x.len();
-    assert!(w.len() >= out.len() * n && b.len() >= out.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, and the assert bounds every row read.
-        return unsafe { matvec_avx2(w, b, x, out) };
-    }
-    for (c, o) in out.iter_mut().enumerate() {
-        *o = dot8(&w[c * n..(c + 1) * n], x) + b[c];
-    }
-}
-
-/// The dot product of [`matvec`], scalar.
+/// The dot product of [`linear_rows`], scalar: eight running sums (element `k` goes to sum `k mod 8`, the
+/// remainder after the last full eight to a ninth), added as a [`tree`].
 fn dot8(row: &[f32], x: &[f32]) -> f32 {
     let n8 = x.len() / 8 * 8;
     let mut acc = [0.0f32; 8];
@@ -144,61 +129,6 @@ fn dot8(row: &[f32], x: &[f32]) -> f32 {
         tail += row[k] * x[k];
     }
     tree(acc) + tail
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn matvec_avx2(w: &[f32], b: &[f32], x: &[f32], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let n = x.len();
-    let n8 = n / 8 * 8;
-    let sum = |v: __m256, c: usize| {
-        let mut a = [0.0f32; 8];
-        // SAFETY: `a` holds eight floats.
-        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
-        let mut tail = 0.0;
-        for k in n8..n {
-            tail += w[c * n + k] * x[k];
-        }
-        tree(a) + tail + b[c]
-    };
-    let rows = out.len();
-    let mut c = 0;
-    // SAFETY (all loads): row `c + r < rows` spans `w[(c + r) * n..(c + r + 1) * n]`, within `w` by the caller's
-    // assert, and `k + 8 <= n8 <= n`.
-    unsafe {
-        while c + 4 <= rows {
-            let p = w.as_ptr().add(c * n);
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-                _mm256_setzero_ps(),
-            );
-            for k in (0..n8).step_by(8) {
-                let xv = _mm256_loadu_ps(x.as_ptr().add(k));
-                a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(p.add(k)), xv));
-                a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(p.add(n + k)), xv));
-                a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_loadu_ps(p.add(2 * n + k)), xv));
-                a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_loadu_ps(p.add(3 * n + k)), xv));
-            }
-            out[c] = sum(a0, c);
-            out[c + 1] = sum(a1, c + 1);
-            out[c + 2] = sum(a2, c + 2);
-            out[c + 3] = sum(a3, c + 3);
-            c += 4;
-        }
-        while c < rows {
-            let p = w.as_ptr().add(c * n);
-            let mut a0 = _mm256_setzero_ps();
-            for k in (0..n8).step_by(8) {
-                let xv = _mm256_loadu_ps(x.as_ptr().add(k));
-                a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(p.add(k)), xv));
-            }
-            out[c] = sum(a0, c);
-            c += 1;
-        }
-    }
 }
 
 /// `y[j] += W x[j] + b` for the `m` rows `x[j]` (`inp` wide) of `x`, `W` being `out x inp` row-major (libtorch's
@@ -395,7 +325,7 @@ mod tests {
         let x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
         let bias = [0.5, -1.0, 2.0];
         let mut out = vec![0.0; 3];
-        matvec(&w, &bias, &x, &mut out);
+        linear_rows(&w, Some(&bias), 37, 3, &x, 1, &mut out);
         for c in 0..3 {
             let row = &w[c * 37..(c + 1) * 37];
             let want: f32 = row.iter().zip(&x).map(|(a, b)| a * b).sum::<f32>() + bias[c];

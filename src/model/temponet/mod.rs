@@ -1044,8 +1044,8 @@ impl TempoNet {
             .collect();
         let p_end: Vec<f32> = n
             .silence(&pe, &step::silence_inputs(&x.cont, &in_pos))
-            .iter()
-            .map(|l| 1.0 / (1.0 + (-l).exp()))
+            .into_iter()
+            .map(logistic)
             .collect();
         let (_, o_iat) = n.head(0, &c1);
         let (w, mu, sg) = step::mixture_rows(&o_iat, 3 * k, 0, k, a);
@@ -1184,10 +1184,7 @@ impl TempoNet {
         let c8 = n.add_linear(&c7, Cond::Bpp, &bp_in);
         // Duration: point mass at zero, forced for single-packet flows unless the data had such flows.
         let (_, od) = n.head(7, &c8);
-        let p0: Vec<f32> = od
-            .chunks(1 + 3 * k)
-            .map(|r| 1.0 / (1.0 + (-r[0]).exp()))
-            .collect();
+        let p0: Vec<f32> = od.chunks(1 + 3 * k).map(|r| logistic(r[0])).collect();
         let (w, mu, sg) = step::mixture_rows(&od, 1 + 3 * k, 1, k, a);
         let zmax_d = zl(cont::DURATION, norm.upper(cont::DURATION));
         for (j, &i) in idx.iter().enumerate() {
@@ -1634,6 +1631,11 @@ fn draw_classes(
             }
         })
         .collect()
+}
+
+/// The probability of a logit (what libtorch's `sigmoid` gives).
+fn logistic(l: f32) -> f32 {
+    1.0 / (1.0 + (-l).exp())
 }
 
 /// Sampled classes as the indices their embedding layer takes, padded with class 0 to `m` rows.

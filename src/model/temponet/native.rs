@@ -11,8 +11,8 @@
 //! `relu -> linear -> relu -> linear`), so the two agree to float rounding.
 
 use super::kernels;
-use super::step::{self, Cond, StepInputs, StepNet};
-use super::{N_CONT_INPUTS, Net};
+use super::step::{Cond, StepInputs, StepNet};
+use super::{CATEGORICAL, N_CONT_INPUTS, Net, SILENCE_HEAD};
 use tch::{Device, Kind, Tensor, nn};
 
 /// The memory of a contiguous CPU float tensor; `None` for any other tensor.
@@ -237,7 +237,7 @@ impl StepNet for NativeStep<'_> {
             inp.extend_from_slice(&x[j * w..(j + 1) * w]);
         }
         let s = self.silence_in.forward(&inp, m);
-        self.head(step::SILENCE, &s).1
+        self.head(SILENCE_HEAD, &s).1
     }
 
     fn head(&self, i: usize, c: &Vec<f32>) -> (Vec<f32>, Vec<f32>) {
@@ -252,20 +252,26 @@ impl StepNet for NativeStep<'_> {
     }
 
     fn within(&self, i: usize, hid: &Vec<f32>, group: &[i64]) -> Vec<f32> {
-        let (size, n) = step::categorical(i);
+        let t = &CATEGORICAL[i - 1];
+        let (size, n) = (t.size as usize, t.n as usize);
         let (w, b) = self.within[i - 1];
         let hs = hid.len() / group.len().max(1);
-        let mut out = vec![f32::NEG_INFINITY; group.len() * size];
+        let mut out = vec![0.0; group.len() * size];
         for ((j, &g), o) in group.iter().enumerate().zip(out.chunks_mut(size)) {
             let first = g as usize * size;
-            // The last group's padding classes stay at -inf.
             let valid = size.min(n - first);
-            kernels::matvec(
+            // One row of the group's weight block.
+            kernels::linear_rows(
                 &w[first * hs..(first + valid) * hs],
-                &b[first..first + valid],
+                Some(&b[first..first + valid]),
+                hs,
+                valid,
                 &hid[j * hs..(j + 1) * hs],
+                1,
                 &mut o[..valid],
             );
+            // The last group's padding classes get no probability.
+            o[valid..].fill(f32::NEG_INFINITY);
         }
         out
     }
@@ -291,7 +297,7 @@ impl StepNet for NativeStep<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::step::{TorchStep, silence_inputs};
-    use super::super::{CATEGORICAL, TempoNet, TempoNetConfig, cpu};
+    use super::super::{TempoNet, TempoNetConfig, cpu};
     use super::*;
     use crate::record::{FlowRecord, TcpFlags};
     use rand::{Rng, SeedableRng};

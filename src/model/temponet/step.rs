@@ -11,7 +11,7 @@
 //! Both compute each row independently of the others in its batch (see `MIN_GEN_ROWS`), so a lane's flows do not
 //! depend on which lanes step with it; the two agree to float rounding (a test holds them to it).
 
-use super::{CATEGORICAL, Net, SILENCE_HEAD, cpu};
+use super::{Net, cpu};
 use tch::nn::{Module, RNN};
 use tch::{Device, Tensor};
 
@@ -213,12 +213,3 @@ pub(super) fn silence_inputs(cont: &[f32], pos: &[u32]) -> Vec<f32> {
     }
     x
 }
-
-/// Which categorical heads there are, for the implementations: their group size and class count.
-pub(super) fn categorical(i: usize) -> (usize, usize) {
-    let t = &CATEGORICAL[i - 1];
-    (t.size as usize, t.n as usize)
-}
-
-/// Index of the silence head, for the implementations.
-pub(super) const SILENCE: usize = SILENCE_HEAD;
