@@ -317,6 +317,8 @@ pub struct FeatureSpace {
     /// an hour it never saw extrapolates freely (on the simulator's 17-hour training part that made generated
     /// evening sessions several times too long); a cycle not covered is left out (its inputs are 0).
     pub season: [bool; 2],
+    /// Which values and ranges the data showed (sampling keeps to them; grows as the model trains).
+    pub support: super::support::Support,
 }
 
 /// Training spans from which hour-of-day and day-of-week inputs are used.
@@ -463,6 +465,7 @@ impl FeatureSpace {
             pairs,
             silence_us: silence_threshold(records),
             season: [0, 1].map(|i| last_us - first_us >= SEASON_MIN_SPAN_US[i]),
+            support: super::support::Support::fit(records),
         }
     }
 

@@ -10,13 +10,14 @@
 //! (corrupt), unreadable header or weights.
 //!
 //! Versions: 1 first release; 2 adds the silence mark (TempoNet and STAN silence heads, the silence threshold in
-//! the feature space, session statistics in the pair tables and the arrival rate).
+//! the feature space, session statistics in the pair tables and the arrival rate); 4 adds the feature space's
+//! support (values and ranges the data showed, see [`super::support`]).
 
 use super::{DeviceChoice, Model, ModelError, ModelKind, independent, stan, temponet};
 use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"TEMPONET";
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 fn fnv64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

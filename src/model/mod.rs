@@ -21,6 +21,7 @@ pub mod mixture;
 pub mod pair_arrival;
 pub mod session;
 pub mod stan;
+pub mod support;
 pub mod temponet;
 
 use crate::record::{FlowRecord, HostPair};

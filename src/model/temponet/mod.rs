@@ -40,6 +40,7 @@ mod kernels;
 mod native;
 mod step;
 
+use super::support::ClassSet;
 use step::{Cond, StepInputs, StepNet};
 
 /// Every size of the network and of its training.
@@ -930,12 +931,13 @@ impl TempoNet {
     /// One categorical field (head `i`, 1..=4) for the first `a` rows of context `c`: each lane draws a group, then
     /// a class in it, with its own random stream, when `applies(j)`; class 0 (no ports, no flags) otherwise.
     #[allow(clippy::too_many_arguments)]
-    fn draw_categorical<S: StepNet>(
+    fn draw_categorical<'s, S: StepNet>(
         net: &S,
         i: usize,
         c: &S::Rows,
         a: usize,
         applies: impl Fn(usize) -> bool,
+        support: impl Fn(usize) -> Option<&'s ClassSet>,
         rngs: &mut [LaneRng],
         rep: &mut RepairCounts,
     ) -> Vec<usize> {
@@ -943,13 +945,19 @@ impl TempoNet {
         let (g, s) = (t.groups() as usize, t.size as usize);
         let (hid, gl) = net.head(i, c);
         let rows = gl.len() / g;
+        // Truncated to the support at both levels: groups holding a class seen, then the classes seen in the
+        // drawn group (see `support`).
         let gp = step::softmax_rows(&gl, g, 0, g, a);
-        let groups = draw_classes(&gp, g, a, &applies, rngs, rep);
+        let group_seen =
+            |j: usize, x: usize| support(j).is_none_or(|set| set.any_in(x * s, (x + 1) * s));
+        let groups = draw_classes(&gp, g, a, &applies, group_seen, rngs, rep);
         let mut all = groups.iter().map(|&x| x as i64).collect::<Vec<_>>();
         all.resize(rows, 0);
         let wl = net.within(i, &hid, &all);
         let wp = step::softmax_rows(&wl, s, 0, s, a);
-        let members = draw_classes(&wp, s, a, &applies, rngs, rep);
+        let member_seen =
+            |j: usize, x: usize| support(j).is_none_or(|set| set.contains(groups[j] * s + x));
+        let members = draw_classes(&wp, s, a, &applies, member_seen, rngs, rep);
         (0..a)
             .map(|j| {
                 if applies(j) {
@@ -1108,37 +1116,57 @@ impl TempoNet {
             iat_in[2 * j + 1] = iat_in[1];
         }
         let c2 = n.add_linear(&c1, Cond::Iat, &iat_in);
-        // Protocol: any of the 256 values.
-        let protos: Vec<u8> = Self::draw_categorical(n, 1, &c2, a, |_| true, &mut rngs, rep)
-            .into_iter()
-            .map(|c| c as u8)
-            .collect();
+        // Protocol: any of the 256 values the data showed.
+        let support = &self.space.support;
+        let protos: Vec<u8> =
+            Self::draw_categorical(n, 1, &c2, a, |_| true, |_| support.protos(), &mut rngs, rep)
+                .into_iter()
+                .map(|c| c as u8)
+                .collect();
+        let seen = |j: usize| support.proto(protos[j]);
         let c3 = n.add_embedding(&c2, Cond::Proto, &padded(&protos, m));
         // Ports: class 0 for protocols without ports.
         let has_ports = |j: usize| proto::has_ports(protos[j]);
-        let dcls: Vec<u16> = Self::draw_categorical(n, 2, &c3, a, has_ports, &mut rngs, rep)
-            .into_iter()
-            .map(|c| c as u16)
-            .collect();
+        let dst_seen = |j: usize| seen(j).map(|p| &p.dst_classes);
+        let dcls: Vec<u16> =
+            Self::draw_categorical(n, 2, &c3, a, has_ports, dst_seen, &mut rngs, rep)
+                .into_iter()
+                .map(|c| c as u16)
+                .collect();
         let c4 = n.add_embedding(&c3, Cond::DstPort, &padded(&dcls, m));
-        let scls: Vec<u16> = Self::draw_categorical(n, 3, &c4, a, has_ports, &mut rngs, rep)
-            .into_iter()
-            .map(|c| c as u16)
-            .collect();
+        let src_seen = |j: usize| seen(j).map(|p| &p.src_classes);
+        let scls: Vec<u16> =
+            Self::draw_categorical(n, 3, &c4, a, has_ports, src_seen, &mut rngs, rep)
+                .into_iter()
+                .map(|c| c as u16)
+                .collect();
         let c5 = n.add_embedding(&c4, Cond::SrcPort, &padded(&scls, m));
         // Flags: only on TCP.
         let is_tcp = |j: usize| protos[j] == proto::TCP;
-        let flags: Vec<u8> = Self::draw_categorical(n, 4, &c5, a, is_tcp, &mut rngs, rep)
-            .into_iter()
-            .map(|c| c as u8)
-            .collect();
+        let flags_seen = |j: usize| seen(j).map(|p| &p.flags);
+        let flags: Vec<u8> =
+            Self::draw_categorical(n, 4, &c5, a, is_tcp, flags_seen, &mut rngs, rep)
+                .into_iter()
+                .map(|c| c as u8)
+                .collect();
         let c6 = n.add_embedding(&c5, Cond::Flags, &padded(&flags, m));
         // Packets: truncated to at least one.
         // Packets: a class (counts below PK_CLASSES), the last class's count from the mixture truncated to it.
         let (_, oq) = n.head(5, &c6);
         let pk_w = PK_CLASSES + 3 * k;
         let pk_probs = step::softmax_rows(&oq, pk_w, 0, PK_CLASSES, a);
-        let pk_cls = draw_classes(&pk_probs, PK_CLASSES, a, |_| true, &mut rngs, rep);
+        // Each count within the range of its kind of flow (protocol and flags) in the data.
+        let kinds: Vec<_> = (0..a).map(|j| support.kind(protos[j], flags[j])).collect();
+        let pk_seen = |j: usize, c: usize| {
+            kinds[j].is_none_or(|kd| {
+                if c + 1 < PK_CLASSES {
+                    (kd.packets.0..=kd.packets.1).contains(&(c as u64 + 1))
+                } else {
+                    kd.packets.1 >= PK_CLASSES as u64
+                }
+            })
+        };
+        let pk_cls = draw_classes(&pk_probs, PK_CLASSES, a, |_| true, pk_seen, &mut rngs, rep);
         let (w, mu, sg) = step::mixture_rows(&oq, pk_w, PK_CLASSES, k, a);
         let zl = |i: usize, v: f64| (v - norm.mean[i]) / norm.std[i];
         let mut packets = vec![0u64; a];
@@ -1147,16 +1175,23 @@ impl TempoNet {
             packets[j] = if pk_cls[j] + 1 < PK_CLASSES {
                 pk_cls[j] as u64 + 1
             } else {
+                // A count decodes from [ln p, ln(p + 1)).
+                let (lo, hi) = kinds[j].map_or((PK_CLASSES as u64, u64::MAX), |kd| {
+                    (kd.packets.0.max(PK_CLASSES as u64), kd.packets.1)
+                });
                 let z = sample_truncated_mixture(
                     &w[j * k..(j + 1) * k],
                     &mu[j * k..(j + 1) * k],
                     &sg[j * k..(j + 1) * k],
-                    zl(cont::PACKETS, (PK_CLASSES as f64).ln()),
-                    zl(cont::PACKETS, decode::PACKETS_LOG.1),
+                    zl(cont::PACKETS, (lo as f64).ln()),
+                    zl(
+                        cont::PACKETS,
+                        (hi as f64 + 1.0).ln().min(decode::PACKETS_LOG.1),
+                    ),
                     &mut rngs[j],
                     rep,
                 );
-                decode::packets(norm.unz(cont::PACKETS, z)).max(PK_CLASSES as u64)
+                decode::packets(norm.unz(cont::PACKETS, z)).clamp(lo, hi)
             };
             pk_in[j] = norm.z(cont::PACKETS, features::log_packets(packets[j]));
         }
@@ -1166,7 +1201,11 @@ impl TempoNet {
         let mut bytes = vec![0u64; a];
         let mut bp_in = vec![0f32; m];
         for j in 0..a {
-            let (lo, hi) = decode::bpp_log(protos[j]);
+            let (mut lo, mut hi) = decode::bpp_log(protos[j]);
+            if let Some(kd) = kinds[j] {
+                lo = lo.max(kd.bytes_per_packet.0.ln());
+                hi = hi.min(kd.bytes_per_packet.1.ln());
+            }
             let z = sample_truncated_mixture(
                 &w[j * k..(j + 1) * k],
                 &mu[j * k..(j + 1) * k],
@@ -1195,19 +1234,30 @@ impl TempoNet {
                 continue;
             }
             let forced = packets[j] == 1 && !self.space.single_packet_duration;
-            let duration_us = if forced || rng.r#gen::<f32>() < p0[j] {
-                0
-            } else {
-                let z = sample_truncated_mixture(
-                    &w[j * k..(j + 1) * k],
-                    &mu[j * k..(j + 1) * k],
-                    &sg[j * k..(j + 1) * k],
-                    f64::NEG_INFINITY,
-                    zmax_d,
-                    rng,
-                    rep,
-                );
-                decode::duration_us(norm.unz(cont::DURATION, z))
+            // Zero, or not, and at most as long, as the data's flows of this kind.
+            let (zero, range) = kinds[j].map_or((true, Some((0, u64::MAX))), |kd| {
+                (kd.zero_duration, kd.nonzero_duration_us)
+            });
+            let drawn_zero = forced || (zero && rng.r#gen::<f32>() < p0[j]);
+            let duration_us = match range {
+                Some((lo, hi)) if !drawn_zero => {
+                    let zd = |us: u64| zl(cont::DURATION, (us as f64 * 1e-6).ln());
+                    let z = sample_truncated_mixture(
+                        &w[j * k..(j + 1) * k],
+                        &mu[j * k..(j + 1) * k],
+                        &sg[j * k..(j + 1) * k],
+                        if lo > 0 { zd(lo) } else { f64::NEG_INFINITY },
+                        if hi < u64::MAX {
+                            zd(hi).min(zmax_d)
+                        } else {
+                            zmax_d
+                        },
+                        rng,
+                        rep,
+                    );
+                    decode::duration_us(norm.unz(cont::DURATION, z)).clamp(lo, hi)
+                }
+                _ => 0,
             };
             let ports = proto::has_ports(protos[j]);
             let head = &mut heads[i];
@@ -1370,6 +1420,10 @@ impl FlowModel for TempoNet {
         early.restore(self)
     }
     fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
+        // Streaming training: flows after the warm-up widen what sampling may draw (see `support`).
+        for w in windows {
+            w.events.iter().for_each(|e| self.space.support.observe(e));
+        }
         self.step(windows)
     }
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
@@ -1614,6 +1668,7 @@ fn draw_classes(
     classes: usize,
     a: usize,
     applies: impl Fn(usize) -> bool,
+    allowed: impl Fn(usize, usize) -> bool,
     rngs: &mut [LaneRng],
     rep: &mut RepairCounts,
 ) -> Vec<usize> {
@@ -1622,7 +1677,7 @@ fn draw_classes(
             if applies(j) {
                 sample_masked(
                     &probs[j * classes..(j + 1) * classes],
-                    |_| true,
+                    |c| allowed(j, c),
                     &mut rngs[j],
                     rep,
                 )

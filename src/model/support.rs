@@ -1,0 +1,257 @@
+//! The support of the training data: which protocols, flag bytes and port classes occurred (per protocol), and
+//! the range of packets, bytes per packet and duration of each kind of flow (protocol and flag byte).
+//!
+//! # Why
+//! A mixture of log-normals cannot put a sharp edge where the data has one, and a softmax never gives a class
+//! exactly zero. Trained on a network whose packets never exceed 1,500 bytes, TempoNet sent 3-6 % of its flows
+//! above that; trained on SYN-only flows that always had two packets, it gave 3-15 % of its SYN-only flows more
+//! than seven (a connection attempt with more packets than a kernel retries), and a few TCP flows no flags or
+//! port 0. Each is a flow the network it learned from never carried. Sampling therefore truncates every field to
+//! what the data showed for that kind of flow (see `TempoNet`'s generation step): categorical draws to the classes
+//! seen, continuous draws to the range seen. It is a truncation (the rest of the distribution keeps its shape),
+//! not a resampling.
+//!
+//! # Growth
+//! A model's support is fitted with its feature space and grows with every record of the windows it trains on
+//! afterwards (`train_batch`: streaming training sees new services after the warm-up), so it does not block what
+//! the data later shows. Parameter averaging leaves it alone: each streaming replica grows its own from the pairs
+//! its worker owns, and those are the pairs it generates for. An empty support (no records) restricts nothing.
+
+use crate::record::{FlowRecord, proto};
+use serde::{Deserialize, Serialize};
+
+use super::features::{N_BYTE_CLASSES, N_PORT_CLASSES, port_class};
+
+/// A set of classes `0..n` as bits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClassSet(Vec<u64>);
+
+impl ClassSet {
+    pub fn new(n: usize) -> ClassSet {
+        ClassSet(vec![0; n.div_ceil(64)])
+    }
+    pub fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    pub fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+    /// Whether any class in `lo..hi` is in the set (a word at a time).
+    pub fn any_in(&self, lo: usize, hi: usize) -> bool {
+        let mut i = lo;
+        while i < hi {
+            let (w, b) = (i / 64, i % 64);
+            let Some(word) = self.0.get(w) else {
+                return false;
+            };
+            let n = (64 - b).min(hi - i);
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << b
+            };
+            if word & mask != 0 {
+                return true;
+            }
+            i += n;
+        }
+        false
+    }
+}
+
+/// What the data showed for one protocol.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProtoSupport {
+    pub proto: u8,
+    pub flags: ClassSet,
+    pub dst_classes: ClassSet,
+    pub src_classes: ClassSet,
+}
+
+/// Ranges of the counts of one kind of flow (protocol and flag byte).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KindSupport {
+    pub proto: u8,
+    pub flags: u8,
+    pub packets: (u64, u64),
+    /// Bytes per packet (as the features see it: within the protocol's bounds).
+    pub bytes_per_packet: (f64, f64),
+    /// Whether zero durations occurred, and the range of the non-zero ones (µs) if any did.
+    pub zero_duration: bool,
+    pub nonzero_duration_us: Option<(u64, u64)>,
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Support {
+    protos: Option<ClassSet>,
+    by_proto: Vec<ProtoSupport>,
+    kinds: Vec<KindSupport>,
+}
+
+impl Support {
+    pub fn fit(records: &[FlowRecord]) -> Support {
+        let mut s = Support::default();
+        records.iter().for_each(|r| s.observe(r));
+        s
+    }
+
+    /// Adds one record, as the features see it (flags only on TCP, ports only on protocols with ports).
+    pub fn observe(&mut self, r: &FlowRecord) {
+        let ports = proto::has_ports(r.proto);
+        let flags = if r.proto == proto::TCP { r.flags.0 } else { 0 };
+        self.protos
+            .get_or_insert_with(|| ClassSet::new(N_BYTE_CLASSES))
+            .insert(r.proto as usize);
+        let i = match self.by_proto.binary_search_by_key(&r.proto, |p| p.proto) {
+            Ok(i) => i,
+            Err(i) => {
+                self.by_proto.insert(
+                    i,
+                    ProtoSupport {
+                        proto: r.proto,
+                        flags: ClassSet::new(N_BYTE_CLASSES),
+                        dst_classes: ClassSet::new(N_PORT_CLASSES),
+                        src_classes: ClassSet::new(N_PORT_CLASSES),
+                    },
+                );
+                i
+            }
+        };
+        let p = &mut self.by_proto[i];
+        p.flags.insert(flags as usize);
+        p.dst_classes
+            .insert(if ports { port_class(r.dst_port) } else { 0 } as usize);
+        p.src_classes
+            .insert(if ports { port_class(r.src_port) } else { 0 } as usize);
+        let packets = r.packets.max(1);
+        let (lo, hi) = super::compliance::bpp_bounds(r.proto);
+        let bpp = (r.bytes as f64 / packets as f64).clamp(lo, hi);
+        let key = (r.proto, flags);
+        match self
+            .kinds
+            .binary_search_by_key(&key, |k| (k.proto, k.flags))
+        {
+            Ok(i) => {
+                let k = &mut self.kinds[i];
+                k.packets = (k.packets.0.min(packets), k.packets.1.max(packets));
+                k.bytes_per_packet = (k.bytes_per_packet.0.min(bpp), k.bytes_per_packet.1.max(bpp));
+                k.zero_duration |= r.duration_us == 0;
+                if r.duration_us > 0 {
+                    let d = r.duration_us;
+                    k.nonzero_duration_us = Some(
+                        k.nonzero_duration_us
+                            .map_or((d, d), |(lo, hi)| (lo.min(d), hi.max(d))),
+                    );
+                }
+            }
+            Err(i) => self.kinds.insert(
+                i,
+                KindSupport {
+                    proto: r.proto,
+                    flags,
+                    packets: (packets, packets),
+                    bytes_per_packet: (bpp, bpp),
+                    zero_duration: r.duration_us == 0,
+                    nonzero_duration_us: (r.duration_us > 0)
+                        .then_some((r.duration_us, r.duration_us)),
+                },
+            ),
+        }
+    }
+
+    /// Protocols seen; `None` (no restriction) when nothing was.
+    pub fn protos(&self) -> Option<&ClassSet> {
+        self.protos.as_ref()
+    }
+    /// What was seen of protocol `p`; `None` when it never was (then nothing about it is restricted).
+    pub fn proto(&self, p: u8) -> Option<&ProtoSupport> {
+        self.by_proto
+            .binary_search_by_key(&p, |s| s.proto)
+            .ok()
+            .map(|i| &self.by_proto[i])
+    }
+    /// Ranges of flows of protocol `p` with flag byte `flags` (0 for protocols other than TCP); `None` when the
+    /// kind was never seen.
+    pub fn kind(&self, p: u8, flags: u8) -> Option<&KindSupport> {
+        self.kinds
+            .binary_search_by_key(&(p, flags), |k| (k.proto, k.flags))
+            .ok()
+            .map(|i| &self.kinds[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::TcpFlags;
+
+    fn flow(proto: u8, flags: u8, dport: u16, packets: u64, bytes: u64, dur: u64) -> FlowRecord {
+        FlowRecord {
+            start_us: 0,
+            duration_us: dur,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            src_port: 50_000,
+            dst_port: dport,
+            proto,
+            flags: TcpFlags(flags),
+            packets,
+            bytes,
+            label: None,
+        }
+    }
+
+    #[test]
+    fn class_set_ranges() {
+        let mut s = ClassSet::new(1670);
+        for i in [0, 63, 64, 700, 1669] {
+            s.insert(i);
+        }
+        for i in 0..1670 {
+            assert_eq!(s.contains(i), [0, 63, 64, 700, 1669].contains(&i), "{i}");
+        }
+        // Every range against a direct count.
+        for lo in (0..1670).step_by(37) {
+            for hi in (lo..=1670).step_by(41) {
+                let direct = (lo..hi).any(|i| s.contains(i));
+                assert_eq!(s.any_in(lo, hi), direct, "{lo}..{hi}");
+            }
+        }
+        assert!(!s.any_in(1, 63));
+        assert!(s.any_in(1, 64));
+        assert!(!s.contains(5000));
+    }
+
+    #[test]
+    fn kinds_and_protocols() {
+        let s = Support::fit(&[
+            flow(proto::TCP, TcpFlags::SYN, 443, 2, 120, 0),
+            flow(proto::TCP, TcpFlags::SYN, 80, 1, 60, 0),
+            flow(proto::TCP, 0x1b, 443, 12, 9_000, 40_000),
+            // Flags on UDP are not a UDP kind with flags: the features drop them.
+            flow(proto::UDP, 0x02, 53, 2, 180, 900),
+        ]);
+        let p = s.protos().unwrap();
+        assert!(p.contains(6) && p.contains(17) && !p.contains(1));
+        let tcp = s.proto(proto::TCP).unwrap();
+        assert!(tcp.flags.contains(TcpFlags::SYN as usize) && tcp.flags.contains(0x1b));
+        assert!(!tcp.flags.contains(0));
+        assert!(tcp.dst_classes.contains(443) && tcp.dst_classes.contains(80));
+        assert!(!tcp.dst_classes.contains(53) && !tcp.dst_classes.contains(0));
+        assert!(tcp.src_classes.contains(port_class(50_000) as usize));
+        let syn = s.kind(proto::TCP, TcpFlags::SYN).unwrap();
+        assert_eq!(syn.packets, (1, 2));
+        assert_eq!(syn.bytes_per_packet, (60.0, 60.0));
+        assert!(syn.zero_duration && syn.nonzero_duration_us.is_none());
+        let udp = s.kind(proto::UDP, 0).unwrap();
+        assert_eq!(
+            (udp.nonzero_duration_us, udp.packets),
+            (Some((900, 900)), (2, 2))
+        );
+        assert!(!udp.zero_duration);
+        assert!(s.kind(proto::UDP, 0x02).is_none());
+        assert!(s.proto(proto::ICMP).is_none());
+        assert!(Support::default().protos().is_none());
+    }
+}
