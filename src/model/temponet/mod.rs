@@ -948,15 +948,16 @@ impl TempoNet {
         // Truncated to the support at both levels: groups holding a class seen, then the classes seen in the
         // drawn group (see `support`).
         let gp = step::softmax_rows(&gl, g, 0, g, a);
+        let sets: Vec<Option<&ClassSet>> = (0..a).map(support).collect();
         let group_seen =
-            |j: usize, x: usize| support(j).is_none_or(|set| set.any_in(x * s, (x + 1) * s));
+            |j: usize, x: usize| sets[j].is_none_or(|set| set.any_in(x * s, (x + 1) * s));
         let groups = draw_classes(&gp, g, a, &applies, group_seen, rngs, rep);
         let mut all = groups.iter().map(|&x| x as i64).collect::<Vec<_>>();
         all.resize(rows, 0);
         let wl = net.within(i, &hid, &all);
         let wp = step::softmax_rows(&wl, s, 0, s, a);
         let member_seen =
-            |j: usize, x: usize| support(j).is_none_or(|set| set.contains(groups[j] * s + x));
+            |j: usize, x: usize| sets[j].is_none_or(|set| set.contains(groups[j] * s + x));
         let members = draw_classes(&wp, s, a, &applies, member_seen, rngs, rep);
         (0..a)
             .map(|j| {
@@ -1123,7 +1124,8 @@ impl TempoNet {
                 .into_iter()
                 .map(|c| c as u8)
                 .collect();
-        let seen = |j: usize| support.proto(protos[j]);
+        let seen_of: Vec<_> = protos.iter().map(|&p| support.proto(p)).collect();
+        let seen = |j: usize| seen_of[j];
         let c3 = n.add_embedding(&c2, Cond::Proto, &padded(&protos, m));
         // Ports: class 0 for protocols without ports.
         let has_ports = |j: usize| proto::has_ports(protos[j]);
