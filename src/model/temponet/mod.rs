@@ -931,7 +931,7 @@ impl TempoNet {
     /// One categorical field (head `i`, 1..=4) for the first `a` rows of context `c`: each lane draws a group, then
     /// a class in it, with its own random stream, when `applies(j)`; class 0 (no ports, no flags) otherwise.
     #[allow(clippy::too_many_arguments)]
-    fn draw_categorical<'s, S: StepNet>(
+    fn draw_categorical<'s, S: StepNet, T: TryFrom<usize>>(
         net: &S,
         i: usize,
         c: &S::Rows,
@@ -940,7 +940,7 @@ impl TempoNet {
         support: impl Fn(usize) -> Option<&'s ClassSet>,
         rngs: &mut [LaneRng],
         rep: &mut RepairCounts,
-    ) -> Vec<usize> {
+    ) -> Vec<T> {
         let t = &CATEGORICAL[i - 1];
         let (g, s) = (t.groups() as usize, t.size as usize);
         let (hid, gl) = net.head(i, c);
@@ -961,11 +961,13 @@ impl TempoNet {
         let members = draw_classes(&wp, s, a, &applies, member_seen, rngs, rep);
         (0..a)
             .map(|j| {
-                if applies(j) {
+                let c = if applies(j) {
                     groups[j] * s + members[j]
                 } else {
                     0
-                }
+                };
+                T::try_from(c)
+                    .unwrap_or_else(|_| unreachable!("class {c} of head {i} fits its type"))
             })
             .collect()
     }
@@ -1120,10 +1122,7 @@ impl TempoNet {
         // Protocol: any of the 256 values the data showed.
         let support = &self.space.support;
         let protos: Vec<u8> =
-            Self::draw_categorical(n, 1, &c2, a, |_| true, |_| support.protos(), &mut rngs, rep)
-                .into_iter()
-                .map(|c| c as u8)
-                .collect();
+            Self::draw_categorical(n, 1, &c2, a, |_| true, |_| support.protos(), &mut rngs, rep);
         let seen_of: Vec<_> = protos.iter().map(|&p| support.proto(p)).collect();
         let seen = |j: usize| seen_of[j];
         let c3 = n.add_embedding(&c2, Cond::Proto, &padded(&protos, m));
@@ -1131,28 +1130,18 @@ impl TempoNet {
         let has_ports = |j: usize| proto::has_ports(protos[j]);
         let dst_seen = |j: usize| seen(j).map(|p| &p.dst_classes);
         let dcls: Vec<u16> =
-            Self::draw_categorical(n, 2, &c3, a, has_ports, dst_seen, &mut rngs, rep)
-                .into_iter()
-                .map(|c| c as u16)
-                .collect();
+            Self::draw_categorical(n, 2, &c3, a, has_ports, dst_seen, &mut rngs, rep);
         let c4 = n.add_embedding(&c3, Cond::DstPort, &padded(&dcls, m));
         let src_seen = |j: usize| seen(j).map(|p| &p.src_classes);
         let scls: Vec<u16> =
-            Self::draw_categorical(n, 3, &c4, a, has_ports, src_seen, &mut rngs, rep)
-                .into_iter()
-                .map(|c| c as u16)
-                .collect();
+            Self::draw_categorical(n, 3, &c4, a, has_ports, src_seen, &mut rngs, rep);
         let c5 = n.add_embedding(&c4, Cond::SrcPort, &padded(&scls, m));
         // Flags: only on TCP.
         let is_tcp = |j: usize| protos[j] == proto::TCP;
         let flags_seen = |j: usize| seen(j).map(|p| &p.flags);
         let flags: Vec<u8> =
-            Self::draw_categorical(n, 4, &c5, a, is_tcp, flags_seen, &mut rngs, rep)
-                .into_iter()
-                .map(|c| c as u8)
-                .collect();
+            Self::draw_categorical(n, 4, &c5, a, is_tcp, flags_seen, &mut rngs, rep);
         let c6 = n.add_embedding(&c5, Cond::Flags, &padded(&flags, m));
-        // Packets: truncated to at least one.
         // Packets: a class (counts below PK_CLASSES), the last class's count from the mixture truncated to it.
         let (_, oq) = n.head(5, &c6);
         let pk_w = PK_CLASSES + 3 * k;
