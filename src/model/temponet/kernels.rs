@@ -114,14 +114,14 @@ dispatch! {
     }
 }
 
-/// The dot product of [`linear_rows`], scalar: eight running sums (element `k` goes to sum `k mod 8`, the
-/// remainder after the last full eight to a ninth), added as a [`tree`].
+/// The dot product of [`linear_rows`], scalar: eight running sums of fused multiply-adds (element `k` goes to sum
+/// `k mod 8`, the remainder after the last full eight to a ninth, unfused), added as a [`tree`].
 fn dot8(row: &[f32], x: &[f32]) -> f32 {
     let n8 = x.len() / 8 * 8;
     let mut acc = [0.0f32; 8];
     for k in (0..n8).step_by(8) {
         for i in 0..8 {
-            acc[i] += row[k + i] * x[k + i];
+            acc[i] = row[k + i].mul_add(x[k + i], acc[i]);
         }
     }
     let mut tail = 0.0;
@@ -133,7 +133,7 @@ fn dot8(row: &[f32], x: &[f32]) -> f32 {
 
 /// `y[j] += W x[j] + b` for the `m` rows `x[j]` (`inp` wide) of `x`, `W` being `out x inp` row-major (libtorch's
 /// layout): every output is [`dot8`] of a weight row and an input row, plus its bias, so a row's outputs do not
-/// depend on the other rows (nor on which of them share a tile) and the AVX2 variant computes exactly the scalar
+/// depend on the other rows (nor on which of them share a tile) and the AVX2+FMA variant computes exactly the scalar
 /// one. No packing: a step's batches are often a handful of lanes, and a GEMM that packs its weights on every call
 /// spent most of such a step copying them.
 pub(super) fn linear_rows(
@@ -148,8 +148,8 @@ pub(super) fn linear_rows(
     assert!(w.len() >= out * inp && x.len() >= m * inp && y.len() >= m * out);
     assert!(b.is_none_or(|b| b.len() >= out));
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, and the asserts bound every access.
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, and the asserts bound every access.
         return unsafe { linear_rows_avx2(w, b, inp, out, x, m, y) };
     }
     for j in 0..m {
@@ -162,7 +162,7 @@ pub(super) fn linear_rows(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn linear_rows_avx2(
     w: &[f32],
     b: Option<&[f32]>,
@@ -187,7 +187,7 @@ unsafe fn linear_rows_avx2(
 
 /// Every output of rows `j..j + R`, four at a time.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn row_tiles<const R: usize>(
     w: &[f32],
     b: Option<&[f32]>,
@@ -201,7 +201,7 @@ unsafe fn row_tiles<const R: usize>(
     unsafe {
         let mut c = 0;
         while c + 4 <= out {
-            tile::<R, 4>(w, b, inp, out, x, j, c, y);
+            tile_x4::<R>(w, b, inp, out, x, j, c, y);
             c += 4;
         }
         while c < out {
@@ -211,9 +211,87 @@ unsafe fn row_tiles<const R: usize>(
     }
 }
 
+/// [`tile`] for `R` (one or two) rows and four outputs, the bulk of every layer (one row: a lane's within-group
+/// logits), with its sums in named locals: the generic tile's arrays of sums stayed on the stack (a load and a
+/// store around every multiply-add).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_x4<const R: usize>(
+    w: &[f32],
+    b: Option<&[f32]>,
+    inp: usize,
+    out: usize,
+    x: &[f32],
+    j: usize,
+    c: usize,
+    y: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let n8 = inp / 8 * 8;
+    // SAFETY: rows `j..j + R` of `x` and `c..c + 4` of `w` are in bounds (the caller's tiles), `k + 8 <= n8 <= inp`;
+    // with one row, `x1` is `x0` and its sums are never used.
+    unsafe {
+        let (w0, x0) = (w.as_ptr().add(c * inp), x.as_ptr().add(j * inp));
+        let x1 = if R == 2 { x0.add(inp) } else { x0 };
+        let (w1, w2, w3) = (w0.add(inp), w0.add(2 * inp), w0.add(3 * inp));
+        let z = _mm256_setzero_ps();
+        let (mut a00, mut a01, mut a02, mut a03) = (z, z, z, z);
+        let (mut a10, mut a11, mut a12, mut a13) = (z, z, z, z);
+        let mut k = 0;
+        while k < n8 {
+            let (v0, v1) = (_mm256_loadu_ps(w0.add(k)), _mm256_loadu_ps(w1.add(k)));
+            let (v2, v3) = (_mm256_loadu_ps(w2.add(k)), _mm256_loadu_ps(w3.add(k)));
+            let (r0, r1) = (_mm256_loadu_ps(x0.add(k)), _mm256_loadu_ps(x1.add(k)));
+            a00 = _mm256_fmadd_ps(v0, r0, a00);
+            a01 = _mm256_fmadd_ps(v1, r0, a01);
+            a02 = _mm256_fmadd_ps(v2, r0, a02);
+            a03 = _mm256_fmadd_ps(v3, r0, a03);
+            if R == 2 {
+                a10 = _mm256_fmadd_ps(v0, r1, a10);
+                a11 = _mm256_fmadd_ps(v1, r1, a11);
+                a12 = _mm256_fmadd_ps(v2, r1, a12);
+                a13 = _mm256_fmadd_ps(v3, r1, a13);
+            }
+            k += 8;
+        }
+        let bias = match b {
+            Some(b) => _mm_loadu_ps(b.as_ptr().add(c)),
+            None => _mm_setzero_ps(),
+        };
+        for (r, [s0, s1, s2, s3]) in [[a00, a01, a02, a03], [a10, a11, a12, a13]]
+            .into_iter()
+            .enumerate()
+            .take(R)
+        {
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(s0, s1), _mm256_hadd_ps(s2, s3));
+            let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            let tails = if n8 < inp {
+                let (xr, wr) = (
+                    &x[(j + r) * inp..(j + r + 1) * inp],
+                    &w[c * inp..(c + 4) * inp],
+                );
+                let t = |q: usize| {
+                    let mut t = 0.0;
+                    for k in n8..inp {
+                        t += wr[q * inp + k] * xr[k];
+                    }
+                    t
+                };
+                _mm_setr_ps(t(0), t(1), t(2), t(3))
+            } else {
+                _mm_setzero_ps()
+            };
+            let at = y.as_mut_ptr().add((j + r) * out + c);
+            let v = _mm_add_ps(_mm_add_ps(sums, tails), bias);
+            _mm_storeu_ps(at, _mm_add_ps(_mm_loadu_ps(at), v));
+        }
+    }
+}
+
 /// Outputs `c..c + C` of rows `j..j + R`: `R x C` running sums of eight lanes each, then as [`dot8`].
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile<const R: usize, const C: usize>(
     w: &[f32],
@@ -238,7 +316,7 @@ unsafe fn tile<const R: usize, const C: usize>(
             for (r, acc) in acc.iter_mut().enumerate() {
                 let xv = _mm256_loadu_ps(x.as_ptr().add((j + r) * inp + k));
                 for (a, wv) in acc.iter_mut().zip(&wv) {
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(*wv, xv));
+                    *a = _mm256_fmadd_ps(*wv, xv, *a);
                 }
             }
         }
