@@ -200,6 +200,8 @@ struct Inner {
     commit_pos: Vec<i64>,
     committed: Vec<i64>,
     dirty: bool,
+    /// The next commit sends every partition's position (an asynchronous commit was lost).
+    resend: bool,
     absorbed: ProbeHandle<u64>,
     released: ProbeHandle<u64>,
     /// time -> (wall time read, flows) per batch, until absorbed: feeds `latency`.
@@ -254,6 +256,17 @@ impl SourceControl {
         let mut s = self.inner.borrow_mut();
         let s = &mut *s;
         s.prune();
+        // An asynchronous commit that failed after it was queued (see `SourceContext`): resend every position.
+        let lost = s.consumer.as_ref().is_some_and(|c| {
+            c.context()
+                .commit_failed
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+        });
+        if lost {
+            s.resend = true;
+            s.dirty = true;
+            s.report.errors += 1;
+        }
         while let Some((&t, _)) = s.pending.first_key_value() {
             if written.less_equal(&t) {
                 break;
@@ -287,7 +300,7 @@ impl SourceControl {
         };
         let mut tpl = TopicPartitionList::new();
         for (i, p) in s.parts.iter().enumerate() {
-            if s.commit_pos[i] >= 0 && s.commit_pos[i] != s.committed[i] {
+            if s.commit_pos[i] >= 0 && (s.resend || s.commit_pos[i] != s.committed[i]) {
                 tpl.add_partition_offset(
                     &s.cfg.topic,
                     p.partition,
@@ -308,6 +321,7 @@ impl SourceControl {
         };
         match consumer.commit(&tpl, mode) {
             Ok(()) => {
+                s.resend = false;
                 s.committed.clone_from(&s.commit_pos);
                 s.report.commits += 1;
                 Ok(())
@@ -397,7 +411,13 @@ impl SourceControl {
 /// drained partition is told from a slow one), and librdkafka also reports each of them as an error event, which
 /// the default context logs at ERROR level on every run. Those are routine and go to debug; every other error is
 /// logged as before.
-pub struct SourceContext;
+/// Logs librdkafka's errors, and notes a failed asynchronous offset commit so the next commit sends every
+/// partition's position again: `commit` in async mode returns `Ok` once the request is queued, and without this a
+/// partition whose position stopped moving (its last window still open) would keep a lost commit lost.
+#[derive(Default)]
+pub struct SourceContext {
+    commit_failed: std::sync::atomic::AtomicBool,
+}
 
 impl rdkafka::ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -409,7 +429,15 @@ impl rdkafka::ClientContext for SourceContext {
     }
 }
 
-impl ConsumerContext for SourceContext {}
+impl ConsumerContext for SourceContext {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!("offset commit failed (will resend): {e}");
+            self.commit_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
 
 /// Builds the source on this worker. `absorbed` must probe the stateful stage (read-to-absorbed latency),
 /// `released` the slowest stage whose input may pile up (backpressure: the model stages when on, else the stateful
@@ -443,7 +471,7 @@ pub fn kafka_source<'s>(
         cc.set(k, v);
     }
     let consumer: BaseConsumer<SourceContext> = cc
-        .create_with_context(SourceContext)
+        .create_with_context(SourceContext::default())
         .map_err(kafka("creating consumer"))?;
     let n = admin::partition_count(&consumer, &cfg.brokers, &cfg.topic, Duration::from_secs(10))
         .map_err(Box::new)?;
@@ -507,6 +535,7 @@ pub fn kafka_source<'s>(
         done_next: vec![-1; np],
         committed: vec![-1; np],
         dirty: false,
+        resend: false,
         absorbed,
         released,
         read_at: BTreeMap::new(),
@@ -777,4 +806,29 @@ pub fn split<'s>(
         SourceEvent::Flow(_) => unreachable!("flows were split off first"),
     });
     (flows, dead, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::RDKafkaErrorCode;
+    use std::sync::atomic::Ordering;
+
+    /// A commit that librdkafka reports failed after `commit` returned (asynchronous mode) is remembered until the
+    /// source's next commit takes it; a successful one leaves nothing to resend.
+    #[test]
+    fn lost_async_commit_is_remembered() {
+        let ctx = SourceContext::default();
+        let tpl = TopicPartitionList::new();
+        ctx.commit_callback(Ok(()), &tpl);
+        assert!(!ctx.commit_failed.load(Ordering::Relaxed));
+        ctx.commit_callback(
+            Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::RebalanceInProgress,
+            )),
+            &tpl,
+        );
+        assert!(ctx.commit_failed.swap(false, Ordering::Relaxed));
+        assert!(!ctx.commit_failed.load(Ordering::Relaxed));
+    }
 }
