@@ -302,7 +302,27 @@ fn regime_change_is_detected_and_fidelity_recovers() {
         mean_from("jsd_dst_port", START_US + 10 * hour),
     );
     eprintln!("jsd_dst_port: worst after the change {worst:.3}, last two hours {late:.3}");
-    assert!(late < worst, "jsd_dst_port did not recover");
+    // Failed once in a full suite (worst 0.394, late 0.399; 16 reruns gave 0.06-0.10 and 0.03-0.07): the windows
+    // from an hour before the change tell whether the model stopped training, generating or learning.
+    assert!(
+        late < worst,
+        "jsd_dst_port did not recover; windows (h from the change, real, synthetic, jsd dst port, loss, version, \
+         lr):\n{}",
+        ms.iter()
+            .filter(|m| start(m) >= change - hour)
+            .map(|m| format!(
+                "{:+.2} {} {} {:?} {:?} {} {:?}",
+                (start(m) - change) as f64 / hour as f64,
+                m["fidelity"]["real_flows"],
+                m["fidelity"]["synthetic_flows"],
+                fig(m, "jsd_dst_port"),
+                m["mean_loss"].as_f64(),
+                m["model_version"],
+                m["learning_rate"].as_f64()
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // Timing barely changes with the regime (the same session processes, other services), so inter-arrivals
     // have little to recover from; what must hold is that online training through the change does not wreck
     // them: over the last four hours their EMD stays well below the untrained model's first windows (0.3-0.6
