@@ -150,7 +150,7 @@ pub(super) fn linear_rows(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, and the asserts bound every access.
-        return unsafe { linear_rows_avx2(w, b, inp, out, x, m, y) };
+        return unsafe { linear_rows_avx2(Dense { w, b, inp, out }, x, m, y) };
     }
     for j in 0..m {
         let xr = &x[j * inp..(j + 1) * inp];
@@ -163,70 +163,54 @@ pub(super) fn linear_rows(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn linear_rows_avx2(
-    w: &[f32],
-    b: Option<&[f32]>,
-    inp: usize,
-    out: usize,
-    x: &[f32],
-    m: usize,
-    y: &mut [f32],
-) {
+unsafe fn linear_rows_avx2(l: Dense, x: &[f32], m: usize, y: &mut [f32]) {
     // SAFETY: the caller checked the CPU and the bounds; tiles stay within `m` rows and `out` outputs.
     unsafe {
         let mut j = 0;
         while j + 2 <= m {
-            row_tiles::<2>(w, b, inp, out, x, j, y);
+            row_tiles::<2>(l, x, j, y);
             j += 2;
         }
         if j < m {
-            row_tiles::<1>(w, b, inp, out, x, j, y);
+            row_tiles::<1>(l, x, j, y);
         }
     }
+}
+
+/// A dense layer as the tiles see it: `out x inp` row-major weights and an optional bias.
+#[derive(Clone, Copy)]
+struct Dense<'a> {
+    w: &'a [f32],
+    b: Option<&'a [f32]>,
+    inp: usize,
+    out: usize,
 }
 
 /// Every output of rows `j..j + R`, four at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row_tiles<const R: usize>(
-    w: &[f32],
-    b: Option<&[f32]>,
-    inp: usize,
-    out: usize,
-    x: &[f32],
-    j: usize,
-    y: &mut [f32],
-) {
+unsafe fn row_tiles<const R: usize>(l: Dense, x: &[f32], j: usize, y: &mut [f32]) {
     // SAFETY: as the caller's.
     unsafe {
         let mut c = 0;
-        while c + 4 <= out {
-            tile_x4::<R>(w, b, inp, out, x, j, c, y);
+        while c + 4 <= l.out {
+            tile_x4::<R>(l, x, j, c, y);
             c += 4;
         }
-        while c < out {
-            tile::<R, 1>(w, b, inp, out, x, j, c, y);
+        while c < l.out {
+            tile::<R, 1>(l, x, j, c, y);
             c += 1;
         }
     }
 }
 
-/// [`tile`] for `R` (one or two) rows and four outputs, the bulk of every layer (one row: a lane's within-group
+/// Outputs `c..c + 4` of rows `j..j + R` (one or two), the bulk of every layer (one row: a lane's within-group
 /// logits), with its sums in named locals: the generic tile's arrays of sums stayed on the stack (a load and a
 /// store around every multiply-add).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_x4<const R: usize>(
-    w: &[f32],
-    b: Option<&[f32]>,
-    inp: usize,
-    out: usize,
-    x: &[f32],
-    j: usize,
-    c: usize,
-    y: &mut [f32],
-) {
+unsafe fn tile_x4<const R: usize>(l: Dense, x: &[f32], j: usize, c: usize, y: &mut [f32]) {
+    let Dense { w, b, inp, out } = l;
     use std::arch::x86_64::*;
     let n8 = inp / 8 * 8;
     // SAFETY: rows `j..j + R` of `x` and `c..c + 4` of `w` are in bounds (the caller's tiles), `k + 8 <= n8 <= inp`;
@@ -289,20 +273,18 @@ unsafe fn tile_x4<const R: usize>(
     }
 }
 
-/// Outputs `c..c + C` of rows `j..j + R`: `R x C` running sums of eight lanes each, then as [`dot8`].
+/// Outputs `c..c + C` of rows `j..j + R` (the edges [`tile_x4`] leaves): `R x C` running sums of eight lanes each,
+/// then as [`dot8`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn tile<const R: usize, const C: usize>(
-    w: &[f32],
-    b: Option<&[f32]>,
-    inp: usize,
-    out: usize,
+    l: Dense,
     x: &[f32],
     j: usize,
     c: usize,
     y: &mut [f32],
 ) {
+    let Dense { w, b, inp, out } = l;
     use std::arch::x86_64::*;
     let n8 = inp / 8 * 8;
     // SAFETY: rows `j..j + R` of `x` and `c..c + C` of `w` are in bounds (the caller's tiles), `k + 8 <= n8 <= inp`.
@@ -328,29 +310,6 @@ unsafe fn tile<const R: usize, const C: usize>(
             }
             t
         };
-        if C == 4 {
-            // The four sums of each row at once: two rounds of pairwise adds within each 128-bit half, then the
-            // halves added, which is `tree` lane for lane.
-            for (r, acc) in acc.iter().enumerate() {
-                let h01 = _mm256_hadd_ps(acc[0], acc[1]);
-                let h23 = _mm256_hadd_ps(acc[2], acc[3]);
-                let h = _mm256_hadd_ps(h01, h23);
-                let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-                let tails = if n8 < inp {
-                    _mm_setr_ps(tail(r, 0), tail(r, 1), tail(r, 2), tail(r, 3))
-                } else {
-                    _mm_setzero_ps()
-                };
-                let bias = match b {
-                    Some(b) => _mm_loadu_ps(b.as_ptr().add(c)),
-                    None => _mm_setzero_ps(),
-                };
-                let at = y.as_mut_ptr().add((j + r) * out + c);
-                let v = _mm_add_ps(_mm_add_ps(sums, tails), bias);
-                _mm_storeu_ps(at, _mm_add_ps(_mm_loadu_ps(at), v));
-            }
-            return;
-        }
         for r in 0..R {
             for q in 0..C {
                 let mut a = [0.0f32; 8];
