@@ -179,8 +179,10 @@ pub fn norm_ppf(p: f64) -> f64 {
 /// Draws from a Gaussian mixture (weights from `logits`, means `mu`, standard deviations `sigma`) truncated to
 /// `[lo, hi]` (either may be infinite). Component weights are renormalised by their mass inside the interval; the
 /// draw inside a component is an inverse-CDF draw between the interval's CDF values, so the result is inside by
-/// construction. Only when no component has numerical mass inside is the nearest bound of the closest component's
-/// mean returned, and `repairs.sample_clamped` counted.
+/// construction. Only when no component has numerical mass inside (or the bounds cross) is the first component's
+/// mean, moved into the interval, returned (`hi` when the bounds cross), and `repairs.sample_clamped` counted. A
+/// point interval (`lo == hi`: the data showed one value, see `support`) is that value, drawn from nothing and
+/// repairing nothing.
 pub fn sample_truncated_mixture<R: Rng>(
     logits: &[f32],
     mu: &[f32],
@@ -190,6 +192,9 @@ pub fn sample_truncated_mixture<R: Rng>(
     rng: &mut R,
     repairs: &mut RepairCounts,
 ) -> f64 {
+    if lo == hi {
+        return lo;
+    }
     let k = logits.len();
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let mut w = [0.0f64; 16];
@@ -215,8 +220,8 @@ pub fn sample_truncated_mixture<R: Rng>(
     }
     if total.is_nan() || total <= 1e-300 {
         repairs.sample_clamped += 1;
-        let m = mu[0] as f64;
-        return m.clamp(lo, hi);
+        // `max` then `min`: bounds that cross (a support wider than the normaliser's cap) give the cap.
+        return (mu[0] as f64).max(lo).min(hi);
     }
     let mut u = rng.r#gen::<f64>() * total;
     let mut j = 0;
@@ -324,5 +329,10 @@ mod tests {
             assert!((4.0..=4.5).contains(&x));
         }
         assert_eq!(rep.sample_total(), 0);
+        // A point interval far from every component is its value, not a repair; an empty one far away is.
+        let point = sample_truncated_mixture(&[0.0], &[0.0], &[0.1], 9.0, 9.0, &mut rng, &mut rep);
+        assert_eq!((point, rep.sample_total()), (9.0, 0));
+        let empty = sample_truncated_mixture(&[0.0], &[0.0], &[0.1], 9.0, 8.0, &mut rng, &mut rep);
+        assert_eq!((empty, rep.sample_clamped), (8.0, 1));
     }
 }
