@@ -84,7 +84,6 @@ pub struct KindSupport {
 /// See the module documentation.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Support {
-    protos: Option<ClassSet>,
     by_proto: Vec<ProtoSupport>,
     kinds: Vec<KindSupport>,
 }
@@ -100,9 +99,6 @@ impl Support {
     pub fn observe(&mut self, r: &FlowRecord) {
         let ports = proto::has_ports(r.proto);
         let flags = if r.proto == proto::TCP { r.flags.0 } else { 0 };
-        self.protos
-            .get_or_insert_with(|| ClassSet::new(N_BYTE_CLASSES))
-            .insert(r.proto as usize);
         let i = match self.by_proto.binary_search_by_key(&r.proto, |p| p.proto) {
             Ok(i) => i,
             Err(i) => {
@@ -160,9 +156,16 @@ impl Support {
         }
     }
 
-    /// Protocols seen; `None` (no restriction) when nothing was.
-    pub fn protos(&self) -> Option<&ClassSet> {
-        self.protos.as_ref()
+    /// Protocols seen, as the protocol head's mask (built on each call: a handful of entries); `None` (no
+    /// restriction) when nothing was.
+    pub fn protos(&self) -> Option<ClassSet> {
+        (!self.by_proto.is_empty()).then(|| {
+            let mut set = ClassSet::new(N_BYTE_CLASSES);
+            self.by_proto
+                .iter()
+                .for_each(|p| set.insert(p.proto as usize));
+            set
+        })
     }
     /// What was seen of protocol `p`; `None` when it never was (then nothing about it is restricted).
     pub fn proto(&self, p: u8) -> Option<&ProtoSupport> {

@@ -1121,8 +1121,17 @@ impl TempoNet {
         let c2 = n.add_linear(&c1, Cond::Iat, &iat_in);
         // Protocol: any of the 256 values the data showed.
         let support = &self.space.support;
-        let protos: Vec<u8> =
-            Self::draw_categorical(n, 1, &c2, a, |_| true, |_| support.protos(), &mut rngs, rep);
+        let protos_seen = support.protos();
+        let protos: Vec<u8> = Self::draw_categorical(
+            n,
+            1,
+            &c2,
+            a,
+            |_| true,
+            |_| protos_seen.as_ref(),
+            &mut rngs,
+            rep,
+        );
         let seen_of: Vec<_> = protos.iter().map(|&p| support.proto(p)).collect();
         let seen = |j: usize| seen_of[j];
         let c3 = n.add_embedding(&c2, Cond::Proto, &padded(&protos, m));
