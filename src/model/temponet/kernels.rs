@@ -124,11 +124,16 @@ fn dot8(row: &[f32], x: &[f32]) -> f32 {
             acc[i] = row[k + i].mul_add(x[k + i], acc[i]);
         }
     }
-    let mut tail = 0.0;
-    for k in n8..x.len() {
-        tail += row[k] * x[k];
+    tree(acc) + tail_dot(row, x, n8)
+}
+
+/// The part of a dot product past the last full eight (from `from`), one unfused sum: every variant's remainder.
+fn tail_dot(row: &[f32], x: &[f32], from: usize) -> f32 {
+    let mut t = 0.0;
+    for k in from..x.len() {
+        t += row[k] * x[k];
     }
-    tree(acc) + tail
+    t
 }
 
 /// `y[j] += W x[j] + b` for the `m` rows `x[j]` (`inp` wide) of `x`, `W` being `out x inp` row-major (libtorch's
@@ -198,15 +203,15 @@ unsafe fn row_tiles<const R: usize>(l: Dense, x: &[f32], j: usize, y: &mut [f32]
             c += 4;
         }
         while c < l.out {
-            tile::<R, 1>(l, x, j, c, y);
+            tile_x1::<R>(l, x, j, c, y);
             c += 1;
         }
     }
 }
 
 /// Outputs `c..c + 4` of rows `j..j + R` (one or two), the bulk of every layer (one row: a lane's within-group
-/// logits), with its sums in named locals: the generic tile's arrays of sums stayed on the stack (a load and a
-/// store around every multiply-add).
+/// logits), with its sums in named locals: a tile generic over its size kept its arrays of sums on the stack (a
+/// load and a store around every multiply-add).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_x4<const R: usize>(l: Dense, x: &[f32], j: usize, c: usize, y: &mut [f32]) {
@@ -251,17 +256,8 @@ unsafe fn tile_x4<const R: usize>(l: Dense, x: &[f32], j: usize, c: usize, y: &m
             let h = _mm256_hadd_ps(_mm256_hadd_ps(s0, s1), _mm256_hadd_ps(s2, s3));
             let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
             let tails = if n8 < inp {
-                let (xr, wr) = (
-                    &x[(j + r) * inp..(j + r + 1) * inp],
-                    &w[c * inp..(c + 4) * inp],
-                );
-                let t = |q: usize| {
-                    let mut t = 0.0;
-                    for k in n8..inp {
-                        t += wr[q * inp + k] * xr[k];
-                    }
-                    t
-                };
+                let xr = &x[(j + r) * inp..(j + r + 1) * inp];
+                let t = |q: usize| tail_dot(&w[(c + q) * inp..(c + q + 1) * inp], xr, n8);
                 _mm_setr_ps(t(0), t(1), t(2), t(3))
             } else {
                 _mm_setzero_ps()
@@ -273,50 +269,29 @@ unsafe fn tile_x4<const R: usize>(l: Dense, x: &[f32], j: usize, c: usize, y: &m
     }
 }
 
-/// Outputs `c..c + C` of rows `j..j + R` (the edges [`tile_x4`] leaves): `R x C` running sums of eight lanes each,
-/// then as [`dot8`].
+/// Output `c` of rows `j..j + R` (the outputs [`tile_x4`] leaves over): a running sum of eight lanes per row, then
+/// as [`dot8`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize, const C: usize>(
-    l: Dense,
-    x: &[f32],
-    j: usize,
-    c: usize,
-    y: &mut [f32],
-) {
+unsafe fn tile_x1<const R: usize>(l: Dense, x: &[f32], j: usize, c: usize, y: &mut [f32]) {
     let Dense { w, b, inp, out } = l;
     use std::arch::x86_64::*;
     let n8 = inp / 8 * 8;
-    // SAFETY: rows `j..j + R` of `x` and `c..c + C` of `w` are in bounds (the caller's tiles), `k + 8 <= n8 <= inp`.
+    let wr = &w[c * inp..(c + 1) * inp];
+    // SAFETY: rows `j..j + R` of `x` are in bounds (the caller's tiles), `k + 8 <= n8 <= inp`.
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let mut acc = [_mm256_setzero_ps(); R];
         for k in (0..n8).step_by(8) {
-            let mut wv = [_mm256_setzero_ps(); C];
-            for (q, v) in wv.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(w.as_ptr().add((c + q) * inp + k));
-            }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let xv = _mm256_loadu_ps(x.as_ptr().add((j + r) * inp + k));
-                for (a, wv) in acc.iter_mut().zip(&wv) {
-                    *a = _mm256_fmadd_ps(*wv, xv, *a);
-                }
+            let wv = _mm256_loadu_ps(wr.as_ptr().add(k));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add((j + r) * inp + k)), *a);
             }
         }
-        let tail = |r: usize, q: usize| {
-            let (xr, wr) = (&x[(j + r) * inp..], &w[(c + q) * inp..]);
-            let mut t = 0.0;
-            for k in n8..inp {
-                t += wr[k] * xr[k];
-            }
-            t
-        };
-        for r in 0..R {
-            for q in 0..C {
-                let mut a = [0.0f32; 8];
-                _mm256_storeu_ps(a.as_mut_ptr(), acc[r][q]);
-                let bias = b.map_or(0.0, |b| b[c + q]);
-                y[(j + r) * out + c + q] += tree(a) + tail(r, q) + bias;
-            }
+        for (r, a) in acc.iter().enumerate() {
+            let mut sums = [0.0f32; 8];
+            _mm256_storeu_ps(sums.as_mut_ptr(), *a);
+            let xr = &x[(j + r) * inp..(j + r + 1) * inp];
+            y[(j + r) * out + c] += tree(sums) + tail_dot(wr, xr, n8) + b.map_or(0.0, |b| b[c]);
         }
     }
 }
