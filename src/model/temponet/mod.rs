@@ -551,6 +551,17 @@ impl TempoNet {
         Ok(())
     }
 
+    /// Batches of at most 256 windows for scoring (no training), those with nothing predicted left out.
+    fn scoring_batches<'w>(
+        &'w self,
+        windows: &'w [PairWindow],
+    ) -> impl Iterator<Item = Batch> + 'w {
+        windows
+            .chunks(256)
+            .map(|chunk| self.build_batch(&chunk.iter().collect::<Vec<_>>()))
+            .filter(|bt| !bt.y.is_empty())
+    }
+
     fn build_batch(&self, windows: &[&PairWindow]) -> Batch {
         let mut rep = RepairCounts::default();
         let silence = self.space.silence_us;
@@ -1428,12 +1439,7 @@ impl FlowModel for TempoNet {
     }
     fn windows_nll(&self, windows: &[PairWindow]) -> Result<TaskNll, ModelError> {
         let mut out = TaskNll::default();
-        for chunk in windows.chunks(256) {
-            let ws: Vec<&PairWindow> = chunk.iter().collect();
-            let bt = self.build_batch(&ws);
-            if bt.y.is_empty() {
-                continue;
-            }
+        for bt in self.scoring_batches(windows) {
             out.merge(&tch::no_grad(|| {
                 let l = self.losses(&bt);
                 self.summarise(&l, &bt)
@@ -1443,12 +1449,7 @@ impl FlowModel for TempoNet {
     }
     fn event_losses(&self, windows: &[PairWindow]) -> Result<Vec<f32>, ModelError> {
         let mut v = Vec::new();
-        for chunk in windows.chunks(256) {
-            let ws: Vec<&PairWindow> = chunk.iter().collect();
-            let bt = self.build_batch(&ws);
-            if bt.y.is_empty() {
-                continue;
-            }
+        for bt in self.scoring_batches(windows) {
             let ev = tch::no_grad(|| {
                 // The 8 flow tasks of each predicted event (silence marks are not events).
                 let l = self.losses(&bt);
