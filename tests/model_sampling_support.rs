@@ -189,3 +189,53 @@ fn support_grows_with_streaming_training_and_survives_the_file() {
     assert_eq!(back.space(), m.space());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Services above port 1023 keep their exact port: an IRC server on 6667 and a web proxy on 8080 (port classes
+/// are bins of 100, so decoding a bin uniformly gives the 6667 service any of 6624-6723), while ephemeral source
+/// ports, each seen about once, stay spread over their bins. With `port_decoding: uniform` (STAN's decoding) the
+/// same model gives 6667 about one flow in a hundred of its class.
+#[test]
+fn service_ports_above_1023_come_back_exactly() {
+    use rand::{Rng, SeedableRng};
+    use temponet::model::temponet::PortDecoding;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut t = T0;
+    let data: Vec<FlowRecord> = (0..1500)
+        .map(|i| {
+            t += rng.gen_range(100_000..5_000_000);
+            let (dst, dport) = [("185.244.25.235", 6667), ("10.0.0.8", 8080)][i % 2];
+            let sport = rng.gen_range(32768..61000);
+            flow(t, "192.168.1.195", dst, proto::TCP, sport, dport, 0x1b, 12, 9_000, 800_000)
+        })
+        .collect();
+    let mut cfg = ModelConfig::default();
+    cfg.temponet.hidden = 16;
+    let share = |m: &Model| {
+        let req = GenerateRequest::new(T0, GenLimit::Count(2000), 3, PairSource::Observed);
+        let g = m.generate(&req, &mut |_| {}).unwrap();
+        let (mut exact, mut in_class, mut sports) = (0usize, 0usize, HashSet::new());
+        for r in &g.flows {
+            for service in [6667, 8080] {
+                if port_class(r.dst_port) == port_class(service) {
+                    in_class += 1;
+                    exact += (r.dst_port == service) as usize;
+                }
+            }
+            sports.insert(r.src_port);
+        }
+        (exact as f64 / in_class.max(1) as f64, in_class, sports.len())
+    };
+    let m = fit(ModelKind::TempoNet, &cfg, &data, 1);
+    let (exact, in_class, sports) = share(&m);
+    // Truncated to the classes seen, every flow is in one of the two classes.
+    assert_eq!(in_class, 2000);
+    // Each service was seen 750 times: the unseen share is 1/751.
+    assert!(exact > 0.99, "exact service ports: {exact}");
+    // 1,500 source ports over 28,232 were each seen about once: still spread out (uniform would give ~1,930
+    // distinct among 2,000 draws; reusing only seen ports at most 1,500).
+    assert!(sports > 1_700, "distinct source ports: {sports}");
+    cfg.temponet.port_decoding = PortDecoding::Uniform;
+    let m = fit(ModelKind::TempoNet, &cfg, &data, 1);
+    let (exact, _, _) = share(&m);
+    assert!(exact < 0.05, "uniform decoding, exact service ports: {exact}");
+}

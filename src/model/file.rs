@@ -11,13 +11,14 @@
 //!
 //! Versions: 1 first release; 2 adds the silence mark (TempoNet and STAN silence heads, the silence threshold in
 //! the feature space, session statistics in the pair tables and the arrival rate); 4 adds the feature space's
-//! support (values and ranges the data showed, see [`super::support`]).
+//! support (values and ranges the data showed, see [`super::support`]); 5 adds the exact ports above 1023 to the
+//! support (how often each occurred, per protocol and direction) and TempoNet's port decoding.
 
 use super::{DeviceChoice, Model, ModelError, ModelKind, independent, stan, temponet};
 use std::path::Path;
 
 pub const MAGIC: &[u8; 8] = b"TEMPONET";
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 fn fnv64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

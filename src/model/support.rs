@@ -18,9 +18,11 @@
 //! its worker owns, and those are the pairs it generates for. An empty support (no records) restricts nothing.
 
 use crate::record::{FlowRecord, proto};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use super::features::{N_BYTE_CLASSES, N_PORT_CLASSES, port_class};
+use super::features::{N_BYTE_CLASSES, N_PORT_CLASSES, port_class, port_class_range};
 
 /// A set of classes `0..n` as bits.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,6 +61,62 @@ impl ClassSet {
     }
 }
 
+/// How often each port above 1023 occurred (below that a class is its port, so there is nothing to count).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortCounts(BTreeMap<u16, u32>);
+
+impl PortCounts {
+    pub fn add(&mut self, port: u16) {
+        if port >= 1024 {
+            let c = self.0.entry(port).or_default();
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// How often `port` occurred (0 below 1024: not counted).
+    pub fn count(&self, port: u16) -> u32 {
+        self.0.get(&port).copied().unwrap_or(0)
+    }
+
+    /// The chance that a flow of port class `class` has a port not among those seen in it: the Good-Turing
+    /// estimate (ports seen once over flows), with one more of each so that a class seen once is not certain of
+    /// its port: `(n1 + 1) / (n + 1)`, at most 1. A service port seen `n` times and no other gives `1 / (n + 1)`;
+    /// ephemeral ports, nearly all seen once, give about 1. Classes below 1024 are exact: 0.
+    pub fn unseen_share(&self, class: u16) -> f64 {
+        let (lo, hi) = port_class_range(class);
+        if lo == hi {
+            return 0.0;
+        }
+        let (mut n, mut n1) = (0u64, 0u64);
+        for &c in self.0.range(lo..=hi).map(|(_, c)| c) {
+            n += c as u64;
+            n1 += (c == 1) as u64;
+        }
+        ((n1 + 1) as f64 / (n + 1) as f64).min(1.0)
+    }
+
+    /// A port of class `class`: one of the ports seen in it, in proportion to its count, or with the
+    /// [`Self::unseen_share`] a port drawn uniformly in the class (as STAN decodes).
+    pub fn draw<R: Rng>(&self, class: u16, rng: &mut R) -> u16 {
+        let (lo, hi) = port_class_range(class.min(N_PORT_CLASSES as u16 - 1));
+        if lo == hi {
+            return lo;
+        }
+        if rng.r#gen::<f64>() < self.unseen_share(class) {
+            return rng.gen_range(lo..=hi);
+        }
+        let n: u64 = self.0.range(lo..=hi).map(|(_, &c)| c as u64).sum();
+        let mut x = rng.gen_range(0..n);
+        for (&p, &c) in self.0.range(lo..=hi) {
+            if x < c as u64 {
+                return p;
+            }
+            x -= c as u64;
+        }
+        unreachable!("x < n, the sum of the counts")
+    }
+}
+
 /// What the data showed for one protocol.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ProtoSupport {
@@ -66,6 +124,9 @@ pub struct ProtoSupport {
     pub flags: ClassSet,
     pub dst_classes: ClassSet,
     pub src_classes: ClassSet,
+    /// Exact ports above 1023 (see the module documentation: exact ports).
+    pub dst_ports: PortCounts,
+    pub src_ports: PortCounts,
 }
 
 /// Ranges of the counts of one kind of flow (protocol and flag byte).
@@ -109,6 +170,8 @@ impl Support {
                         flags: ClassSet::new(N_BYTE_CLASSES),
                         dst_classes: ClassSet::new(N_PORT_CLASSES),
                         src_classes: ClassSet::new(N_PORT_CLASSES),
+                        dst_ports: PortCounts::default(),
+                        src_ports: PortCounts::default(),
                     },
                 );
                 i
@@ -120,6 +183,10 @@ impl Support {
             .insert(if ports { port_class(r.dst_port) } else { 0 } as usize);
         p.src_classes
             .insert(if ports { port_class(r.src_port) } else { 0 } as usize);
+        if ports {
+            p.dst_ports.add(r.dst_port);
+            p.src_ports.add(r.src_port);
+        }
         let packets = r.packets.max(1);
         let (lo, hi) = super::compliance::bpp_bounds(r.proto);
         let bpp = (r.bytes as f64 / packets as f64).clamp(lo, hi);
@@ -256,5 +323,40 @@ mod tests {
         assert!(s.kind(proto::UDP, 0x02).is_none());
         assert!(s.proto(proto::ICMP).is_none());
         assert!(Support::default().protos().is_none());
+    }
+
+    #[test]
+    fn exact_ports_inside_their_class() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut c = PortCounts::default();
+        // A service seen 99 times and a neighbour once in the same class; ephemeral ports once each elsewhere.
+        (0..99).for_each(|_| c.add(6667));
+        c.add(6700);
+        for p in (50_024..50_124).step_by(3) {
+            c.add(p);
+        }
+        // Below 1024 nothing is counted: a class is its port.
+        c.add(443);
+        assert_eq!((c.count(443), c.count(6667), c.count(6700)), (0, 99, 1));
+        let irc = port_class(6667);
+        // (1 singleton + 1) / (100 flows + 1).
+        assert!((c.unseen_share(irc) - 2.0 / 101.0).abs() < 1e-12);
+        assert_eq!(c.unseen_share(port_class(443)), 0.0);
+        // A class never seen: uniform.
+        assert_eq!(c.unseen_share(port_class(20_000)), 1.0);
+        // 34 singletons over 34 flows: uniform.
+        assert_eq!(c.unseen_share(port_class(50_050)), 1.0);
+        let (lo, hi) = port_class_range(irc);
+        let draws: Vec<u16> = (0..10_000).map(|_| c.draw(irc, &mut rng)).collect();
+        assert!(draws.iter().all(|p| (lo..=hi).contains(p)));
+        let exact = draws.iter().filter(|&&p| p == 6667).count() as f64 / 1e4;
+        // 99/101 from the counts, plus 1/100 of the uniform share.
+        assert!((exact - (99.0 / 101.0 + 2.0 / 101.0 / 100.0)).abs() < 0.01, "{exact}");
+        assert_eq!(c.draw(port_class(443), &mut rng), 443);
+        let spread: std::collections::HashSet<u16> = (0..2_000)
+            .map(|_| c.draw(port_class(50_050), &mut rng))
+            .collect();
+        assert!(spread.len() > 90, "ephemeral class drawn over {} ports", spread.len());
     }
 }

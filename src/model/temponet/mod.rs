@@ -40,7 +40,7 @@ mod kernels;
 mod native;
 mod step;
 
-use super::support::ClassSet;
+use super::support::{ClassSet, PortCounts};
 use step::{Cond, StepInputs, StepNet};
 
 /// Every size of the network and of its training.
@@ -63,6 +63,19 @@ pub struct TempoNetConfig {
     pub gen_batch: usize,
     /// Octets of prefix the new-pair address model conditions on (0..=7).
     pub address_context: usize,
+    /// How a port above 1023 is drawn inside its class (a bin of 100 ports).
+    pub port_decoding: PortDecoding,
+}
+
+/// How a generated port is drawn inside its class (see `support`: exact ports).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PortDecoding {
+    /// From the ports the data showed in the class, with the Good-Turing share of unseen ones uniform.
+    #[default]
+    AsSeen,
+    /// Uniformly in the class, as STAN decodes (a service on 6667 comes out anywhere in 6624-6723).
+    Uniform,
 }
 
 impl Default for TempoNetConfig {
@@ -81,6 +94,7 @@ impl Default for TempoNetConfig {
             lr: 3e-3,
             gen_batch: 4096,
             address_context: 7,
+            port_decoding: PortDecoding::AsSeen,
         }
     }
 }
@@ -1237,6 +1251,12 @@ impl TempoNet {
         let p0: Vec<f32> = od.chunks(1 + 3 * k).map(|r| logistic(r[0])).collect();
         let (w, mu, sg) = step::mixture_rows(&od, 1 + 3 * k, 1, k, a);
         let zmax_d = zl(cont::DURATION, norm.upper(cont::DURATION));
+        // A port inside its class (see `PortDecoding`).
+        let as_seen = self.config.port_decoding == PortDecoding::AsSeen;
+        let port_of = |seen: Option<&PortCounts>, class: u16, rng: &mut LaneRng| match seen {
+            Some(ports) if as_seen => ports.draw(class, rng),
+            _ => features::port_from_class(class, rng),
+        };
         for (j, &i) in idx.iter().enumerate() {
             let rng = &mut rngs[j];
             if ends[j] {
@@ -1278,12 +1298,12 @@ impl TempoNet {
                 src: head.pair.src,
                 dst: head.pair.dst,
                 src_port: if ports {
-                    features::port_from_class(scls[j], rng)
+                    port_of(seen_of[j].map(|p| &p.src_ports), scls[j], rng)
                 } else {
                     0
                 },
                 dst_port: if ports {
-                    features::port_from_class(dcls[j], rng)
+                    port_of(seen_of[j].map(|p| &p.dst_ports), dcls[j], rng)
                 } else {
                     0
                 },
