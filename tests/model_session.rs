@@ -163,3 +163,77 @@ fn native_and_libtorch_steps_generate_the_same_flows() {
     );
     assert!(share > 0.95, "only {:.1} % match", 100.0 * share);
 }
+
+/// Observed pairs keep their own rhythm of sessions: a bot reconnecting 30-36 s after each session comes back
+/// 30-36 s after each generated session (through the group process, a Poisson stream of starts, barely one pause in
+/// seven would fall there), and a poll whose every session was one flow never runs a session past two flows
+/// (its own longest, twice) even where the silence mark lets it go on. Advancing in pieces still gives the flows
+/// of one call.
+#[test]
+fn observed_pairs_keep_their_rhythm() {
+    use std::collections::HashMap;
+    let data = rhythm_stream(4);
+    let mut cfg = ModelConfig::default();
+    cfg.temponet.hidden = 16;
+    let start = data.iter().map(|r| r.start_us).max().unwrap() + 1;
+    for kind in [ModelKind::TempoNet, ModelKind::Independent] {
+        let m = fit(kind, &cfg, &data, 1);
+        let silence = m.space().silence_us;
+        assert!(
+            (3_000_000..30_000_000).contains(&silence),
+            "silence threshold {silence} µs: not between the stream's gaps and pauses"
+        );
+        let run = |pieces: i64| {
+            let mut s = m.open_session(3, PairSource::Observed);
+            s.begin(start);
+            s.join_observed(&m, start);
+            let mut out = Vec::new();
+            for p in 1..=pieces {
+                s.advance(&m, start + 6 * 3_600_000_000 * p / pieces, &mut out)
+                    .unwrap();
+            }
+            out
+        };
+        let flows = run(1);
+        assert_eq!(flows, run(7), "{kind}: advancing in pieces");
+        let mut by_dst: HashMap<String, Vec<i64>> = HashMap::new();
+        for r in flows.iter().filter(|r| r.src.to_string() == RHYTHM_SRC) {
+            by_dst
+                .entry(r.dst.to_string())
+                .or_default()
+                .push(r.start_us);
+        }
+        let gaps = |dst: &str| -> Vec<i64> {
+            let t = &by_dst[dst];
+            t.windows(2).map(|w| w[1] - w[0]).collect()
+        };
+        let pauses: Vec<i64> = gaps(RHYTHM_DST)
+            .into_iter()
+            .filter(|g| *g > silence)
+            .collect();
+        let kept = pauses
+            .iter()
+            .filter(|p| (29_000_000..=37_000_000).contains(*p))
+            .count() as f64
+            / pauses.len().max(1) as f64;
+        eprintln!(
+            "{kind}: {} bot pauses, {kept:.3} of them 29-37 s",
+            pauses.len()
+        );
+        assert!(pauses.len() > 100, "{kind}: {} bot pauses", pauses.len());
+        assert!(kept > 0.9, "{kind}: {kept:.3} of the bot's pauses 29-37 s");
+        // Sessions of the poll: runs of flows within the silence threshold.
+        let mut longest = 1;
+        let mut run_len = 1;
+        for g in gaps(POLL_DST) {
+            run_len = if g <= silence { run_len + 1 } else { 1 };
+            longest = longest.max(run_len);
+        }
+        assert!(
+            by_dst[POLL_DST].len() >= 10,
+            "{kind}: the poll came back {} times",
+            by_dst[POLL_DST].len()
+        );
+        assert!(longest <= 2, "{kind}: a poll session of {longest} flows");
+    }
+}

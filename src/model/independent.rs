@@ -746,7 +746,7 @@ impl FlowModel for Independent {
                 false,
             ),
             LaneStart::Resume { last, at, .. } => (self.timing(&last.pair()), *at as f64, true),
-            LaneStart::Reactivate { i: k, at } => {
+            LaneStart::Reactivate { i: k, at, .. } => {
                 (self.timing(&self.pairs[*k].pair), *at as f64, true)
             }
             LaneStart::New { at } => {

@@ -32,7 +32,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use session::GenSession;
-pub use session::{LaneStart, Lanes, ObservedLane};
+pub use session::{LaneStart, Lanes, LastFlow, ObservedLane};
 
 /// Which model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1224,9 +1224,11 @@ impl FlowModel for Stan {
                 unresolved: true,
                 p_last: None,
             },
-            LaneStart::Reactivate { i: k, at } => LaneState {
+            // The window is the host's training rows (the published model conditions on rows only); the first
+            // gap is from its last flow, generated or in training.
+            LaneStart::Reactivate { i: k, at, since } => LaneState {
                 rows: self.observed[*k].rows.clone(),
-                last_us: Some(self.observed[*k].last_us),
+                last_us: Some(since.map_or(self.observed[*k].last_us, |s| s.last.start_us)),
                 arrival: Some(*at),
                 stop: false,
                 unresolved: false,

@@ -352,11 +352,18 @@ mod tests {
         assert!(draws.iter().all(|p| (lo..=hi).contains(p)));
         let exact = draws.iter().filter(|&&p| p == 6667).count() as f64 / 1e4;
         // 99/101 from the counts, plus 1/100 of the uniform share.
-        assert!((exact - (99.0 / 101.0 + 2.0 / 101.0 / 100.0)).abs() < 0.01, "{exact}");
+        assert!(
+            (exact - (99.0 / 101.0 + 2.0 / 101.0 / 100.0)).abs() < 0.01,
+            "{exact}"
+        );
         assert_eq!(c.draw(port_class(443), &mut rng), 443);
         let spread: std::collections::HashSet<u16> = (0..2_000)
             .map(|_| c.draw(port_class(50_050), &mut rng))
             .collect();
-        assert!(spread.len() > 90, "ephemeral class drawn over {} ports", spread.len());
+        assert!(
+            spread.len() > 90,
+            "ephemeral class drawn over {} ports",
+            spread.len()
+        );
     }
 }

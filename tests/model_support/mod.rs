@@ -250,3 +250,87 @@ pub fn span(model: &Model, hours: i64, pairs: PairSource) -> Vec<FlowRecord> {
     assert_eq!(g.repairs.sample_violations, 0);
     g.flows
 }
+
+/// Six hours of one host's habits beside irregular background traffic:
+/// - `RHYTHM_DST`: an IRC-like bot on TCP 6667, sessions of three flows 1.5-2.5 s apart, each the next 30-36 s after
+///   the last (a reconnect timer);
+/// - `POLL_DST`: an NTP-like poll on UDP 123, every session one flow, 500-1,000 s apart;
+/// - 20 background pairs (other hosts) with sessions of 1-5 flows and pauses log-uniform over 1 minute to 1 hour.
+///
+/// Gaps inside sessions stay under 3 s and every pause is above 30 s, so the silence threshold falls in between
+/// (near 5.6 s, see `silence_threshold`).
+pub fn rhythm_stream(seed: u64) -> Vec<FlowRecord> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let end = T0 + 6 * 3_600_000_000;
+    let mut out = Vec::new();
+    let mut t = T0 + rng.gen_range(0..30_000_000);
+    while t < end {
+        for k in 0..3 {
+            if k > 0 {
+                t += rng.gen_range(1_500_000..2_500_000);
+            }
+            let sport = rng.gen_range(32768..61000);
+            out.push(flow(
+                t,
+                RHYTHM_SRC,
+                RHYTHM_DST,
+                proto::TCP,
+                sport,
+                6667,
+                TcpFlags::SYN,
+                3,
+                180,
+                2_000_000,
+            ));
+        }
+        t += rng.gen_range(30_000_000..36_000_000);
+    }
+    let mut t = T0 + rng.gen_range(0..500_000_000);
+    while t < end {
+        out.push(flow(
+            t,
+            RHYTHM_SRC,
+            POLL_DST,
+            proto::UDP,
+            123,
+            123,
+            0,
+            1,
+            76,
+            0,
+        ));
+        t += rng.gen_range(500_000_000..1_000_000_000);
+    }
+    for b in 0..20u8 {
+        let (src, dst) = (format!("10.0.{b}.2"), format!("172.16.{b}.9"));
+        let mut t = T0 + rng.gen_range(0..600_000_000);
+        while t < end {
+            for k in 0..rng.gen_range(1..=5) {
+                if k > 0 {
+                    t += rng.gen_range(200_000..3_000_000);
+                }
+                let pk = rng.gen_range(4..30);
+                let sport = rng.gen_range(32768..61000);
+                out.push(flow(
+                    t,
+                    &src,
+                    &dst,
+                    proto::TCP,
+                    sport,
+                    443,
+                    0x1b,
+                    pk,
+                    pk * 700,
+                    900_000,
+                ));
+            }
+            t += (rng.gen_range(60f64.ln()..3600f64.ln()).exp() * 1e6) as i64;
+        }
+    }
+    out.sort_by_key(|r| r.start_us);
+    out
+}
+
+pub const RHYTHM_SRC: &str = "192.168.1.195";
+pub const RHYTHM_DST: &str = "185.244.25.235";
+pub const POLL_DST: &str = "89.221.210.188";

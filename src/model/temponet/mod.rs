@@ -1541,10 +1541,15 @@ impl FlowModel for TempoNet {
                 let o = &self.observed[*k];
                 (cont(&o.last, o.prev_start_us, o.session_pos), None)
             }
-            // Back after a silence: the last training flow is the history, the first flow is at `at`.
-            LaneStart::Reactivate { i: k, at } => {
+            // Back after a silence, the first flow at `at`: the pair's last flow is the history (generated, or its
+            // last training flow before its first session here).
+            LaneStart::Reactivate { i: k, at, since } => {
                 let o = &self.observed[*k];
-                (cont(&o.last, o.prev_start_us, o.session_pos), Some(*at))
+                let h = match since {
+                    Some(s) => cont(&s.last, s.prev_start_us, s.session_pos),
+                    None => cont(&o.last, o.prev_start_us, o.session_pos),
+                };
+                (h, Some(*at))
             }
             LaneStart::Resume {
                 last,
