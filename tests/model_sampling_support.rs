@@ -260,3 +260,82 @@ fn service_ports_above_1023_come_back_exactly() {
         "uniform decoding, exact service ports: {exact}"
     );
 }
+
+/// Observed pairs keep their habits: trained on a bot, a poll and background pairs with a flood at the end (4,000
+/// flows a millisecond apart from one source port, no flags), every generated flow of a pair with 20 or more
+/// training flows is a kind of flow (protocol, flags) and has port classes that pair had. The network alone lets
+/// the flood's flows into other pairs' lanes.
+#[test]
+fn observed_pairs_keep_their_habits() {
+    use temponet::model::GenLimit;
+    let mut data = rhythm_stream(8);
+    let end = data.last().unwrap().start_us;
+    for k in 0..4000 {
+        data.push(flow(
+            end - 4_000_000 + k * 1_000,
+            RHYTHM_SRC,
+            "123.59.209.185",
+            proto::TCP,
+            65279,
+            80,
+            0,
+            1,
+            40,
+            0,
+        ));
+    }
+    data.sort_by_key(|r| r.start_us);
+    // Per pair: (protocol, flags, destination port class, source port class) of its flows.
+    type Habits = HashSet<(u8, u8, u16, u16)>;
+    let mut habits: HashMap<(String, String), Habits> = HashMap::new();
+    for r in &data {
+        habits
+            .entry((r.src.to_string(), r.dst.to_string()))
+            .or_default()
+            .insert((
+                r.proto,
+                r.flags.0,
+                port_class(r.dst_port),
+                port_class(r.src_port),
+            ));
+    }
+    let counts = data.iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry((r.src.to_string(), r.dst.to_string()))
+            .or_insert(0usize) += 1;
+        m
+    });
+    let mut cfg = ModelConfig::default();
+    cfg.temponet.hidden = 16;
+    let m = fit(ModelKind::TempoNet, &cfg, &data, 1);
+    let req = GenerateRequest::new(
+        end + 1,
+        GenLimit::SpanUs(3 * 3_600_000_000),
+        5,
+        PairSource::Observed,
+    );
+    let g = m.generate(&req, &mut |_| {}).unwrap();
+    let mut checked = 0;
+    for r in &g.flows {
+        let key = (r.src.to_string(), r.dst.to_string());
+        if counts.get(&key).copied().unwrap_or(0) < 20 {
+            continue;
+        }
+        checked += 1;
+        let h = &habits[&key];
+        assert!(
+            h.iter().any(|x| (x.0, x.1) == (r.proto, r.flags.0)),
+            "a kind of flow {key:?} never had: {r:?}"
+        );
+        assert!(
+            h.iter()
+                .any(|x| (x.0, x.2) == (r.proto, port_class(r.dst_port))),
+            "a destination port class {key:?} never had: {r:?}"
+        );
+        assert!(
+            h.iter()
+                .any(|x| (x.0, x.3) == (r.proto, port_class(r.src_port))),
+            "a source port class {key:?} never had: {r:?}"
+        );
+    }
+    assert!(checked > 300, "{checked} flows of pairs with habits");
+}

@@ -16,6 +16,22 @@
 //! afterwards (`train_batch`: streaming training sees new services after the warm-up), so it does not block what
 //! the data later shows. Parameter averaging leaves it alone: each streaming replica grows its own from the pairs
 //! its worker owns, and those are the pairs it generates for. An empty support (no records) restricts nothing.
+//!
+//! # Exact ports
+//! Above 1023 a port class is a bin of 100 ports, and decoding a bin uniformly turned an IRC server on 6667
+//! into connections to any of 6624-6723 (on IoT-23 capture 34-1, a third of the test flows). So the support also
+//! counts the exact ports above 1023 it saw, per protocol and direction ([`PortCounts`]), and a port is drawn
+//! inside its bin from those counts, with the Good-Turing share of unseen ports drawn uniformly: a service port
+//! seen thousands of times comes back exactly, ephemeral source ports (each seen about once) stay uniform.
+//!
+//! # Pair habits
+//! The support is the whole network's; an observed pair also keeps its own categorical habits ([`PairHabits`]):
+//! the kinds of flow (protocol and flag byte) and the port classes it used. A network that learned a flood (12,000
+//! flows of one pair a millisecond apart, no flags, one source port) lets other pairs' lanes fall into it: on
+//! IoT-23 34-1 an IRC bot's lane drew a flood flow, and the next flows continued the flood, 13,000 of them over
+//! six hours (real: none). Generation for an observed pair with at least [`MIN_HABIT_FLOWS`] training flows
+//! therefore keeps to its habits; a field with more than its cap of distinct values is left to the network's
+//! support (a scanner's destination ports are not a habit).
 
 use crate::record::{FlowRecord, proto};
 use rand::Rng;
@@ -23,6 +39,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::features::{N_BYTE_CLASSES, N_PORT_CLASSES, port_class, port_class_range};
+
+/// Training flows a pair needs for its habits to restrict its generated flows.
+pub const MIN_HABIT_FLOWS: usize = 20;
+/// Most distinct values a habit keeps (beyond: no restriction on that field): kinds of flow, destination and
+/// source port classes.
+pub const MAX_HABIT_KINDS: usize = 64;
+pub const MAX_HABIT_PORTS: usize = 512;
 
 /// A set of classes `0..n` as bits.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -127,6 +150,110 @@ pub struct ProtoSupport {
     /// Exact ports above 1023 (see the module documentation: exact ports).
     pub dst_ports: PortCounts,
     pub src_ports: PortCounts,
+}
+
+/// The categorical habits of one pair (see the module documentation): sorted values, `None` for a field with
+/// more distinct values than its cap.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PairHabits {
+    /// Training flows the habits come from.
+    pub flows: u64,
+    /// (protocol, flag byte) as the features see them (flags only on TCP).
+    pub kinds: Option<Vec<(u8, u8)>>,
+    /// (protocol, port class), protocols with ports only.
+    pub dst: Option<Vec<(u8, u16)>>,
+    pub src: Option<Vec<(u8, u16)>>,
+}
+
+fn capped<T: Ord>(mut v: Vec<T>, cap: usize) -> Option<Vec<T>> {
+    v.sort_unstable();
+    v.dedup();
+    (v.len() <= cap).then_some(v)
+}
+
+/// The classes of `values` whose protocol is `p`, as a set of `n`.
+fn classes_of<T: Copy + Into<usize>>(values: &[(u8, T)], p: u8, n: usize) -> ClassSet {
+    let mut set = ClassSet::new(n);
+    values
+        .iter()
+        .filter(|x| x.0 == p)
+        .for_each(|x| set.insert(x.1.into()));
+    set
+}
+
+impl PairHabits {
+    pub fn fit<'r>(records: impl IntoIterator<Item = &'r FlowRecord>) -> PairHabits {
+        let (mut kinds, mut dst, mut src) = (Vec::new(), Vec::new(), Vec::new());
+        let mut flows = 0;
+        for r in records {
+            flows += 1;
+            let flags = if r.proto == proto::TCP { r.flags.0 } else { 0 };
+            kinds.push((r.proto, flags));
+            if proto::has_ports(r.proto) {
+                dst.push((r.proto, port_class(r.dst_port)));
+                src.push((r.proto, port_class(r.src_port)));
+            }
+        }
+        PairHabits {
+            flows,
+            kinds: capped(kinds, MAX_HABIT_KINDS),
+            dst: capped(dst, MAX_HABIT_PORTS),
+            src: capped(src, MAX_HABIT_PORTS),
+        }
+    }
+
+    /// The habits as generation masks; `None` when the pair had fewer than [`MIN_HABIT_FLOWS`] flows.
+    pub fn masks(&self) -> Option<HabitMasks> {
+        if self.flows < MIN_HABIT_FLOWS as u64 {
+            return None;
+        }
+        let mut protos: Vec<u8> = self.kinds.iter().flatten().map(|k| k.0).collect();
+        protos.extend(self.dst.iter().flatten().map(|d| d.0));
+        protos.extend(self.src.iter().flatten().map(|d| d.0));
+        protos.sort_unstable();
+        protos.dedup();
+        let by_proto = protos
+            .iter()
+            .map(|&p| HabitMask {
+                proto: p,
+                flags: self
+                    .kinds
+                    .as_ref()
+                    .map(|k| classes_of(k, p, N_BYTE_CLASSES)),
+                dst_classes: self.dst.as_ref().map(|v| classes_of(v, p, N_PORT_CLASSES)),
+                src_classes: self.src.as_ref().map(|v| classes_of(v, p, N_PORT_CLASSES)),
+            })
+            .collect();
+        let protos = self.kinds.as_ref().map(|k| {
+            let mut set = ClassSet::new(N_BYTE_CLASSES);
+            k.iter().for_each(|x| set.insert(x.0 as usize));
+            set
+        });
+        Some(HabitMasks { protos, by_proto })
+    }
+}
+
+/// A pair's habits as the sets a generation step truncates to (`None`: the network's support decides).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HabitMasks {
+    pub protos: Option<ClassSet>,
+    by_proto: Vec<HabitMask>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HabitMask {
+    pub proto: u8,
+    pub flags: Option<ClassSet>,
+    pub dst_classes: Option<ClassSet>,
+    pub src_classes: Option<ClassSet>,
+}
+
+impl HabitMasks {
+    /// The masks of protocol `p` (`None` for a protocol the pair never used: with its kinds capped it may be
+    /// drawn, and then the network's support decides).
+    pub fn proto(&self, p: u8) -> Option<&HabitMask> {
+        self.by_proto.iter().find(|m| m.proto == p)
+    }
 }
 
 /// Ranges of the counts of one kind of flow (protocol and flag byte).
@@ -365,5 +492,55 @@ mod tests {
             "ephemeral class drawn over {} ports",
             spread.len()
         );
+    }
+
+    #[test]
+    fn pair_habits_and_their_caps() {
+        let mut v: Vec<FlowRecord> = (0..30)
+            .map(|i| flow(proto::TCP, [TcpFlags::SYN, 0x1b][i % 2], 6667, 3, 180, 0))
+            .collect();
+        v.push(flow(proto::UDP, 0x02, 123, 1, 76, 0));
+        let h = PairHabits::fit(&v);
+        assert_eq!(h.flows, 31);
+        assert_eq!(
+            h.kinds.as_deref(),
+            Some(
+                &[
+                    (proto::TCP, TcpFlags::SYN),
+                    (proto::TCP, 0x1b),
+                    (proto::UDP, 0)
+                ][..]
+            )
+        );
+        let m = h.masks().unwrap();
+        let p = m.protos.as_ref().unwrap();
+        assert!(p.contains(6) && p.contains(17) && !p.contains(1));
+        let tcp = m.proto(proto::TCP).unwrap();
+        let flags = tcp.flags.as_ref().unwrap();
+        assert!(
+            flags.contains(TcpFlags::SYN as usize) && flags.contains(0x1b) && !flags.contains(0)
+        );
+        let dst = tcp.dst_classes.as_ref().unwrap();
+        assert!(dst.contains(port_class(6667) as usize) && !dst.contains(80));
+        assert!(
+            m.proto(proto::UDP)
+                .unwrap()
+                .dst_classes
+                .as_ref()
+                .unwrap()
+                .contains(123)
+        );
+        assert!(m.proto(proto::ICMP).is_none());
+        // Too few flows: no restriction.
+        assert!(PairHabits::fit(&v[..MIN_HABIT_FLOWS - 1]).masks().is_none());
+        // A scanner's destination ports are not a habit: that field is left free, the others still hold.
+        let scan: Vec<FlowRecord> = (0..600)
+            .map(|i| flow(proto::TCP, TcpFlags::SYN, i as u16, 1, 60, 0))
+            .collect();
+        let h = PairHabits::fit(&scan);
+        assert!(h.dst.is_none() && h.kinds.is_some());
+        let m = h.masks().unwrap();
+        assert!(m.proto(proto::TCP).unwrap().dst_classes.is_none());
+        assert!(m.proto(proto::TCP).unwrap().flags.is_some());
     }
 }

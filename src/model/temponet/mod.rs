@@ -40,7 +40,7 @@ mod kernels;
 mod native;
 mod step;
 
-use super::support::{ClassSet, PortCounts};
+use super::support::{ClassSet, HabitMasks, PairHabits, PortCounts};
 use step::{Cond, StepInputs, StepNet};
 
 /// Every size of the network and of its training.
@@ -912,6 +912,8 @@ pub struct ObservedTail {
     /// Its sessions under the silence threshold, and the last flow's position in its session.
     pub sessions: u32,
     pub session_pos: u32,
+    /// Its kinds of flow and port classes (generation keeps to them, see `support`: pair habits).
+    pub habits: PairHabits,
 }
 
 /// The last flow of every pair, the start of the flow before it, and its session count.
@@ -927,6 +929,7 @@ fn observed_tails(records: &[FlowRecord], silence_us: i64) -> Vec<ObservedTail> 
                 prev_start_us: (n >= 2).then(|| s[n - 2].start_us),
                 sessions: features::sessions::starts(&starts, silence_us).count() as u32,
                 session_pos: features::sessions::positions(&starts, 0, silence_us)[n - 1],
+                habits: PairHabits::fit(s.iter().copied()),
             }
         })
         .collect()
@@ -943,6 +946,8 @@ pub(crate) struct LaneState {
     steps: usize,
     /// GRU state after the last input; empty for a zero state.
     hidden: Vec<f32>,
+    /// The pair's habits when it is an observed pair with enough training flows (see `support`).
+    habits: Option<Box<HabitMasks>>,
 }
 
 fn states(lanes: &mut Lanes) -> &mut Vec<LaneState> {
@@ -1147,32 +1152,52 @@ impl TempoNet {
         // Protocol: any of the 256 values the data showed.
         let support = &self.space.support;
         let protos_seen = support.protos();
+        // An observed pair keeps to its habits where it has them, the network's support elsewhere.
+        let habits: Vec<Option<&HabitMasks>> =
+            idx.iter().map(|&i| st[i].habits.as_deref()).collect();
         let protos: Vec<u8> = Self::draw_categorical(
             n,
             1,
             &c2,
             a,
             |_| true,
-            |_| protos_seen.as_ref(),
+            |j| {
+                habits[j]
+                    .and_then(|h| h.protos.as_ref())
+                    .or(protos_seen.as_ref())
+            },
             &mut rngs,
             rep,
         );
         let seen_of: Vec<_> = protos.iter().map(|&p| support.proto(p)).collect();
         let seen = |j: usize| seen_of[j];
+        let habit = |j: usize| habits[j].and_then(|h| h.proto(protos[j]));
         let c3 = n.add_embedding(&c2, Cond::Proto, &padded(&protos, m));
         // Ports: class 0 for protocols without ports.
         let has_ports = |j: usize| proto::has_ports(protos[j]);
-        let dst_seen = |j: usize| seen(j).map(|p| &p.dst_classes);
+        let dst_seen = |j: usize| {
+            habit(j)
+                .and_then(|h| h.dst_classes.as_ref())
+                .or(seen(j).map(|p| &p.dst_classes))
+        };
         let dcls: Vec<u16> =
             Self::draw_categorical(n, 2, &c3, a, has_ports, dst_seen, &mut rngs, rep);
         let c4 = n.add_embedding(&c3, Cond::DstPort, &padded(&dcls, m));
-        let src_seen = |j: usize| seen(j).map(|p| &p.src_classes);
+        let src_seen = |j: usize| {
+            habit(j)
+                .and_then(|h| h.src_classes.as_ref())
+                .or(seen(j).map(|p| &p.src_classes))
+        };
         let scls: Vec<u16> =
             Self::draw_categorical(n, 3, &c4, a, has_ports, src_seen, &mut rngs, rep);
         let c5 = n.add_embedding(&c4, Cond::SrcPort, &padded(&scls, m));
         // Flags: only on TCP.
         let is_tcp = |j: usize| protos[j] == proto::TCP;
-        let flags_seen = |j: usize| seen(j).map(|p| &p.flags);
+        let flags_seen = |j: usize| {
+            habit(j)
+                .and_then(|h| h.flags.as_ref())
+                .or(seen(j).map(|p| &p.flags))
+        };
         let flags: Vec<u8> =
             Self::draw_categorical(n, 4, &c5, a, is_tcp, flags_seen, &mut rngs, rep);
         let c6 = n.add_embedding(&c5, Cond::Flags, &padded(&flags, m));
@@ -1528,6 +1553,12 @@ impl FlowModel for TempoNet {
             e.session_pos = pos;
             Some((e, last.start_us))
         };
+        let habits = match from {
+            LaneStart::Observed(k) | LaneStart::Reactivate { i: k, .. } => {
+                self.observed[*k].habits.masks().map(Box::new)
+            }
+            _ => None,
+        };
         let (last, arrival) = match from {
             // A twin knows one earlier flow at most: within a session or not is all it can tell.
             LaneStart::Continue {
@@ -1567,6 +1598,7 @@ impl FlowModel for TempoNet {
             arrival,
             steps: 0,
             hidden: Vec::new(),
+            habits,
         };
         let v = states(lanes);
         if i == v.len() {
