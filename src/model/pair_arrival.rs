@@ -15,9 +15,9 @@
 //!
 //! Rhythms: a lane with at least [`MIN_RHYTHM_PAUSES`] pauses in training (a pause: from a session's last flow to
 //! the next session's first), regular ones (within [`MAX_RHYTHM_SPREAD`]), keeps its own rhythm of sessions when
-//! observed pairs are generated. It comes back a
-//! pause of its own after its session ends (drawn from its training pauses, `rhythms`), and its session starts are
-//! left out of the group process it would otherwise come back through (`rest_rate`, `rest_groups`). A Poisson
+//! observed pairs are generated. It comes back a pause of its own after its session ends (drawn from its training
+//! pauses, `rhythms`), and its session starts are left out of the group process it would otherwise come back
+//! through (`rest_rate`, `rest_groups`). A Poisson
 //! process forgets when the pair last stopped: on IoT-23 capture 34-1 an IRC bot reconnects about 33 s after each
 //! session ends (pauses 18-40 s, one of 9 hours), and through the groups it came back after minutes, pauses its own
 //! history had never shown, and its sessions ended after their first flow (the silence mark reads the gap) in
@@ -468,7 +468,7 @@ impl PairArrivals {
     }
 
     /// Flows of a lane's longest session in training; `None` for a lane not seen.
-    pub fn lane_longest(&self, lane: &HostPair) -> Option<u32> {
+    pub fn longest_of(&self, lane: &HostPair) -> Option<u32> {
         self.lane_longest
             .binary_search_by_key(lane, |l| l.0)
             .ok()

@@ -765,10 +765,10 @@ impl GenSession {
             // (before its last flow) or restart it.
             let mut restart = Vec::new();
             let cap = SESSION_GUARD * model.0.pair_arrivals().longest_session.max(1);
-            let rhythms = model.0.pair_arrivals();
+            let arr = model.0.pair_arrivals();
             active.retain(|&i| {
                 let h = &mut self.lanes.heads[i];
-                let cap = match rhythms.lane_longest(&lane_key(self.kind, &h.pair)) {
+                let cap = match arr.longest_of(&lane_key(self.kind, &h.pair)) {
                     Some(l) if self.reactivate => SESSION_GUARD * (l as u64).max(1),
                     _ => cap,
                 };
@@ -795,7 +795,7 @@ impl GenSession {
                 if let Some(a) = self.arrivals.as_ref()
                     && self.reactivate
                     && h.requests.is_empty()
-                    && let Some(pauses) = rhythms.rhythm(&lane_key(self.kind, &h.pair))
+                    && let Some(pauses) = arr.rhythm(&lane_key(self.kind, &h.pair))
                     && let Some(&k) = a.observed.get(&lane_key(self.kind, &h.pair))
                 {
                     let last = if h.last_us == i64::MIN {
