@@ -555,7 +555,7 @@ pub struct Generated {
     pub flows: Vec<FlowRecord>,
     pub repairs: RepairCounts,
     /// Lane sessions started (pairs, or hosts for STAN, counted once per session).
-    pub pairs_used: u64,
+    pub lane_sessions: u64,
     /// Sessions ended by the session-length guard rather than by the model ([`session::SESSION_GUARD`]).
     pub sessions_guarded: u64,
 }
@@ -735,7 +735,7 @@ impl Model {
         let mut g = Generated {
             flows,
             repairs: s.repairs().clone(),
-            pairs_used: s.lanes_created(),
+            lane_sessions: s.lanes_created(),
             sessions_guarded: s.guarded(),
         };
         audit(

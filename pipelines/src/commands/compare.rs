@@ -174,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!(
             "{kind}: generated {} flows ({} lane sessions, {} ended by the length guard), repairs: {:?}",
             generated.flows.len(),
-            generated.pairs_used,
+            generated.lane_sessions,
             generated.sessions_guarded,
             generated.repairs
         );

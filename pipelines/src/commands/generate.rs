@@ -136,9 +136,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let written = w.written();
     w.finish()?;
     bar.finish_and_clear();
+    let pairs = g
+        .flows
+        .iter()
+        .map(|r| r.pair())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     eprintln!(
-        "wrote {written} flows from {} pairs to {} ({} model); sampling repairs: {} clamped, {} empty masks, {} rule violations",
-        g.pairs_used,
+        "wrote {written} flows of {pairs} host pairs ({} lane sessions, {} ended by the length guard) to {} ({} model); \
+         sampling repairs: {} clamped, {} empty masks, {} rule violations",
+        g.lane_sessions,
+        g.sessions_guarded,
         args.out.display(),
         model.kind(),
         g.repairs.sample_clamped,
