@@ -749,7 +749,7 @@ impl FlowModel for Independent {
             LaneStart::Reactivate { i: k, at, .. } => {
                 (self.timing(&self.pairs[*k].pair), *at as f64, true)
             }
-            LaneStart::New { at } => {
+            LaneStart::New { at, .. } => {
                 let t = if self.pairs.is_empty() {
                     self.timing(&head.pair)
                 } else {

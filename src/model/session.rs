@@ -110,6 +110,8 @@ pub(crate) struct LaneHead {
     pub last_us: i64,
     /// Flows drawn in the lane's current session.
     pub session_flows: u64,
+    /// For a new pair standing in for an observed lane, that lane (its session length bounds this one's).
+    like: Option<HostPair>,
     /// The lane's latest drawn flow and the start of the one before it in this session (see [`LastFlow`]).
     last_flow: Option<FlowRecord>,
     prev_us: Option<i64>,
@@ -181,8 +183,9 @@ pub enum LaneStart<'a> {
         prev_start_us: Option<i64>,
         at: i64,
     },
-    /// A new pair whose first flow starts at `at`.
-    New { at: i64 },
+    /// A new pair whose first flow starts at `at`; `like`: entry of the model's table of observed lanes whose place
+    /// it takes in a replayed session-start group (its habits and session length are the new pair's).
+    New { at: i64, like: Option<usize> },
 }
 
 /// The last flow of a pair's latest generated session: a pair coming back continues from it, so the gap it
@@ -222,8 +225,8 @@ pub struct ObservedLane {
 /// A session start waiting for its time.
 #[derive(Clone, Copy, Debug)]
 enum Start {
-    /// A new pair (synthetic).
-    Pair(HostPair),
+    /// A new pair (synthetic), and the observed lane it stands in for (see [`LaneStart::New`]).
+    Pair(HostPair, Option<usize>),
     /// Entry `i` of the model's observed table, back after a silence.
     Observed(usize),
 }
@@ -430,6 +433,7 @@ impl GenSession {
                     not_before,
                     last_us: i64::MIN,
                     session_flows: 0,
+                    like: None,
                     last_flow: None,
                     prev_us: None,
                     requests: VecDeque::new(),
@@ -448,6 +452,7 @@ impl GenSession {
         h.not_before = not_before;
         h.last_us = i64::MIN;
         h.session_flows = 0;
+        h.like = None;
         h.last_flow = None;
         h.prev_us = None;
         self.starts += 1;
@@ -470,8 +475,16 @@ impl GenSession {
         r: Request,
     ) -> Result<usize, ModelError> {
         match r.start {
-            Start::Pair(pair) => {
-                self.start_lane(model, pair, r.at, &LaneStart::New { at: r.at }, r.stream)
+            Start::Pair(pair, like) => {
+                let i = self.start_lane(
+                    model,
+                    pair,
+                    r.at,
+                    &LaneStart::New { at: r.at, like },
+                    r.stream,
+                )?;
+                self.lanes.heads[i].like = like.map(|k| observed[k]);
+                Ok(i)
             }
             Start::Observed(i) => {
                 let since = self
@@ -543,7 +556,7 @@ impl GenSession {
             self.lanes.heads[i].requests.push_back(Request {
                 at,
                 stream,
-                start: Start::Pair(pair),
+                start: Start::Pair(pair, None),
             });
             return;
         }
@@ -553,7 +566,7 @@ impl GenSession {
                 prev_start_us,
                 at,
             },
-            None => LaneStart::New { at },
+            None => LaneStart::New { at, like: None },
         };
         // start_lane fails only for a model of another kind, checked above.
         let _ = self.start_lane(model, pair, at, &from, stream);
@@ -601,23 +614,29 @@ impl GenSession {
                 observed: HashMap::new(),
                 observed_last: Vec::new(),
             };
+            for (i, o) in model.0.observed_lanes().into_iter().enumerate() {
+                a.observed.insert(o.pair, i);
+                a.pairs.push(o.pair);
+                a.observed_last.push(o.last_us);
+            }
             match self.pairs {
                 PairSource::Synthetic => {
                     // Lanes in a session at the start: their next flows fall within the first minute (at most the
-                    // silence threshold).
+                    // silence threshold), each standing in for one of the lanes in a session at the end of the
+                    // training data.
                     let window = FIRST_WINDOW_US.min(model.space().silence_us).max(1);
+                    let (end, silence) = (model.space().last_us, model.space().silence_us);
+                    let live: Vec<usize> = (0..a.observed_last.len())
+                        .filter(|&i| end - a.observed_last[i] <= silence)
+                        .collect();
+                    let mut live = live.into_iter();
                     for _ in 0..arr.initial_pairs.max(1) {
                         let t = from_us + a.rng.gen_range(0..window);
                         let p = arr.sample_pair(&mut a.rng);
-                        a.queue(t, Start::Pair(p));
+                        a.queue(t, Start::Pair(p, live.next()));
                     }
                 }
                 PairSource::Observed => {
-                    for (i, o) in model.0.observed_lanes().into_iter().enumerate() {
-                        a.observed.insert(o.pair, i);
-                        a.pairs.push(o.pair);
-                        a.observed_last.push(o.last_us);
-                    }
                     // Lanes with a rhythm that are silent at the start come back a pause of their own after their
                     // last training flow: one longer than they have been quiet (none if no pause was that long).
                     // Every worker makes the same draws (a draw per rhythm lane, live or not).
@@ -650,7 +669,7 @@ impl GenSession {
                     start,
                 };
                 let pair = match start {
-                    Start::Pair(p) => p,
+                    Start::Pair(p, _) => p,
                     Start::Observed(i) => a.pairs[i],
                 };
                 // Every worker draws the same starts; each keeps those of the pairs it owns.
@@ -681,7 +700,7 @@ impl GenSession {
             if groups.is_empty() {
                 if self.pairs == PairSource::Synthetic {
                     let p = arr.sample_pair(&mut a.rng);
-                    a.queue(at, Start::Pair(p));
+                    a.queue(at, Start::Pair(p, None));
                 }
                 continue;
             }
@@ -689,13 +708,13 @@ impl GenSession {
             match self.pairs {
                 PairSource::Synthetic => {
                     let first = arr.sample_pair(&mut a.rng);
-                    for (k, (_, off)) in g.iter().enumerate() {
+                    for (k, (like, off)) in g.iter().enumerate() {
                         let p = if k == 0 {
                             first
                         } else {
                             arr.sample_dst(first.src, &mut a.rng)
                         };
-                        a.queue(at + off, Start::Pair(p));
+                        a.queue(at + off, Start::Pair(p, a.observed.get(like).copied()));
                     }
                 }
                 PairSource::Observed => {
@@ -768,10 +787,13 @@ impl GenSession {
             let arr = model.0.pair_arrivals();
             active.retain(|&i| {
                 let h = &mut self.lanes.heads[i];
-                let cap = match arr.longest_of(&lane_key(self.kind, &h.pair)) {
-                    Some(l) if self.reactivate => SESSION_GUARD * (l as u64).max(1),
-                    _ => cap,
+                // Observed pairs (and new ones standing in for one) are held to their own longest session.
+                let own = match h.like {
+                    Some(like) => arr.longest_of(&like),
+                    None if self.reactivate => arr.longest_of(&lane_key(self.kind, &h.pair)),
+                    None => None,
                 };
+                let cap = own.map_or(cap, |l| SESSION_GUARD * (l as u64).max(1));
                 if let Some(n) = &h.next {
                     if h.session_flows >= cap {
                         // The guard: a session this long never happened in training.
@@ -842,7 +864,7 @@ impl GenSession {
                 for r in restart {
                     let requests = {
                         let pair = match r.start {
-                            Start::Pair(p) => p,
+                            Start::Pair(p, _) => p,
                             Start::Observed(i) => observed[i],
                         };
                         let i = self.index[&lane_key(self.kind, &pair)];

@@ -1246,7 +1246,7 @@ impl FlowModel for Stan {
                 unresolved: false,
                 p_last: None,
             },
-            LaneStart::New { at } => LaneState {
+            LaneStart::New { at, .. } => LaneState {
                 rows: Vec::new(),
                 last_us: None,
                 arrival: Some(*at),

@@ -1554,7 +1554,9 @@ impl FlowModel for TempoNet {
             Some((e, last.start_us))
         };
         let habits = match from {
-            LaneStart::Observed(k) | LaneStart::Reactivate { i: k, .. } => {
+            LaneStart::Observed(k)
+            | LaneStart::Reactivate { i: k, .. }
+            | LaneStart::New { like: Some(k), .. } => {
                 self.observed[*k].habits.masks().map(Box::new)
             }
             _ => None,
@@ -1590,7 +1592,7 @@ impl FlowModel for TempoNet {
                 let pos = twin_history_pos(last, *prev_start_us, silence);
                 (cont(last, *prev_start_us, pos), Some(*at))
             }
-            LaneStart::New { at } => (None, Some(*at)),
+            LaneStart::New { at, .. } => (None, Some(*at)),
         };
         let s = LaneState {
             buckets: self.space.pair_buckets(&head.pair),
