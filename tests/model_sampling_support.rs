@@ -267,24 +267,9 @@ fn service_ports_above_1023_come_back_exactly() {
 /// the flood's flows into other pairs' lanes.
 #[test]
 fn observed_pairs_keep_their_habits() {
-    use temponet::model::GenLimit;
     let mut data = rhythm_stream(8);
     let end = data.last().unwrap().start_us;
-    for k in 0..4000 {
-        data.push(flow(
-            end - 4_000_000 + k * 1_000,
-            RHYTHM_SRC,
-            "123.59.209.185",
-            proto::TCP,
-            65279,
-            80,
-            0,
-            1,
-            40,
-            0,
-        ));
-    }
-    data.sort_by_key(|r| r.start_us);
+    add_flood(&mut data, end - 4_000_000);
     // Per pair: (protocol, flags, destination port class, source port class) of its flows.
     type Habits = HashSet<(u8, u8, u16, u16)>;
     let mut habits: HashMap<(String, String), Habits> = HashMap::new();
@@ -304,16 +289,7 @@ fn observed_pairs_keep_their_habits() {
             .or_insert(0usize) += 1;
         m
     });
-    let mut cfg = ModelConfig::default();
-    cfg.temponet.hidden = 16;
-    let m = fit(ModelKind::TempoNet, &cfg, &data, 1);
-    let req = GenerateRequest::new(
-        end + 1,
-        GenLimit::SpanUs(3 * 3_600_000_000),
-        5,
-        PairSource::Observed,
-    );
-    let g = m.generate(&req, &mut |_| {}).unwrap();
+    let g = three_hours_after(&data, end, PairSource::Observed);
     let mut checked = 0;
     for r in &g.flows {
         let key = (r.src.to_string(), r.dst.to_string());
@@ -346,37 +322,12 @@ fn observed_pairs_keep_their_habits() {
 /// into the flood and ran it up to the global session guard (on IoT-23 34-1: 68,000 flows for 4,629 real).
 #[test]
 fn new_pairs_keep_the_habits_of_the_lanes_they_stand_in_for() {
-    use temponet::model::GenLimit;
     let mut data = rhythm_stream(8);
-    let mid = T0 + 3 * 3_600_000_000;
-    for k in 0..4000 {
-        data.push(flow(
-            mid + k * 1_000,
-            RHYTHM_SRC,
-            "123.59.209.185",
-            proto::TCP,
-            65279,
-            80,
-            0,
-            1,
-            40,
-            0,
-        ));
-    }
-    data.sort_by_key(|r| r.start_us);
+    add_flood(&mut data, T0 + 3 * 3_600_000_000);
     let end = data.last().unwrap().start_us;
     // Flows of three real hours, the flood left out.
-    let per_3h = (data.len() - 4000) / 2;
-    let mut cfg = ModelConfig::default();
-    cfg.temponet.hidden = 16;
-    let m = fit(ModelKind::TempoNet, &cfg, &data, 1);
-    let req = GenerateRequest::new(
-        end + 1,
-        GenLimit::SpanUs(3 * 3_600_000_000),
-        5,
-        PairSource::Synthetic,
-    );
-    let g = m.generate(&req, &mut |_| {}).unwrap();
+    let per_3h = (data.len() - FLOOD_FLOWS) / 2;
+    let g = three_hours_after(&data, end, PairSource::Synthetic);
     let flood = g
         .flows
         .iter()
@@ -395,4 +346,22 @@ fn new_pairs_keep_the_habits_of_the_lanes_they_stand_in_for() {
     // run it), so the flood flows here are all strays.
     assert!(g.flows.len() < 3 * per_3h, "{} flows", g.flows.len());
     assert!(flood < 200, "{flood} flood flows");
+}
+
+/// Three hours generated right after `end` by a small TempoNet fitted briefly on `data` (seed 5).
+fn three_hours_after(
+    data: &[FlowRecord],
+    end: i64,
+    pairs: PairSource,
+) -> temponet::model::Generated {
+    let mut cfg = ModelConfig::default();
+    cfg.temponet.hidden = 16;
+    let m = fit(ModelKind::TempoNet, &cfg, data, 1);
+    let req = GenerateRequest::new(
+        end + 1,
+        temponet::model::GenLimit::SpanUs(3 * 3_600_000_000),
+        5,
+        pairs,
+    );
+    m.generate(&req, &mut |_| {}).unwrap()
 }

@@ -334,3 +334,26 @@ pub fn rhythm_stream(seed: u64) -> Vec<FlowRecord> {
 pub const RHYTHM_SRC: &str = "192.168.1.195";
 pub const RHYTHM_DST: &str = "185.244.25.235";
 pub const POLL_DST: &str = "89.221.210.188";
+
+/// Flows in [`add_flood`]'s flood.
+pub const FLOOD_FLOWS: usize = 4000;
+
+/// Adds a flood from `RHYTHM_SRC` starting at `from_us` (one flow a millisecond for 4 s: TCP to port 80 from port
+/// 65279, no flags, one 40-byte packet, as IoT-23 34-1's) and sorts `data` by start.
+pub fn add_flood(data: &mut Vec<FlowRecord>, from_us: i64) {
+    for k in 0..FLOOD_FLOWS as i64 {
+        data.push(flow(
+            from_us + k * 1_000,
+            RHYTHM_SRC,
+            "123.59.209.185",
+            proto::TCP,
+            65279,
+            80,
+            0,
+            1,
+            40,
+            0,
+        ));
+    }
+    data.sort_by_key(|r| r.start_us);
+}
