@@ -48,6 +48,12 @@ pub mod task {
     pub const SILENCE: usize = 9;
 }
 
+/// The flag byte of a flow as the models see it: flags only on TCP (some exporters write them on other
+/// protocols).
+pub fn flags_of(r: &FlowRecord) -> u8 {
+    if r.proto == proto::TCP { r.flags.0 } else { 0 }
+}
+
 /// STAN port class of a port.
 pub fn port_class(port: u16) -> u16 {
     if port < 1024 {
@@ -503,7 +509,7 @@ impl FeatureSpace {
             proto: r.proto,
             dport: if has_ports { port_class(r.dst_port) } else { 0 },
             sport: if has_ports { port_class(r.src_port) } else { 0 },
-            flags: if r.proto == proto::TCP { r.flags.0 } else { 0 },
+            flags: flags_of(r),
             packets: n.z(cont::PACKETS, log_packets(r.packets)),
             bpp: n.z(cont::BPP, log_bpp(r.bytes, r.packets, r.proto)),
             duration: log_duration(r.duration_us).map(|d| n.z(cont::DURATION, d)),

@@ -309,10 +309,11 @@ fn key(prefix: &[u8]) -> String {
     prefix.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Session-start groups of lanes' flow starts `seqs` and their rate fitted on `[from_us, to_us]` (see
-/// [`PairArrivals::fit_sessions`]).
+/// Session-start groups of the flow starts `seqs` of the lanes `keep` admits, and their rate fitted on
+/// `[from_us, to_us]` (see [`PairArrivals::fit_sessions`]).
 fn session_groups(
     seqs: &[(HostPair, Vec<i64>)],
+    keep: impl Fn(&HostPair) -> bool,
     silence_us: i64,
     from_us: i64,
     to_us: i64,
@@ -320,6 +321,7 @@ fn session_groups(
 ) -> (ArrivalRate, Vec<Vec<(HostPair, i64)>>) {
     let mut starts: Vec<(IpAddr, i64, HostPair)> = seqs
         .iter()
+        .filter(|(p, _)| keep(p))
         .flat_map(|(p, s)| {
             super::features::sessions::starts(s, silence_us)
                 .map(|t| (p.src, t, *p))
@@ -439,14 +441,12 @@ impl PairArrivals {
             .collect();
         self.rhythms.sort_by_key(|r| r.0);
         let from = (first_us + silence_us).min(last_us);
-        (self.rate, self.groups) = session_groups(seqs, silence_us, from, last_us, by_source);
-        let rest: Vec<(HostPair, Vec<i64>)> = seqs
-            .iter()
-            .filter(|(p, _)| self.rhythm(p).is_none())
-            .cloned()
-            .collect();
-        (self.rest_rate, self.rest_groups) =
-            session_groups(&rest, silence_us, from, last_us, by_source);
+        (self.rate, self.groups) =
+            session_groups(seqs, |_| true, silence_us, from, last_us, by_source);
+        let rest = |p: &HostPair| self.rhythm(p).is_none();
+        let (rest_rate, rest_groups) =
+            session_groups(seqs, rest, silence_us, from, last_us, by_source);
+        (self.rest_rate, self.rest_groups) = (rest_rate, rest_groups);
         self.initial_pairs = seqs
             .iter()
             .filter(|(_, s)| s.last().is_some_and(|t| last_us - t <= silence_us))

@@ -110,9 +110,11 @@ pub(crate) struct LaneHead {
     pub last_us: i64,
     /// Flows drawn in the lane's current session.
     pub session_flows: u64,
-    /// For a new pair standing in for an observed lane, that lane (its session length bounds this one's).
+    /// For a new pair standing in for an observed lane, that lane (its session length bounds this one's). Looked
+    /// up in the model of each step: a streaming model may be replaced while a lane lives.
     like: Option<HostPair>,
-    /// The lane's latest drawn flow and the start of the one before it in this session (see [`LastFlow`]).
+    /// The lane's latest drawn flow and the start of the one before it in this session (see [`LastFlow`]); kept
+    /// only in sessions whose observed pairs come back.
     last_flow: Option<FlowRecord>,
     prev_us: Option<i64>,
     /// Session starts for this lane's pair that came while it was live, in time order.
@@ -242,19 +244,15 @@ struct Request {
 /// Random streams of arrivals have the top bit set; those of joins count up from 0.
 const ARRIVAL_STREAMS: u64 = 1 << 63;
 
-/// The group process a session draws: every group for new pairs; for observed pairs the groups without the lanes
-/// that keep their own rhythm (see `pair_arrival`).
-fn arrival_rate(arr: &PairArrivals, pairs: PairSource) -> &super::pair_arrival::ArrivalRate {
+/// The group process a session draws, its rate and groups: every group for new pairs; for observed pairs the
+/// groups without the lanes that keep their own rhythm (see `pair_arrival`).
+fn group_process(
+    arr: &PairArrivals,
+    pairs: PairSource,
+) -> (&super::pair_arrival::ArrivalRate, &[Vec<(HostPair, i64)>]) {
     match pairs {
-        PairSource::Synthetic => &arr.rate,
-        PairSource::Observed => &arr.rest_rate,
-    }
-}
-
-fn arrival_groups(arr: &PairArrivals, pairs: PairSource) -> &[Vec<(HostPair, i64)>] {
-    match pairs {
-        PairSource::Synthetic => &arr.groups,
-        PairSource::Observed => &arr.rest_groups,
+        PairSource::Synthetic => (&arr.rate, &arr.groups),
+        PairSource::Observed => (&arr.rest_rate, &arr.rest_groups),
     }
 }
 
@@ -655,7 +653,9 @@ impl GenSession {
                     }
                 }
             }
-            a.next_us = arrival_rate(arr, self.pairs).next_after(from_us as f64, &mut a.rng);
+            a.next_us = group_process(arr, self.pairs)
+                .0
+                .next_after(from_us as f64, &mut a.rng);
             self.arrivals = Some(a);
         }
         loop {
@@ -695,8 +695,8 @@ impl GenSession {
             }
             // A group starts: its members are queued at their offsets.
             let at = a.next_us as i64;
-            a.next_us = arrival_rate(arr, self.pairs).next_after(a.next_us, &mut a.rng);
-            let groups = arrival_groups(arr, self.pairs);
+            let (rate, groups) = group_process(arr, self.pairs);
+            a.next_us = rate.next_after(a.next_us, &mut a.rng);
             if groups.is_empty() {
                 if self.pairs == PairSource::Synthetic {
                     let p = arr.sample_pair(&mut a.rng);
@@ -801,9 +801,12 @@ impl GenSession {
                         h.ended = true;
                         self.guarded += 1;
                     } else {
-                        h.prev_us = h.last_flow.as_ref().map(|f| f.start_us);
+                        // Kept for the pair's return (`returns`): only observed pairs come back.
+                        if self.reactivate {
+                            h.prev_us = (h.last_us != i64::MIN).then_some(h.last_us);
+                            h.last_flow = Some(n.clone());
+                        }
                         h.last_us = n.start_us;
-                        h.last_flow = Some(n.clone());
                         h.session_flows += 1;
                     }
                 }
@@ -834,9 +837,7 @@ impl GenSession {
                         });
                     }
                 }
-                if self.reactivate
-                    && let Some(last) = h.last_flow.take()
-                {
+                if let Some(last) = h.last_flow.take() {
                     self.returns.insert(
                         lane_key(self.kind, &h.pair),
                         LastFlow {

@@ -38,7 +38,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use super::features::{N_BYTE_CLASSES, N_PORT_CLASSES, port_class, port_class_range};
+use super::features::{N_BYTE_CLASSES, N_PORT_CLASSES, flags_of, port_class, port_class_range};
 
 /// Training flows a pair needs for its habits to restrict its generated flows.
 pub const MIN_HABIT_FLOWS: usize = 20;
@@ -54,6 +54,12 @@ pub struct ClassSet(Vec<u64>);
 impl ClassSet {
     pub fn new(n: usize) -> ClassSet {
         ClassSet(vec![0; n.div_ceil(64)])
+    }
+    /// The set of `0..n` holding `members`.
+    pub fn of(n: usize, members: impl IntoIterator<Item = usize>) -> ClassSet {
+        let mut set = ClassSet::new(n);
+        members.into_iter().for_each(|i| set.insert(i));
+        set
     }
     pub fn insert(&mut self, i: usize) {
         self.0[i / 64] |= 1 << (i % 64);
@@ -106,29 +112,41 @@ impl PortCounts {
     /// its port: `(n1 + 1) / (n + 1)`, at most 1. A service port seen `n` times and no other gives `1 / (n + 1)`;
     /// ephemeral ports, nearly all seen once, give about 1. Classes below 1024 are exact: 0.
     pub fn unseen_share(&self, class: u16) -> f64 {
-        let (lo, hi) = port_class_range(class);
+        let (lo, hi) = Self::range(class);
         if lo == hi {
             return 0.0;
         }
-        let (mut n, mut n1) = (0u64, 0u64);
-        for &c in self.0.range(lo..=hi).map(|(_, c)| c) {
-            n += c as u64;
-            n1 += (c == 1) as u64;
-        }
+        Self::share(self.tally(lo, hi))
+    }
+
+    /// Inclusive port range of a class (out-of-range classes as the last one).
+    fn range(class: u16) -> (u16, u16) {
+        port_class_range(class.min(N_PORT_CLASSES as u16 - 1))
+    }
+
+    /// Flows counted in `lo..=hi`, and ports among them seen once.
+    fn tally(&self, lo: u16, hi: u16) -> (u64, u64) {
+        self.0.range(lo..=hi).fold((0, 0), |(n, n1), (_, &c)| {
+            (n + c as u64, n1 + (c == 1) as u64)
+        })
+    }
+
+    /// `(n1 + 1) / (n + 1)`, at most 1 (see [`Self::unseen_share`]).
+    fn share((n, n1): (u64, u64)) -> f64 {
         ((n1 + 1) as f64 / (n + 1) as f64).min(1.0)
     }
 
     /// A port of class `class`: one of the ports seen in it, in proportion to its count, or with the
     /// [`Self::unseen_share`] a port drawn uniformly in the class (as STAN decodes).
     pub fn draw<R: Rng>(&self, class: u16, rng: &mut R) -> u16 {
-        let (lo, hi) = port_class_range(class.min(N_PORT_CLASSES as u16 - 1));
+        let (lo, hi) = Self::range(class);
         if lo == hi {
             return lo;
         }
-        if rng.r#gen::<f64>() < self.unseen_share(class) {
+        let (n, n1) = self.tally(lo, hi);
+        if rng.r#gen::<f64>() < Self::share((n, n1)) {
             return rng.gen_range(lo..=hi);
         }
-        let n: u64 = self.0.range(lo..=hi).map(|(_, &c)| c as u64).sum();
         let mut x = rng.gen_range(0..n);
         for (&p, &c) in self.0.range(lo..=hi) {
             if x < c as u64 {
@@ -173,12 +191,7 @@ fn capped<T: Ord>(mut v: Vec<T>, cap: usize) -> Option<Vec<T>> {
 
 /// The classes of `values` whose protocol is `p`, as a set of `n`.
 fn classes_of<T: Copy + Into<usize>>(values: &[(u8, T)], p: u8, n: usize) -> ClassSet {
-    let mut set = ClassSet::new(n);
-    values
-        .iter()
-        .filter(|x| x.0 == p)
-        .for_each(|x| set.insert(x.1.into()));
-    set
+    ClassSet::of(n, values.iter().filter(|x| x.0 == p).map(|x| x.1.into()))
 }
 
 impl PairHabits {
@@ -187,8 +200,7 @@ impl PairHabits {
         let mut flows = 0;
         for r in records {
             flows += 1;
-            let flags = if r.proto == proto::TCP { r.flags.0 } else { 0 };
-            kinds.push((r.proto, flags));
+            kinds.push((r.proto, flags_of(r)));
             if proto::has_ports(r.proto) {
                 dst.push((r.proto, port_class(r.dst_port)));
                 src.push((r.proto, port_class(r.src_port)));
@@ -224,11 +236,10 @@ impl PairHabits {
                 src_classes: self.src.as_ref().map(|v| classes_of(v, p, N_PORT_CLASSES)),
             })
             .collect();
-        let protos = self.kinds.as_ref().map(|k| {
-            let mut set = ClassSet::new(N_BYTE_CLASSES);
-            k.iter().for_each(|x| set.insert(x.0 as usize));
-            set
-        });
+        let protos = self
+            .kinds
+            .as_ref()
+            .map(|k| ClassSet::of(N_BYTE_CLASSES, k.iter().map(|x| x.0 as usize)));
         Some(HabitMasks { protos, by_proto })
     }
 }
@@ -286,7 +297,7 @@ impl Support {
     /// Adds one record, as the features see it (flags only on TCP, ports only on protocols with ports).
     pub fn observe(&mut self, r: &FlowRecord) {
         let ports = proto::has_ports(r.proto);
-        let flags = if r.proto == proto::TCP { r.flags.0 } else { 0 };
+        let flags = flags_of(r);
         let i = match self.by_proto.binary_search_by_key(&r.proto, |p| p.proto) {
             Ok(i) => i,
             Err(i) => {
@@ -354,11 +365,10 @@ impl Support {
     /// restriction) when nothing was.
     pub fn protos(&self) -> Option<ClassSet> {
         (!self.by_proto.is_empty()).then(|| {
-            let mut set = ClassSet::new(N_BYTE_CLASSES);
-            self.by_proto
-                .iter()
-                .for_each(|p| set.insert(p.proto as usize));
-            set
+            ClassSet::of(
+                N_BYTE_CLASSES,
+                self.by_proto.iter().map(|p| p.proto as usize),
+            )
         })
     }
     /// What was seen of protocol `p`; `None` when it never was (then nothing about it is restricted).
