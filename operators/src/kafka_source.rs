@@ -28,6 +28,14 @@
 //! flows late. Partition EOF does not make a partition idle either: it only ends batch mode. Tansu reports wrong
 //! high watermarks for batches of several records, so its EOF signals come early, between fetches.
 //!
+//! A partition not heard from yet (neither a message nor its end since assignment) is not idle, however long its
+//! queue has been empty, until `start_timeout` has passed: its first fetch (the committed-offset lookup, then the
+//! fetch itself) can take longer than `idle_timeout` on a loaded machine. A streaming run's partition 0 once took
+//! that long while its worker's other partition delivered its whole backlog: the watermark ran to the end of the
+//! other partition, every flow of partition 0 came in late, stamped into the last window, and since a streaming run
+//! never closes its last window, partition 0's commit stayed at offset 0. An empty partition reports its end at its
+//! first fetch, so it goes idle as before.
+//!
 //! # Backpressure
 //! While more than `max_in_flight` of its flows are not yet released downstream (the `released` probe, placed
 //! after the slowest stage whose input could pile up, has not passed their time: the model stages when they are
@@ -91,6 +99,9 @@ pub struct KafkaSourceConfig {
     pub lateness_epochs: u64,
     /// A partition that delivered nothing for this long no longer holds the watermark back.
     pub idle_timeout: Duration,
+    /// A partition that has delivered neither a message nor its end since assignment holds the watermark back for
+    /// this long, however quiet (see "A partition not heard from yet").
+    pub start_timeout: Duration,
     /// Most flows of this worker not yet released downstream (see the backpressure section) before the source
     /// pauses.
     pub max_in_flight: u64,
@@ -115,6 +126,7 @@ impl KafkaSourceConfig {
             clock: EpochClock::default(),
             lateness_epochs: 2,
             idle_timeout: Duration::from_millis(500),
+            start_timeout: Duration::from_secs(10),
             max_in_flight: 500_000,
             batch: 8192,
             stop_at_end: false,
@@ -144,6 +156,8 @@ struct PartState {
     max_epoch: Option<u64>,
     /// Since when every look at the partition's queue found it empty (None: it delivered at the last look).
     quiet_since: Option<Instant>,
+    /// The partition delivered a message or its end since assignment: its fetching has started.
+    heard: bool,
     eof: bool,
     /// Offset of the first message consumed in this run (-1: none yet).
     first_offset: i64,
@@ -209,6 +223,10 @@ struct Inner {
     /// Microseconds from a flow's read off Kafka to its absorption by the stage the `absorbed` probe watches.
     latency: hdrhistogram::Histogram<u64>,
     last_commit: Instant,
+    /// When the partitions were assigned (see [`KafkaSourceConfig::start_timeout`]).
+    assigned_at: Instant,
+    /// The start-timeout warning went out.
+    unheard_warned: bool,
     report: SourceReport,
 }
 
@@ -364,10 +382,11 @@ impl SourceControl {
             .iter()
             .map(|p| {
                 format!(
-                    "p{} next {} max_epoch {:?} eof {} quiet {:?}",
+                    "p{} next {} max_epoch {:?} heard {} eof {} quiet {:?}",
                     p.partition,
                     p.next_offset,
                     p.max_epoch,
+                    p.heard,
                     p.eof,
                     p.quiet_since.map(|q| q.elapsed())
                 )
@@ -483,6 +502,7 @@ pub fn kafka_source<'s>(
             partition,
             max_epoch: None,
             quiet_since: None,
+            heard: false,
             eof: false,
             first_offset: -1,
             next_offset: -1,
@@ -542,6 +562,8 @@ pub fn kafka_source<'s>(
         latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
             .expect("valid histogram bounds"),
         last_commit: now,
+        assigned_at: now,
+        unheard_warned: false,
         report: SourceReport {
             worker,
             ..Default::default()
@@ -625,12 +647,29 @@ pub fn kafka_source<'s>(
                 output.session(&tc).give_iterator(evs.into_iter());
             }
             // Watermark: see the module documentation.
-            let idle_timeout = s.cfg.idle_timeout;
-            let idle = |p: &PartState| p.quiet_since.is_some_and(|q| q.elapsed() >= idle_timeout);
+            let now = Instant::now();
+            let (idle_timeout, start_timeout) = (s.cfg.idle_timeout, s.cfg.start_timeout);
+            let started = s.assigned_at.elapsed() >= start_timeout;
+            if started && !s.unheard_warned {
+                let unheard: Vec<i32> = s
+                    .parts
+                    .iter()
+                    .filter(|p| !p.heard)
+                    .map(|p| p.partition)
+                    .collect();
+                if !unheard.is_empty() {
+                    s.unheard_warned = true;
+                    tracing::warn!(
+                        worker = s.worker,
+                        "partitions {unheard:?} delivered nothing in the {start_timeout:?} since assignment: they no \
+                         longer hold the watermark back, and their flows are late if they deliver after all"
+                    );
+                }
+            }
             let held = s
                 .parts
                 .iter()
-                .filter(|p| !idle(p))
+                .filter(|p| !is_idle(p, now, idle_timeout, started))
                 .map(|p| hold_point(p, wm, lateness))
                 .min();
             let all_done = s
@@ -685,6 +724,14 @@ pub fn kafka_source<'s>(
     Ok((stream, control))
 }
 
+/// The partition no longer holds the watermark back: every look at its queue found it empty for `idle_timeout`,
+/// and it has been heard from since assignment or the start timeout has passed (`started`).
+fn is_idle(p: &PartState, now: Instant, idle_timeout: Duration, started: bool) -> bool {
+    (p.heard || started)
+        && p.quiet_since
+            .is_some_and(|q| now.saturating_duration_since(q) >= idle_timeout)
+}
+
 /// How far a (non-idle) partition lets the watermark go: its newest epoch less the allowed lateness, or the
 /// watermark `wm` itself while it has had no flow.
 fn hold_point(p: &PartState, wm: u64, lateness: u64) -> u64 {
@@ -715,6 +762,7 @@ fn take(
         Err(KafkaError::PartitionEOF(p)) => {
             if let Some(ps) = s.parts.iter_mut().find(|x| x.partition == p) {
                 ps.eof = true;
+                ps.heard = true;
             }
             true
         }
@@ -732,6 +780,7 @@ fn take(
                 .expect("an owned partition");
             let ps = &mut s.parts[pi];
             ps.eof = false;
+            ps.heard = true;
             ps.quiet_since = None;
             if ps.first_offset < 0 {
                 ps.first_offset = m.offset();
@@ -830,5 +879,37 @@ mod tests {
         );
         assert!(ctx.commit_failed.swap(false, Ordering::Relaxed));
         assert!(!ctx.commit_failed.load(Ordering::Relaxed));
+    }
+
+    fn part(heard: bool, quiet_for: Option<Duration>, now: Instant) -> PartState {
+        PartState {
+            partition: 0,
+            max_epoch: None,
+            quiet_since: quiet_for.map(|d| now - d),
+            heard,
+            eof: false,
+            first_offset: -1,
+            next_offset: -1,
+        }
+    }
+
+    /// A partition whose first fetch is slow is not idle, however long its queue has been empty, until the start
+    /// timeout: otherwise the watermark runs ahead on its worker's other partitions and all its flows come in late.
+    /// Once heard from (a message or its end), the idle timeout alone decides.
+    #[test]
+    fn a_partition_not_heard_from_holds_the_watermark_until_the_start_timeout() {
+        let now = Instant::now();
+        let idle = Duration::from_millis(500);
+        let long = Some(Duration::from_secs(5));
+        assert!(!is_idle(&part(false, long, now), now, idle, false));
+        assert!(is_idle(&part(false, long, now), now, idle, true));
+        assert!(is_idle(&part(true, long, now), now, idle, false));
+        assert!(!is_idle(
+            &part(true, Some(Duration::from_millis(100)), now),
+            now,
+            idle,
+            false
+        ));
+        assert!(!is_idle(&part(true, None, now), now, idle, true));
     }
 }

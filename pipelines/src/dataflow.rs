@@ -55,6 +55,8 @@ pub struct RunConfig {
     pub window_epochs: u64,
     pub lateness_epochs: u64,
     pub idle_timeout: Duration,
+    /// How long a partition not heard from since assignment holds the watermark back, however quiet.
+    pub start_timeout: Duration,
     pub max_in_flight: u64,
     pub history: HistoryConfig,
     /// Finish once every partition is read to its end (batch mode) instead of running forever.
@@ -86,6 +88,7 @@ impl RunConfig {
             window_epochs: 60,
             lateness_epochs: 2,
             idle_timeout: Duration::from_millis(500),
+            start_timeout: Duration::from_secs(10),
             max_in_flight: 500_000,
             history: HistoryConfig::default(),
             until_end: false,
@@ -231,6 +234,7 @@ pub fn run_worker(
     src_cfg.clock = cfg.clock;
     src_cfg.lateness_epochs = cfg.lateness_epochs;
     src_cfg.idle_timeout = cfg.idle_timeout;
+    src_cfg.start_timeout = cfg.start_timeout;
     src_cfg.max_in_flight = cfg.max_in_flight;
     src_cfg.stop_at_end = cfg.until_end;
     src_cfg.end_quiet = cfg.end_quiet;

@@ -128,6 +128,10 @@ pub struct Args {
     /// A partition silent this long stops holding the watermark back, milliseconds.
     #[arg(long, default_value_t = 500)]
     pub idle_timeout_ms: u64,
+    /// A partition that delivered neither a message nor its end since assignment holds the watermark back this
+    /// long however quiet (a slow first fetch must not make its whole backlog late), milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub start_timeout_ms: u64,
     /// Flows per worker read but not yet through pair state and, when on, the model stages, before the source
     /// pauses (it then reads only the partitions that hold the watermark back).
     #[arg(long, default_value_t = 500_000)]
@@ -286,6 +290,7 @@ pub fn run_config(a: &Args) -> anyhow::Result<RunConfig> {
     cfg.window_epochs = a.window_epochs.max(1);
     cfg.lateness_epochs = a.lateness_epochs;
     cfg.idle_timeout = Duration::from_millis(a.idle_timeout_ms);
+    cfg.start_timeout = Duration::from_millis(a.start_timeout_ms);
     cfg.max_in_flight = a.max_in_flight.max(1);
     cfg.history = history(a);
     cfg.until_end = a.until_end;
