@@ -321,6 +321,9 @@ impl State {
             return Ok(());
         };
         if ready && !just_built && !windows.is_empty() {
+            // What the model keeps of each pair follows the stream as windows arrive (training may wait, and
+            // may skip windows): the generator of the same epoch runs after this.
+            model.observe_windows(&windows);
             self.pending_since.get_or_insert(t);
             self.pending.append(&mut windows);
         }

@@ -674,6 +674,11 @@ impl FlowModel for Independent {
         self.version += 1;
         Ok(())
     }
+    fn observe_windows(&mut self, windows: &[PairWindow]) {
+        for w in windows {
+            self.arrivals.observe_window(w, self.space.silence_us);
+        }
+    }
     fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
         let nll = self.scored_nll(windows.iter().copied());
         let mut rep = RepairCounts::default();

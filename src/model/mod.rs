@@ -615,6 +615,11 @@ pub trait FlowModel: Send {
     fn weights(&self) -> Result<Vec<u8>, ModelError>;
     /// Chooses how generation steps run on the CPU; models without a network have one way only.
     fn set_step_engine(&mut self, _engine: StepEngine) {}
+    /// Streaming: what the model keeps of each pair (its longest session, its habits) follows the fresh windows,
+    /// trained on or not. Built from a warm-up hour, those tables went stale: a day's sessions are longer than a
+    /// night's, and twins held to them fell short (see `session::SESSION_GUARD`). STAN's lanes are per source
+    /// host and keep their training tables.
+    fn observe_windows(&mut self, _windows: &[PairWindow]) {}
 }
 
 /// How a network's generation steps run on the CPU (a CUDA model always steps on libtorch). Both give the same
@@ -749,6 +754,10 @@ impl Model {
     /// [`GenSession::advance`]. With `PairSource::Synthetic`, advancing also draws new pairs.
     pub fn open_session(&self, seed: u64, pairs: PairSource) -> GenSession {
         GenSession::new(self, seed, pairs)
+    }
+    /// See [`FlowModel::observe_windows`].
+    pub fn observe_windows(&mut self, windows: &[PairWindow]) {
+        self.0.observe_windows(windows)
     }
     pub fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
         let r = self.0.train_batch(windows)?;

@@ -267,7 +267,9 @@ fn pause_longer_than(pauses: &[i64], quiet: i64, u: f64) -> Option<i64> {
 /// at the end of the training data stops (a flood 25 s old at the split of IoT-23 34-1, every one of its 12,000
 /// flows labelled "goes on"), and without a bound such a lane floods for ever.
 ///
-/// An observed pair's sessions are held to this many times its own longest session in training. A silence mark
+/// An observed pair's sessions are held to this many times its own longest session in training, a pair the model
+/// never saw to this many times the longest session of 9 in 10 training pairs
+/// ([`PairArrivals::typical_longest`]). A silence mark
 /// of 96 % for a pair whose every session was one flow (an NTP client polling every 9 to 17 minutes) leaves 4 % of
 /// its sessions going on; the flows after the first were then ones the pair never had, drawn where the training
 /// data had most sessions going on (the flood's), and hundreds of them came in a few milliseconds.
@@ -759,6 +761,7 @@ impl GenSession {
             self.arrive(model, from, until_us)?;
         }
         let mut batch: Vec<(i64, u64, FlowRecord)> = Vec::new();
+        let cap = SESSION_GUARD * model.0.pair_arrivals().typical_longest().max(1);
         let mut candidates: Vec<usize> = (0..self.lanes.heads.len())
             .filter(|&i| !self.lanes.heads[i].ended)
             .collect();
@@ -783,16 +786,12 @@ impl GenSession {
             // A lane the model ended (its silence mark) draws no next flow; starts it queued meanwhile are absorbed
             // (before its last flow) or restart it.
             let mut restart = Vec::new();
-            let cap = SESSION_GUARD * model.0.pair_arrivals().longest_session.max(1);
             let arr = model.0.pair_arrivals();
             active.retain(|&i| {
                 let h = &mut self.lanes.heads[i];
-                // Observed pairs (and new ones standing in for one) are held to their own longest session.
-                let own = match h.like {
-                    Some(like) => arr.longest_of(&like),
-                    None if self.reactivate => arr.longest_of(&lane_key(self.kind, &h.pair)),
-                    None => None,
-                };
+                // Observed pairs (their twins too, and new pairs standing in for one) are held to their own
+                // longest training session.
+                let own = arr.longest_of(&h.like.unwrap_or_else(|| lane_key(self.kind, &h.pair)));
                 let cap = own.map_or(cap, |l| SESSION_GUARD * (l as u64).max(1));
                 if let Some(n) = &h.next {
                     if h.session_flows >= cap {

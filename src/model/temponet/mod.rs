@@ -501,6 +501,8 @@ pub struct TempoNet {
     /// Each observed pair's last flow, the start of the flow before it and its sessions: where generation continues
     /// from, and how often the pair comes back.
     pub observed: Vec<ObservedTail>,
+    /// `observed` by pair (sorted): a twin of an observed pair keeps its habits.
+    observed_index: Vec<(HostPair, usize)>,
     pub version: u64,
     device: Device,
     vs: nn::VarStore,
@@ -521,6 +523,14 @@ pub(crate) struct Header {
 }
 
 impl TempoNet {
+    /// The habits of `pair` when it is an observed pair.
+    fn habits_of(&self, pair: &HostPair) -> Option<&PairHabits> {
+        self.observed_index
+            .binary_search_by_key(pair, |x| x.0)
+            .ok()
+            .map(|j| &self.observed[self.observed_index[j].1].habits)
+    }
+
     pub fn new(
         config: TempoNetConfig,
         records: &[FlowRecord],
@@ -549,6 +559,7 @@ impl TempoNet {
             config: h.config,
             space: h.space,
             arrivals: h.arrivals,
+            observed_index: observed_index(&h.observed),
             observed: h.observed,
             version: h.version,
             device,
@@ -933,6 +944,17 @@ fn observed_tails(records: &[FlowRecord], silence_us: i64) -> Vec<ObservedTail> 
             }
         })
         .collect()
+}
+
+/// Positions of the observed pairs, sorted by pair.
+fn observed_index(observed: &[ObservedTail]) -> Vec<(HostPair, usize)> {
+    let mut v: Vec<(HostPair, usize)> = observed
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.pair, i))
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 /// One generated pair's state (its head, with the pair and random stream, is in [`Lanes::heads`]).
@@ -1381,6 +1403,7 @@ impl FlowModel for TempoNet {
         self.arrivals = PairArrivals::new(self.config.address_context);
         self.arrivals.fit(records, self.space.silence_us);
         self.observed = observed_tails(records, self.space.silence_us);
+        self.observed_index = observed_index(&self.observed);
         self.rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
         tch::manual_seed(opts.seed as i64);
         let m = features::Marginals::fit(&self.space, records);
@@ -1475,6 +1498,17 @@ impl FlowModel for TempoNet {
         }
         early.restore(self)
     }
+    fn observe_windows(&mut self, windows: &[PairWindow]) {
+        for w in windows {
+            self.arrivals.observe_window(w, self.space.silence_us);
+            if let Ok(j) = self.observed_index.binary_search_by_key(&w.pair, |x| x.0) {
+                let habits = &mut self.observed[self.observed_index[j].1].habits;
+                for (r, _) in w.events.iter().zip(&w.score).filter(|(_, s)| **s) {
+                    habits.observe(r);
+                }
+            }
+        }
+    }
     fn train_batch(&mut self, windows: &[&PairWindow]) -> Result<TaskNll, ModelError> {
         // Streaming training: flows after the warm-up widen what sampling may draw (see `support`).
         for w in windows {
@@ -1559,7 +1593,16 @@ impl FlowModel for TempoNet {
             | LaneStart::New { like: Some(k), .. } => {
                 self.observed[*k].habits.masks().map(Box::new)
             }
-            _ => None,
+            // A twin of an observed pair keeps the pair's habits while its real flows do: the real flow it
+            // follows is within them (a pair whose traffic changed since training is left free). A twin with no
+            // real flow before its session (the pair's first in the stream) keeps them as an observed pair does.
+            LaneStart::Continue { last, .. } | LaneStart::Resume { last, .. } => self
+                .habits_of(&head.pair)
+                .filter(|h| h.admits(last))
+                .and_then(|h| h.masks().map(Box::new)),
+            LaneStart::New { like: None, .. } => self
+                .habits_of(&head.pair)
+                .and_then(|h| h.masks().map(Box::new)),
         };
         let (last, arrival) = match from {
             // A twin knows one earlier flow at most: within a session or not is all it can tell.
