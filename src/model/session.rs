@@ -269,7 +269,7 @@ fn pause_longer_than(pauses: &[i64], quiet: i64, u: f64) -> Option<i64> {
 ///
 /// An observed pair's sessions are held to this many times its own longest session in training, a pair the model
 /// never saw to this many times the longest session of 9 in 10 training pairs
-/// ([`PairArrivals::typical_longest`]). A silence mark
+/// ([`PairArrivals::typical_longest`]), a streaming twin to the larger of the two. A silence mark
 /// of 96 % for a pair whose every session was one flow (an NTP client polling every 9 to 17 minutes) leaves 4 % of
 /// its sessions going on; the flows after the first were then ones the pair never had, drawn where the training
 /// data had most sessions going on (the flood's), and hundreds of them came in a few milliseconds.
@@ -789,10 +789,17 @@ impl GenSession {
             let arr = model.0.pair_arrivals();
             active.retain(|&i| {
                 let h = &mut self.lanes.heads[i];
-                // Observed pairs (their twins too, and new pairs standing in for one) are held to their own
-                // longest training session.
+                // Observed pairs (and new pairs standing in for one) are held to their own longest training
+                // session. So are twins, but never below the typical cap: a twin's pair may have been seen for a
+                // few epochs only (streaming keeps its longest session up to date, see `observe_windows`), and
+                // its first twin session was cut after two flows (a scanner's new target, 133 SYNs in real).
+                let twin = h.like.is_none() && !self.reactivate;
                 let own = arr.longest_of(&h.like.unwrap_or_else(|| lane_key(self.kind, &h.pair)));
-                let cap = own.map_or(cap, |l| SESSION_GUARD * (l as u64).max(1));
+                let cap = match own {
+                    Some(l) if twin => (SESSION_GUARD * (l as u64).max(1)).max(cap),
+                    Some(l) => SESSION_GUARD * (l as u64).max(1),
+                    None => cap,
+                };
                 if let Some(n) = &h.next {
                     if h.session_flows >= cap {
                         // The guard: a session this long never happened in training.
