@@ -261,19 +261,12 @@ fn service_ports_above_1023_come_back_exactly() {
     );
 }
 
-/// Observed pairs keep their habits: trained on a bot, a poll and background pairs with a flood at the end (4,000
-/// flows a millisecond apart from one source port, no flags), every generated flow of a pair with 20 or more
-/// training flows is a kind of flow (protocol, flags) and has port classes that pair had. The network alone lets
-/// the flood's flows into other pairs' lanes.
-#[test]
-fn observed_pairs_keep_their_habits() {
-    let mut data = rhythm_stream(8);
-    let end = data.last().unwrap().start_us;
-    add_flood(&mut data, end - 4_000_000);
-    // Per pair: (protocol, flags, destination port class, source port class) of its flows.
-    type Habits = HashSet<(u8, u8, u16, u16)>;
+/// Per pair: (protocol, flags, destination port class, source port class) of its flows.
+type Habits = HashSet<(u8, u8, u16, u16)>;
+
+fn habits_of(data: &[FlowRecord]) -> HashMap<(String, String), Habits> {
     let mut habits: HashMap<(String, String), Habits> = HashMap::new();
-    for r in &data {
+    for r in data {
         habits
             .entry((r.src.to_string(), r.dst.to_string()))
             .or_default()
@@ -284,6 +277,40 @@ fn observed_pairs_keep_their_habits() {
                 port_class(r.src_port),
             ));
     }
+    habits
+}
+
+/// `r` is a kind of flow (protocol, flags) its pair had, with a destination port class (and, if `source_ports`,
+/// a source port class) the pair had for that protocol.
+fn assert_keeps_habits(h: &Habits, r: &FlowRecord, source_ports: bool) {
+    let pair = (r.src, r.dst);
+    assert!(
+        h.iter().any(|x| (x.0, x.1) == (r.proto, r.flags.0)),
+        "a kind of flow {pair:?} never had: {r:?}"
+    );
+    assert!(
+        h.iter()
+            .any(|x| (x.0, x.2) == (r.proto, port_class(r.dst_port))),
+        "a destination port class {pair:?} never had: {r:?}"
+    );
+    assert!(
+        !source_ports
+            || h.iter()
+                .any(|x| (x.0, x.3) == (r.proto, port_class(r.src_port))),
+        "a source port class {pair:?} never had: {r:?}"
+    );
+}
+
+/// Observed pairs keep their habits: trained on a bot, a poll and background pairs with a flood at the end (4,000
+/// flows a millisecond apart from one source port, no flags), every generated flow of a pair with 20 or more
+/// training flows is a kind of flow (protocol, flags) and has port classes that pair had. The network alone lets
+/// the flood's flows into other pairs' lanes.
+#[test]
+fn observed_pairs_keep_their_habits() {
+    let mut data = rhythm_stream(8);
+    let end = data.last().unwrap().start_us;
+    add_flood(&mut data, end - 4_000_000);
+    let habits = habits_of(&data);
     let counts = data.iter().fold(HashMap::new(), |mut m, r| {
         *m.entry((r.src.to_string(), r.dst.to_string()))
             .or_insert(0usize) += 1;
@@ -297,21 +324,7 @@ fn observed_pairs_keep_their_habits() {
             continue;
         }
         checked += 1;
-        let h = &habits[&key];
-        assert!(
-            h.iter().any(|x| (x.0, x.1) == (r.proto, r.flags.0)),
-            "a kind of flow {key:?} never had: {r:?}"
-        );
-        assert!(
-            h.iter()
-                .any(|x| (x.0, x.2) == (r.proto, port_class(r.dst_port))),
-            "a destination port class {key:?} never had: {r:?}"
-        );
-        assert!(
-            h.iter()
-                .any(|x| (x.0, x.3) == (r.proto, port_class(r.src_port))),
-            "a source port class {key:?} never had: {r:?}"
-        );
+        assert_keeps_habits(&habits[&key], r, true);
     }
     assert!(checked > 300, "{checked} flows of pairs with habits");
 }
@@ -323,24 +336,16 @@ fn observed_pairs_keep_their_habits() {
 /// class its pair had. Before, twins had no habits: on IoT-23 34-1 a streaming run from a trained model wrote
 /// 13,000-72,000 flows for 4,500 real, the bot's twin mostly the flood's flag-less TCP/80 flows.
 #[test]
-fn twins_keep_the_habits_and_session_lengths_of_their_pairs() {
+fn twins_keep_the_habits_of_their_pairs() {
     let mut data = rhythm_stream(8);
     let end = data.last().unwrap().start_us;
     add_flood(&mut data, end - 4_000_000);
     let end = end + 1;
-    type Habits = HashSet<(u8, u8, u16, u16)>;
-    let mut habits: HashMap<(String, String), Habits> = HashMap::new();
-    let mut last: HashMap<(String, String), &FlowRecord> = HashMap::new();
-    for r in &data {
-        let key = (r.src.to_string(), r.dst.to_string());
-        habits.entry(key.clone()).or_default().insert((
-            r.proto,
-            r.flags.0,
-            port_class(r.dst_port),
-            port_class(r.src_port),
-        ));
-        last.insert(key, r);
-    }
+    let habits = habits_of(&data);
+    let last: HashMap<(String, String), &FlowRecord> = data
+        .iter()
+        .map(|r| ((r.src.to_string(), r.dst.to_string()), r))
+        .collect();
     let mut cfg = ModelConfig::default();
     cfg.temponet.hidden = 16;
     let m = fit(ModelKind::TempoNet, &cfg, &data, 1);
@@ -371,17 +376,8 @@ fn twins_keep_the_habits_and_session_lengths_of_their_pairs() {
     let mut checked = 0;
     for r in &flows {
         let key = (r.src.to_string(), r.dst.to_string());
-        let h = &habits[&key];
         checked += 1;
-        assert!(
-            h.iter().any(|x| (x.0, x.1) == (r.proto, r.flags.0)),
-            "a twin's kind of flow {key:?} never had: {r:?}"
-        );
-        assert!(
-            h.iter()
-                .any(|x| (x.0, x.2) == (r.proto, port_class(r.dst_port))),
-            "a twin's destination port class {key:?} never had: {r:?}"
-        );
+        assert_keeps_habits(&habits[&key], r, false);
     }
     assert!(checked > 300, "{checked} flows of twins with habits");
 }
