@@ -238,6 +238,10 @@ pub struct PairArrivals {
     pub longest_session: u64,
     /// Flows of each lane's longest session in training, by lane (sorted).
     pub lane_longest: Vec<(HostPair, u32)>,
+    /// Streaming: the longest sessions of lanes first met after training (see
+    /// [`PairArrivals::observe_window`]); kept apart so a new lane is not an insertion into the sorted table.
+    #[serde(skip)]
+    pub stream_longest: HashMap<HostPair, u32>,
     /// IPv4 octet counts per position (8 x 256).
     pub marginal: Vec<Vec<u32>>,
     /// IPv6 octet counts per position (32 x 256; empty until an IPv6 pair is seen).
@@ -372,6 +376,7 @@ impl PairArrivals {
             initial_pairs: 0,
             longest_session: 0,
             lane_longest: Vec::new(),
+            stream_longest: HashMap::new(),
             groups: Vec::new(),
             rhythms: Vec::new(),
             rest_rate: ArrivalRate {
@@ -478,6 +483,7 @@ impl PairArrivals {
     /// 133 SYNs in real, ran to 20,564 flows.
     pub fn typical_longest(&self) -> u64 {
         let mut v: Vec<u32> = self.lane_longest.iter().map(|l| l.1).collect();
+        v.extend(self.stream_longest.values());
         if v.is_empty() {
             return self.longest_session;
         }
@@ -499,20 +505,27 @@ impl PairArrivals {
         let n = pos.saturating_add(1);
         match self.lane_longest.binary_search_by_key(&w.pair, |l| l.0) {
             Ok(i) => self.lane_longest[i].1 = self.lane_longest[i].1.max(n),
-            Err(i) if self.lane_longest.len() < MAX_STREAM_LANES => {
-                self.lane_longest.insert(i, (w.pair, n))
+            Err(_) => {
+                let full = self.stream_longest.len() >= MAX_STREAM_LANES;
+                match self.stream_longest.get_mut(&w.pair) {
+                    Some(l) => *l = (*l).max(n),
+                    None if !full => {
+                        self.stream_longest.insert(w.pair, n);
+                    }
+                    None => {}
+                }
             }
-            Err(_) => {}
         }
         self.longest_session = self.longest_session.max(n as u64);
     }
 
-    /// Flows of a lane's longest session in training; `None` for a lane not seen.
+    /// Flows of a lane's longest session in training (streaming: so far); `None` for a lane not seen.
     pub fn longest_of(&self, lane: &HostPair) -> Option<u32> {
         self.lane_longest
             .binary_search_by_key(lane, |l| l.0)
             .ok()
             .map(|i| self.lane_longest[i].1)
+            .or_else(|| self.stream_longest.get(lane).copied())
     }
 
     /// The training pauses (µs, sorted) of a lane that keeps its own rhythm; `None` for other lanes.
@@ -757,10 +770,11 @@ mod tests {
         // A silence in the window starts a new session: 2 flows, shorter than 9.
         a.observe_window(&window(pair(1), 0, &[1, 600, 1]), silence);
         assert_eq!(a.longest_of(&pair(1)), Some(9));
-        // A new lane, kept in order.
+        // A new lane.
         a.observe_window(&window(pair(2), 0, &[1, 1, 1]), silence);
         assert_eq!(a.longest_of(&pair(2)), Some(4));
-        assert!(a.lane_longest.windows(2).all(|w| w[0].0 < w[1].0));
+        a.observe_window(&window(pair(2), 3, &[1, 1, 1]), silence);
+        assert_eq!(a.longest_of(&pair(2)), Some(7));
         a.observe_window(&window(pair(3), 99, &[]), silence);
         assert_eq!(a.longest_session, 100);
     }

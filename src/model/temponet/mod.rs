@@ -1594,8 +1594,10 @@ impl FlowModel for TempoNet {
                 self.observed[*k].habits.masks().map(Box::new)
             }
             // A twin of an observed pair keeps the pair's habits while its real flows do: the real flow it
-            // follows is within them (a pair whose traffic changed since training is left free). A twin with no
-            // real flow before its session (the pair's first in the stream) keeps them as an observed pair does.
+            // follows uses one of the pair's services. A pair whose traffic changed since training is left free;
+            // in a stream its habits widen with its flows first (`observe_windows`), so they follow the change.
+            // A twin with no real flow before its session (the pair's first in the stream) keeps them as an
+            // observed pair does.
             LaneStart::Continue { last, .. } | LaneStart::Resume { last, .. } => self
                 .habits_of(&head.pair)
                 .filter(|h| h.admits(last))
