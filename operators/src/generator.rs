@@ -73,6 +73,9 @@ pub struct GeneratorStats {
     pub late: u64,
     pub live_lanes: u64,
     pub ended_lanes: u64,
+    /// Sessions the length guard ended so far on this worker (see `temponet::model::session::SESSION_GUARD`): a
+    /// model whose twins keep running into it floods.
+    pub sessions_guarded: u64,
     /// Lanes (synthetic pairs) started so far on this worker.
     pub lanes_created: u64,
     /// Compliance repairs of sampling so far (should stay 0).
@@ -208,6 +211,7 @@ pub fn generator<'s>(
                     st.live_lanes = s.live() as u64;
                     st.ended_lanes = s.ended();
                     st.lanes_created = s.lanes_created();
+                    st.sessions_guarded = s.guarded();
                     st.repairs = s.repairs().sample_total();
                     st.model_version = model.version();
                 }

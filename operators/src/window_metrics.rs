@@ -24,7 +24,9 @@
 //!   - `train_steps`, `events_trained`, `synthetic_flows`: sums over the window's epochs and the workers;
 //!   - `mean_loss`: mean prequential loss per scored event, each report weighted by its `events_scored` (reports
 //!     with no event or a non-finite loss are left out; `null` when none is left);
-//!   - `live_lanes`: each worker's value at its latest epoch in the window, summed over workers;
+//!   - `live_lanes`, `lane_sessions_total` (generation sessions started so far) and `sessions_guarded_total` (those
+//!     the session-length guard ended): each worker's value at its latest epoch in the window, summed over
+//!     workers;
 //!   - `drift`: every [`DriftEvent`] reported, in arrival order, each as the event's fields plus `worker`;
 //!   - `learning_rate`: the largest reported.
 
@@ -72,6 +74,11 @@ pub struct ModelWindowStats {
     pub synthetic_flows: u64,
     /// Generation lanes alive at the end of the epoch.
     pub live_lanes: u64,
+    /// Lane sessions started so far on the worker (one per twin session), and those the length guard ended.
+    #[serde(default)]
+    pub lane_sessions_total: u64,
+    #[serde(default)]
+    pub sessions_guarded_total: u64,
     /// Drift detections of the worker's [`temponet::drift::DriftMonitor`] in the epoch.
     pub drift: Vec<DriftEvent>,
     pub learning_rate: f64,
@@ -87,8 +94,8 @@ struct ModelAgg {
     loss_sum: f64,
     loss_events: u64,
     synthetic_flows: u64,
-    /// Per worker: (epoch of its latest report, live lanes then).
-    live_lanes: HashMap<usize, (u64, u64)>,
+    /// Per worker: (epoch of its latest report, [live lanes, lane sessions so far, guarded sessions so far] then).
+    levels: HashMap<usize, (u64, [u64; 3])>,
     drift: Vec<(usize, DriftEvent)>,
     learning_rate: f64,
 }
@@ -104,12 +111,14 @@ impl ModelAgg {
             self.loss_events += m.events_scored;
         }
         self.synthetic_flows += m.synthetic_flows;
-        let e = self
-            .live_lanes
-            .entry(m.worker)
-            .or_insert((epoch, m.live_lanes));
+        let now = [
+            m.live_lanes,
+            m.lane_sessions_total,
+            m.sessions_guarded_total,
+        ];
+        let e = self.levels.entry(m.worker).or_insert((epoch, now));
         if epoch >= e.0 {
-            *e = (epoch, m.live_lanes);
+            *e = (epoch, now);
         }
         self.drift
             .extend(m.drift.into_iter().map(|d| (m.worker, d)));
@@ -126,10 +135,10 @@ impl ModelAgg {
         let mean = (self.loss_events > 0).then(|| self.loss_sum / self.loss_events as f64);
         rec.insert("mean_loss".into(), json!(mean));
         rec.insert("synthetic_flows".into(), json!(self.synthetic_flows));
-        rec.insert(
-            "live_lanes".into(),
-            json!(self.live_lanes.values().map(|v| v.1).sum::<u64>()),
-        );
+        let level = |k: usize| self.levels.values().map(|v| v.1[k]).sum::<u64>();
+        rec.insert("live_lanes".into(), json!(level(0)));
+        rec.insert("lane_sessions_total".into(), json!(level(1)));
+        rec.insert("sessions_guarded_total".into(), json!(level(2)));
         let drift: Vec<Value> = self
             .drift
             .into_iter()

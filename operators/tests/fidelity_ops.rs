@@ -398,6 +398,8 @@ fn window_metrics_merges_fidelity_and_model_stats() {
                     mean_loss: 1.0 + w as f64,
                     synthetic_flows: 5,
                     live_lanes: e - 990 + 100 * w,
+                    lane_sessions_total: e - 1000 + 10 * w,
+                    sessions_guarded_total: w,
                     drift: if e == 1001 {
                         vec![drift_event(e)]
                     } else {
@@ -443,6 +445,8 @@ fn window_metrics_merges_fidelity_and_model_stats() {
     assert_eq!(w0["synthetic_flows"], 20);
     // Latest (epoch 1001) lanes: 11 on worker 0, 111 on worker 1.
     assert_eq!(w0["live_lanes"], 122);
+    assert_eq!(w0["lane_sessions_total"], 1 + 11);
+    assert_eq!(w0["sessions_guarded_total"], 1);
     assert_eq!(w0["learning_rate"], 0.002);
     let drift = w0["drift"].as_array().unwrap();
     assert_eq!(drift.len(), 2);

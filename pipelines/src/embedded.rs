@@ -77,6 +77,9 @@ pub struct EmbeddedReport {
     pub dead_letters: u64,
     pub late: u64,
     pub synthetic_flows: u64,
+    /// Generation sessions started (one per twin session) and those the session-length guard ended.
+    pub lane_sessions: u64,
+    pub sessions_guarded: u64,
     pub windows: u64,
     pub model_version: u64,
     pub elapsed_s: f64,
@@ -93,6 +96,8 @@ pub struct EmbeddedReport {
 struct Board {
     flows_in: u64,
     synthetic: u64,
+    lane_sessions: u64,
+    guarded: u64,
     dead: u64,
     late: u64,
     windows: u64,
@@ -113,6 +118,8 @@ impl Board {
         let u = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
         self.flows_in += u("flows_in");
         self.synthetic += u("synthetic_flows");
+        self.lane_sessions = self.lane_sessions.max(u("lane_sessions_total"));
+        self.guarded = self.guarded.max(u("sessions_guarded_total"));
         self.dead += u("dead_letters");
         self.late += u("late_flows");
         self.windows += 1;
@@ -382,6 +389,8 @@ fn run_worker(
         dead_letters: b.dead,
         late: b.late,
         synthetic_flows: b.synthetic,
+        lane_sessions: b.lane_sessions,
+        sessions_guarded: b.guarded,
         windows: b.windows,
         model_version: b.version,
         elapsed_s: started.elapsed().as_secs_f64(),

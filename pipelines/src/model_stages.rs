@@ -90,6 +90,8 @@ pub fn window_stats(g: GeneratorStats) -> ModelWindowStats {
         },
         synthetic_flows: g.synthetic_flows,
         live_lanes: g.live_lanes,
+        lane_sessions_total: g.lanes_created,
+        sessions_guarded_total: g.sessions_guarded,
         drift: t.drift,
         learning_rate: t.learning_rate,
     }

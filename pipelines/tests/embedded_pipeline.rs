@@ -138,6 +138,18 @@ fn simulator_through_two_workers() {
         "model version {}",
         rep.model_version
     );
+    // Generation sessions are reported (levels: the last record's sum over workers), and the length guard ends only
+    // some of them.
+    let last = ms.last().unwrap();
+    assert_eq!(last["lane_sessions_total"], rep.lane_sessions);
+    assert_eq!(last["sessions_guarded_total"], rep.sessions_guarded);
+    assert!(rep.lane_sessions > 0);
+    assert!(
+        rep.sessions_guarded < rep.lane_sessions,
+        "{} of {} sessions guarded",
+        rep.sessions_guarded,
+        rep.lane_sessions
+    );
     // Real flows after the warm-up vs synthetic: the same order of magnitude (twins end by the model's silence mark).
     let real_after = real
         .iter()

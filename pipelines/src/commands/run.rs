@@ -365,9 +365,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let report = embedded::run(timely, cfg)?;
         let text = report_text(&a, &report)?;
         eprintln!(
-            "temponet run: {} real flows in, {} synthetic flows out ({} dead letters), model version {}, {:.1} s; synthetic flows in {}, metrics in {}",
+            "temponet run: {} real flows in, {} synthetic flows out ({} generation sessions, {} ended by the length guard; {} dead letters), model version {}, {:.1} s; synthetic flows in {}, metrics in {}",
             report.flows_in,
             report.synthetic_flows,
+            report.lane_sessions,
+            report.sessions_guarded,
             report.dead_letters,
             report.model_version,
             report.elapsed_s,
