@@ -16,7 +16,7 @@ use temponet::model::{
     DeviceChoice, GenLimit, GenerateRequest, Model, ModelConfig, ModelKind, PairSource,
     pair_windows,
 };
-use temponet::record::{TcpFlags, proto};
+use temponet::record::{HostPair, TcpFlags, proto};
 
 /// Per kind (protocol, flags): packets, bytes-per-packet and duration ranges; per protocol: destination and source
 /// port classes. Computed here from the records, independently of the library's `Support`.
@@ -261,23 +261,29 @@ fn service_ports_above_1023_come_back_exactly() {
     );
 }
 
-/// Per pair: (protocol, flags, destination port class, source port class) of its flows.
+/// (protocol, flags, destination port class, source port class) of a pair's flows.
 type Habits = HashSet<(u8, u8, u16, u16)>;
 
-fn habits_of(data: &[FlowRecord]) -> HashMap<(String, String), Habits> {
-    let mut habits: HashMap<(String, String), Habits> = HashMap::new();
+/// What the data shows of one pair: its flows and its habits.
+#[derive(Default)]
+struct PairSeen {
+    flows: usize,
+    habits: Habits,
+}
+
+fn pairs_seen(data: &[FlowRecord]) -> HashMap<HostPair, PairSeen> {
+    let mut pairs: HashMap<HostPair, PairSeen> = HashMap::new();
     for r in data {
-        habits
-            .entry((r.src.to_string(), r.dst.to_string()))
-            .or_default()
-            .insert((
-                r.proto,
-                r.flags.0,
-                port_class(r.dst_port),
-                port_class(r.src_port),
-            ));
+        let p = pairs.entry(r.pair()).or_default();
+        p.flows += 1;
+        p.habits.insert((
+            r.proto,
+            r.flags.0,
+            port_class(r.dst_port),
+            port_class(r.src_port),
+        ));
     }
-    habits
+    pairs
 }
 
 /// `r` is a kind of flow (protocol, flags) its pair had, with a destination port class (and, if `source_ports`,
@@ -310,21 +316,15 @@ fn observed_pairs_keep_their_habits() {
     let mut data = rhythm_stream(8);
     let end = data.last().unwrap().start_us;
     add_flood(&mut data, end - 4_000_000);
-    let habits = habits_of(&data);
-    let counts = data.iter().fold(HashMap::new(), |mut m, r| {
-        *m.entry((r.src.to_string(), r.dst.to_string()))
-            .or_insert(0usize) += 1;
-        m
-    });
+    let pairs = pairs_seen(&data);
     let g = three_hours_after(&data, end, PairSource::Observed);
     let mut checked = 0;
     for r in &g.flows {
-        let key = (r.src.to_string(), r.dst.to_string());
-        if counts.get(&key).copied().unwrap_or(0) < 20 {
+        let Some(p) = pairs.get(&r.pair()).filter(|p| p.flows >= 20) else {
             continue;
-        }
+        };
         checked += 1;
-        assert_keeps_habits(&habits[&key], r, true);
+        assert_keeps_habits(&p.habits, r, true);
     }
     assert!(checked > 300, "{checked} flows of pairs with habits");
 }
@@ -341,26 +341,17 @@ fn twins_keep_the_habits_of_their_pairs() {
     let end = data.last().unwrap().start_us;
     add_flood(&mut data, end - 4_000_000);
     let end = end + 1;
-    let habits = habits_of(&data);
-    let last: HashMap<(String, String), &FlowRecord> = data
-        .iter()
-        .map(|r| ((r.src.to_string(), r.dst.to_string()), r))
-        .collect();
+    let pairs = pairs_seen(&data);
+    let last: HashMap<HostPair, &FlowRecord> = data.iter().map(|r| (r.pair(), r)).collect();
     let mut cfg = ModelConfig::default();
     cfg.temponet.hidden = 16;
     let m = fit(ModelKind::TempoNet, &cfg, &data, 1);
     let mut s = m.open_session(3, PairSource::Observed);
     s.begin(end);
-    let regular: Vec<&FlowRecord> = habits
+    let flood_dst: std::net::IpAddr = FLOOD_DST.parse().unwrap();
+    let regular: Vec<&FlowRecord> = pairs
         .iter()
-        .filter(|(k, h)| {
-            data.iter()
-                .filter(|r| (r.src.to_string(), r.dst.to_string()) == **k)
-                .count()
-                >= 20
-                && h.len() < 64
-                && k.1 != "123.59.209.185"
-        })
+        .filter(|(k, p)| p.flows >= 20 && p.habits.len() < 64 && k.dst != flood_dst)
         .map(|(k, _)| last[k])
         .collect();
     assert!(regular.len() >= 2, "{} regular pairs", regular.len());
@@ -373,13 +364,14 @@ fn twins_keep_the_habits_of_their_pairs() {
         }
         s.advance(&m, at + 600_000_000, &mut flows).unwrap();
     }
-    let mut checked = 0;
     for r in &flows {
-        let key = (r.src.to_string(), r.dst.to_string());
-        checked += 1;
-        assert_keeps_habits(&habits[&key], r, false);
+        assert_keeps_habits(&pairs[&r.pair()].habits, r, false);
     }
-    assert!(checked > 300, "{checked} flows of twins with habits");
+    assert!(
+        flows.len() > 300,
+        "{} flows of twins with habits",
+        flows.len()
+    );
 }
 
 /// New pairs stand in for the observed lanes whose places they take in a replayed group of session starts, and

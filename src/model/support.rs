@@ -183,38 +183,26 @@ pub struct PairHabits {
     pub src: Option<Vec<(u8, u16)>>,
 }
 
-fn capped<T: Ord>(mut v: Vec<T>, cap: usize) -> Option<Vec<T>> {
-    v.sort_unstable();
-    v.dedup();
-    (v.len() <= cap).then_some(v)
-}
-
 /// The classes of `values` whose protocol is `p`, as a set of `n`.
 fn classes_of<T: Copy + Into<usize>>(values: &[(u8, T)], p: u8, n: usize) -> ClassSet {
     ClassSet::of(n, values.iter().filter(|x| x.0 == p).map(|x| x.1.into()))
 }
 
 impl PairHabits {
+    /// The habits of a pair's training flows: no habit yet, widened by each flow (see [`PairHabits::observe`]).
     pub fn fit<'r>(records: impl IntoIterator<Item = &'r FlowRecord>) -> PairHabits {
-        let (mut kinds, mut dst, mut src) = (Vec::new(), Vec::new(), Vec::new());
-        let mut flows = 0;
-        for r in records {
-            flows += 1;
-            kinds.push((r.proto, flags_of(r)));
-            if proto::has_ports(r.proto) {
-                dst.push((r.proto, port_class(r.dst_port)));
-                src.push((r.proto, port_class(r.src_port)));
-            }
-        }
-        PairHabits {
-            flows,
-            kinds: capped(kinds, MAX_HABIT_KINDS),
-            dst: capped(dst, MAX_HABIT_PORTS),
-            src: capped(src, MAX_HABIT_PORTS),
-        }
+        let mut h = PairHabits {
+            flows: 0,
+            kinds: Some(Vec::new()),
+            dst: Some(Vec::new()),
+            src: Some(Vec::new()),
+        };
+        records.into_iter().for_each(|r| h.observe(r));
+        h
     }
 
-    /// Streaming: a flow of the pair widens its habits (a field that passes its cap is left free from then on).
+    /// A flow of the pair widens its habits (a field that passes its cap is left free from then on): training
+    /// flows through [`PairHabits::fit`], streaming ones as they come.
     pub fn observe(&mut self, r: &FlowRecord) {
         fn add<T: Ord>(v: &mut Option<Vec<T>>, x: T, cap: usize) {
             if let Some(s) = v
@@ -551,6 +539,11 @@ mod tests {
         );
     }
 
+    /// The destination port classes a pair's habits allow for protocol `p` (it must have them).
+    fn dst_classes(m: &HabitMasks, p: u8) -> &ClassSet {
+        m.proto(p).unwrap().dst_classes.as_ref().unwrap()
+    }
+
     #[test]
     fn pair_habits_and_their_caps() {
         let mut v: Vec<FlowRecord> = (0..30)
@@ -577,16 +570,9 @@ mod tests {
         assert!(
             flags.contains(TcpFlags::SYN as usize) && flags.contains(0x1b) && !flags.contains(0)
         );
-        let dst = tcp.dst_classes.as_ref().unwrap();
+        let dst = dst_classes(&m, proto::TCP);
         assert!(dst.contains(port_class(6667) as usize) && !dst.contains(80));
-        assert!(
-            m.proto(proto::UDP)
-                .unwrap()
-                .dst_classes
-                .as_ref()
-                .unwrap()
-                .contains(123)
-        );
+        assert!(dst_classes(&m, proto::UDP).contains(123));
         assert!(m.proto(proto::ICMP).is_none());
         // Too few flows: no restriction.
         assert!(PairHabits::fit(&v[..MIN_HABIT_FLOWS - 1]).masks().is_none());
@@ -620,14 +606,7 @@ mod tests {
         assert_eq!(h.flows, 31);
         assert!(h.admits(&web) && !h.admits(&dns));
         let m = h.masks().unwrap();
-        assert!(
-            m.proto(proto::TCP)
-                .unwrap()
-                .dst_classes
-                .as_ref()
-                .unwrap()
-                .contains(80)
-        );
+        assert!(dst_classes(&m, proto::TCP).contains(80));
         // Past its cap a field is left free.
         for p in 0..MAX_HABIT_PORTS as u16 {
             h.observe(&flow(proto::TCP, TcpFlags::SYN, p, 1, 60, 0));

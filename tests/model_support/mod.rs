@@ -334,6 +334,8 @@ pub fn rhythm_stream(seed: u64) -> Vec<FlowRecord> {
 pub const RHYTHM_SRC: &str = "192.168.1.195";
 pub const RHYTHM_DST: &str = "185.244.25.235";
 pub const POLL_DST: &str = "89.221.210.188";
+/// Destination of [`add_flood`]'s flood.
+pub const FLOOD_DST: &str = "123.59.209.185";
 
 /// Flows in [`add_flood`]'s flood.
 pub const FLOOD_FLOWS: usize = 4000;
@@ -345,7 +347,7 @@ pub fn add_flood(data: &mut Vec<FlowRecord>, from_us: i64) {
         data.push(flow(
             from_us + k * 1_000,
             RHYTHM_SRC,
-            "123.59.209.185",
+            FLOOD_DST,
             proto::TCP,
             65279,
             80,

@@ -523,12 +523,18 @@ pub(crate) struct Header {
 }
 
 impl TempoNet {
-    /// The habits of `pair` when it is an observed pair.
-    fn habits_of(&self, pair: &HostPair) -> Option<&PairHabits> {
+    /// Where `pair` is in `observed`, when it is an observed pair.
+    fn observed_position(&self, pair: &HostPair) -> Option<usize> {
         self.observed_index
             .binary_search_by_key(pair, |x| x.0)
             .ok()
-            .map(|j| &self.observed[self.observed_index[j].1].habits)
+            .map(|j| self.observed_index[j].1)
+    }
+
+    /// The habits of `pair` when it is an observed pair.
+    fn habits_of(&self, pair: &HostPair) -> Option<&PairHabits> {
+        self.observed_position(pair)
+            .map(|k| &self.observed[k].habits)
     }
 
     pub fn new(
@@ -1501,8 +1507,8 @@ impl FlowModel for TempoNet {
     fn observe_windows(&mut self, windows: &[PairWindow]) {
         for w in windows {
             self.arrivals.observe_window(w, self.space.silence_us);
-            if let Ok(j) = self.observed_index.binary_search_by_key(&w.pair, |x| x.0) {
-                let habits = &mut self.observed[self.observed_index[j].1].habits;
+            if let Some(k) = self.observed_position(&w.pair) {
+                let habits = &mut self.observed[k].habits;
                 for (r, _) in w.events.iter().zip(&w.score).filter(|(_, s)| **s) {
                     habits.observe(r);
                 }
@@ -1590,22 +1596,19 @@ impl FlowModel for TempoNet {
         let habits = match from {
             LaneStart::Observed(k)
             | LaneStart::Reactivate { i: k, .. }
-            | LaneStart::New { like: Some(k), .. } => {
-                self.observed[*k].habits.masks().map(Box::new)
-            }
+            | LaneStart::New { like: Some(k), .. } => Some(&self.observed[*k].habits),
             // A twin of an observed pair keeps the pair's habits while its real flows do: the real flow it
             // follows uses one of the pair's services. A pair whose traffic changed since training is left free;
             // in a stream its habits widen with its flows first (`observe_windows`), so they follow the change.
             // A twin with no real flow before its session (the pair's first in the stream) keeps them as an
             // observed pair does.
-            LaneStart::Continue { last, .. } | LaneStart::Resume { last, .. } => self
-                .habits_of(&head.pair)
-                .filter(|h| h.admits(last))
-                .and_then(|h| h.masks().map(Box::new)),
-            LaneStart::New { like: None, .. } => self
-                .habits_of(&head.pair)
-                .and_then(|h| h.masks().map(Box::new)),
-        };
+            LaneStart::Continue { last, .. } | LaneStart::Resume { last, .. } => {
+                self.habits_of(&head.pair).filter(|h| h.admits(last))
+            }
+            LaneStart::New { like: None, .. } => self.habits_of(&head.pair),
+        }
+        .and_then(PairHabits::masks)
+        .map(Box::new);
         let (last, arrival) = match from {
             // A twin knows one earlier flow at most: within a session or not is all it can tell.
             LaneStart::Continue {
