@@ -67,6 +67,20 @@ impl ClassSet {
     pub fn contains(&self, i: usize) -> bool {
         self.0.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
     }
+    /// The set's one class, when it holds exactly one.
+    pub fn only(&self) -> Option<usize> {
+        let mut found = None;
+        for (w, &word) in self.0.iter().enumerate() {
+            if word == 0 {
+                continue;
+            }
+            if found.is_some() || word.count_ones() > 1 {
+                return None;
+            }
+            found = Some(w * 64 + word.trailing_zeros() as usize);
+        }
+        found
+    }
     /// Whether any class in `lo..hi` is in the set (a word at a time).
     pub fn any_in(&self, lo: usize, hi: usize) -> bool {
         let mut i = lo;
@@ -427,6 +441,17 @@ impl Support {
 mod tests {
     use super::*;
     use crate::record::TcpFlags;
+
+    #[test]
+    fn a_class_set_knows_its_only_class() {
+        assert_eq!(ClassSet::new(1670).only(), None);
+        for c in [0, 63, 64, 443, 1669] {
+            assert_eq!(ClassSet::of(1670, [c]).only(), Some(c), "{c}");
+        }
+        // Two classes, in one word or in two.
+        assert_eq!(ClassSet::of(1670, [3, 5]).only(), None);
+        assert_eq!(ClassSet::of(1670, [3, 700]).only(), None);
+    }
 
     fn flow(proto: u8, flags: u8, dport: u16, packets: u64, bytes: u64, dur: u64) -> FlowRecord {
         FlowRecord {

@@ -1,7 +1,8 @@
-//! Elementwise and dot-product loops of the generation step, written so the compiler vectorises them: no libm
-//! calls (glibc's scalar `tanhf` and `expf` took a fifth of a native step), branch-free bodies, independent lanes.
-//! Each is compiled twice, for the baseline x86-64 target and with AVX2, and picked at run time; both variants do
-//! the same operations in the same order, so they give identical results.
+//! Elementwise loops and dense layers of the generation step. The elementwise loops are written so the compiler
+//! vectorises them: no libm calls (glibc's scalar `tanhf` and `expf` took a fifth of a native step), branch-free
+//! bodies, independent lanes; each is compiled twice, for the baseline x86-64 target and with AVX2, and picked at run
+//! time. The dense layers ([`Packed`]) are AVX2 intrinsics with a scalar fallback. Every variant does the same
+//! operations in the same order, so they give identical results.
 
 /// `e^x` to a few units in the last place (Cephes' `expf`): `x = k ln 2 + r` with `k` rounded by the 1.5 * 2^23
 /// trick and `ln 2` in two parts (so `r` is exact enough), `e^r` a degree-7 polynomial on `|r| <= ln 2 / 2`, and
@@ -114,184 +115,164 @@ dispatch! {
     }
 }
 
-/// The dot product of [`linear_rows`], scalar: eight running sums of fused multiply-adds (element `k` goes to sum
-/// `k mod 8`, the remainder after the last full eight to a ninth, unfused), added as a [`tree`].
-fn dot8(row: &[f32], x: &[f32]) -> f32 {
-    let n8 = x.len() / 8 * 8;
-    let mut acc = [0.0f32; 8];
-    for k in (0..n8).step_by(8) {
-        for i in 0..8 {
-            acc[i] = row[k + i].mul_add(x[k + i], acc[i]);
-        }
-    }
-    tree(acc) + tail_dot(row, x, n8)
+/// A dense layer packed for the generation step: `y[j] += W x[j] + b` for rows `x[j]`.
+///
+/// Why packed: the weights are read transposed (`inp x pad`, output `c`'s weights in column `c`, zero past `out`),
+/// so a tile of rows and eight-wide blocks of outputs takes one weight vector and one broadcast input per
+/// multiply-add and keeps every sum in a register to the end: no horizontal sums, no per-output tail (the
+/// untransposed dot products spent most of a narrow layer's time in both, and the conditioning layers, one or two
+/// inputs wide, were nothing but tails). The model packs its layers once per set of parameters (see
+/// `native::PackedNet`), not per call.
+///
+/// Every output is one chain of fused multiply-adds over the inputs in order, from zero, then plus its bias, then
+/// added to `y`: a row's outputs depend on that row alone, whichever rows share its tile, and the AVX2 and the scalar
+/// variant compute exactly the same numbers.
+pub(super) struct Packed {
+    wt: Vec<f32>,
+    b: Vec<f32>,
+    pub inp: usize,
+    pub out: usize,
+    pad: usize,
 }
 
-/// The part of a dot product past the last full eight (from `from`), one unfused sum: every variant's remainder.
-fn tail_dot(row: &[f32], x: &[f32], from: usize) -> f32 {
-    let mut t = 0.0;
-    for k in from..x.len() {
-        t += row[k] * x[k];
-    }
-    t
-}
-
-/// `y[j] += W x[j] + b` for the `m` rows `x[j]` (`inp` wide) of `x`, `W` being `out x inp` row-major (libtorch's
-/// layout): every output is [`dot8`] of a weight row and an input row, plus its bias, so a row's outputs do not
-/// depend on the other rows (nor on which of them share a tile) and the AVX2+FMA variant computes exactly the scalar
-/// one. No packing: a step's batches are often a handful of lanes, and a GEMM that packs its weights on every call
-/// spent most of such a step copying them.
-pub(super) fn linear_rows(
-    w: &[f32],
-    b: Option<&[f32]>,
-    inp: usize,
-    out: usize,
-    x: &[f32],
-    m: usize,
-    y: &mut [f32],
-) {
-    assert!(w.len() >= out * inp && x.len() >= m * inp && y.len() >= m * out);
-    assert!(b.is_none_or(|b| b.len() >= out));
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, and the asserts bound every access.
-        return unsafe { linear_rows_avx2(Dense { w, b, inp, out }, x, m, y) };
-    }
-    for j in 0..m {
-        let xr = &x[j * inp..(j + 1) * inp];
+impl Packed {
+    /// Packs `w` (`out x inp`, row-major: libtorch's layout) and its bias.
+    pub(super) fn new(w: &[f32], b: Option<&[f32]>, inp: usize, out: usize) -> Packed {
+        assert!(w.len() >= out * inp && b.is_none_or(|b| b.len() >= out));
+        let pad = out.div_ceil(8) * 8;
+        let mut wt = vec![0.0; inp * pad];
         for c in 0..out {
-            let bias = b.map_or(0.0, |b| b[c]);
-            y[j * out + c] += dot8(&w[c * inp..(c + 1) * inp], xr) + bias;
+            for k in 0..inp {
+                wt[k * pad + c] = w[c * inp + k];
+            }
         }
+        let mut bias = vec![0.0; pad];
+        if let Some(b) = b {
+            bias[..out].copy_from_slice(&b[..out]);
+        }
+        Packed {
+            wt,
+            b: bias,
+            inp,
+            out,
+            pad,
+        }
+    }
+
+    /// Adds `W x[j] + b` to each of the `m` rows of `y` (`out` wide).
+    pub(super) fn add_to(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        assert!(x.len() >= m * self.inp && y.len() >= m * self.out);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA, and the assert bounds every row.
+            return unsafe { packed_avx2(self, x, m, y) };
+        }
+        for j in 0..m {
+            let xr = &x[j * self.inp..(j + 1) * self.inp];
+            for c in 0..self.out {
+                let mut acc = 0.0f32;
+                for (k, xv) in xr.iter().enumerate() {
+                    acc = xv.mul_add(self.wt[k * self.pad + c], acc);
+                }
+                y[j * self.out + c] += acc + self.b[c];
+            }
+        }
+    }
+
+    /// `W x[j] + b` for the `m` rows of `x`.
+    pub(super) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut y = vec![0.0; m * self.out];
+        self.add_to(x, m, &mut y);
+        y
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn linear_rows_avx2(l: Dense, x: &[f32], m: usize, y: &mut [f32]) {
-    // SAFETY: the caller checked the CPU and the bounds; tiles stay within `m` rows and `out` outputs.
+unsafe fn packed_avx2(p: &Packed, x: &[f32], m: usize, y: &mut [f32]) {
+    // SAFETY: the caller checked the CPU and the rows' bounds; tiles stay within `m` rows and `pad` outputs.
     unsafe {
         let mut j = 0;
-        while j + 2 <= m {
-            row_tiles::<2>(l, x, j, y);
-            j += 2;
+        while j + 4 <= m {
+            packed_cols::<4>(p, x, j, y);
+            j += 4;
         }
-        if j < m {
-            row_tiles::<1>(l, x, j, y);
+        match m - j {
+            3 => packed_cols::<3>(p, x, j, y),
+            2 => packed_cols::<2>(p, x, j, y),
+            1 => packed_cols::<1>(p, x, j, y),
+            _ => {}
         }
     }
 }
 
-/// A dense layer as the tiles see it: `out x inp` row-major weights and an optional bias.
-#[derive(Clone, Copy)]
-struct Dense<'a> {
-    w: &'a [f32],
-    b: Option<&'a [f32]>,
-    inp: usize,
-    out: usize,
-}
-
-/// Every output of rows `j..j + R`, four at a time.
+/// Every output of rows `j..j + R`, sixteen at a time (eight sums in flight with four rows: the multiply-add
+/// latency times its two ports).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row_tiles<const R: usize>(l: Dense, x: &[f32], j: usize, y: &mut [f32]) {
+unsafe fn packed_cols<const R: usize>(p: &Packed, x: &[f32], j: usize, y: &mut [f32]) {
     // SAFETY: as the caller's.
     unsafe {
         let mut c = 0;
-        while c + 4 <= l.out {
-            tile_x4::<R>(l, x, j, c, y);
-            c += 4;
+        while c + 16 <= p.pad {
+            packed_tile::<R, 2>(p, x, j, c, y);
+            c += 16;
         }
-        while c < l.out {
-            tile_x1::<R>(l, x, j, c, y);
-            c += 1;
-        }
-    }
-}
-
-/// Outputs `c..c + 4` of rows `j..j + R` (one or two), the bulk of every layer (one row: a lane's within-group
-/// logits), with its sums in named locals: a tile generic over its size kept its arrays of sums on the stack (a
-/// load and a store around every multiply-add).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_x4<const R: usize>(l: Dense, x: &[f32], j: usize, c: usize, y: &mut [f32]) {
-    let Dense { w, b, inp, out } = l;
-    use std::arch::x86_64::*;
-    let n8 = inp / 8 * 8;
-    // SAFETY: rows `j..j + R` of `x` and `c..c + 4` of `w` are in bounds (the caller's tiles), `k + 8 <= n8 <= inp`;
-    // with one row, `x1` is `x0` and its sums are never used.
-    unsafe {
-        let (w0, x0) = (w.as_ptr().add(c * inp), x.as_ptr().add(j * inp));
-        let x1 = if R == 2 { x0.add(inp) } else { x0 };
-        let (w1, w2, w3) = (w0.add(inp), w0.add(2 * inp), w0.add(3 * inp));
-        let z = _mm256_setzero_ps();
-        let (mut a00, mut a01, mut a02, mut a03) = (z, z, z, z);
-        let (mut a10, mut a11, mut a12, mut a13) = (z, z, z, z);
-        let mut k = 0;
-        while k < n8 {
-            let (v0, v1) = (_mm256_loadu_ps(w0.add(k)), _mm256_loadu_ps(w1.add(k)));
-            let (v2, v3) = (_mm256_loadu_ps(w2.add(k)), _mm256_loadu_ps(w3.add(k)));
-            let (r0, r1) = (_mm256_loadu_ps(x0.add(k)), _mm256_loadu_ps(x1.add(k)));
-            a00 = _mm256_fmadd_ps(v0, r0, a00);
-            a01 = _mm256_fmadd_ps(v1, r0, a01);
-            a02 = _mm256_fmadd_ps(v2, r0, a02);
-            a03 = _mm256_fmadd_ps(v3, r0, a03);
-            if R == 2 {
-                a10 = _mm256_fmadd_ps(v0, r1, a10);
-                a11 = _mm256_fmadd_ps(v1, r1, a11);
-                a12 = _mm256_fmadd_ps(v2, r1, a12);
-                a13 = _mm256_fmadd_ps(v3, r1, a13);
-            }
-            k += 8;
-        }
-        let bias = match b {
-            Some(b) => _mm_loadu_ps(b.as_ptr().add(c)),
-            None => _mm_setzero_ps(),
-        };
-        for (r, [s0, s1, s2, s3]) in [[a00, a01, a02, a03], [a10, a11, a12, a13]]
-            .into_iter()
-            .enumerate()
-            .take(R)
-        {
-            let h = _mm256_hadd_ps(_mm256_hadd_ps(s0, s1), _mm256_hadd_ps(s2, s3));
-            let sums = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-            let tails = if n8 < inp {
-                let xr = &x[(j + r) * inp..(j + r + 1) * inp];
-                let t = |q: usize| tail_dot(&w[(c + q) * inp..(c + q + 1) * inp], xr, n8);
-                _mm_setr_ps(t(0), t(1), t(2), t(3))
-            } else {
-                _mm_setzero_ps()
-            };
-            let at = y.as_mut_ptr().add((j + r) * out + c);
-            let v = _mm_add_ps(_mm_add_ps(sums, tails), bias);
-            _mm_storeu_ps(at, _mm_add_ps(_mm_loadu_ps(at), v));
+        if c < p.pad {
+            packed_tile::<R, 1>(p, x, j, c, y);
         }
     }
 }
 
-/// Output `c` of rows `j..j + R` (the outputs [`tile_x4`] leaves over): a running sum of eight lanes per row, then
-/// as [`dot8`].
+/// Outputs `c..c + 8 V` of rows `j..j + R`: one chain of multiply-adds per output; outputs past `out` (the
+/// packing's zero columns) are computed and dropped.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_x1<const R: usize>(l: Dense, x: &[f32], j: usize, c: usize, y: &mut [f32]) {
-    let Dense { w, b, inp, out } = l;
+#[inline]
+unsafe fn packed_tile<const R: usize, const V: usize>(
+    p: &Packed,
+    x: &[f32],
+    j: usize,
+    c: usize,
+    y: &mut [f32],
+) {
     use std::arch::x86_64::*;
-    let n8 = inp / 8 * 8;
-    let wr = &w[c * inp..(c + 1) * inp];
-    // SAFETY: rows `j..j + R` of `x` are in bounds (the caller's tiles), `k + 8 <= n8 <= inp`.
+    // SAFETY: rows `j..j + R` of `x` and `y` are in bounds (the caller's), columns `c..c + 8 V <= pad` of the packed
+    // weights and biases too; `y` is written only below `out`.
     unsafe {
-        let mut acc = [_mm256_setzero_ps(); R];
-        for k in (0..n8).step_by(8) {
-            let wv = _mm256_loadu_ps(wr.as_ptr().add(k));
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x.as_ptr().add((j + r) * inp + k)), *a);
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        let xs = x.as_ptr().add(j * p.inp);
+        let mut wp = p.wt.as_ptr().add(c);
+        for k in 0..p.inp {
+            let mut w = [_mm256_setzero_ps(); V];
+            for (v, w) in w.iter_mut().enumerate() {
+                *w = _mm256_loadu_ps(wp.add(8 * v));
             }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xb = _mm256_broadcast_ss(&*xs.add(r * p.inp + k));
+                for (a, w) in acc.iter_mut().zip(&w) {
+                    *a = _mm256_fmadd_ps(xb, *w, *a);
+                }
+            }
+            wp = wp.add(p.pad);
         }
-        for (r, a) in acc.iter().enumerate() {
-            let mut sums = [0.0f32; 8];
-            _mm256_storeu_ps(sums.as_mut_ptr(), *a);
-            let xr = &x[(j + r) * inp..(j + r + 1) * inp];
-            y[(j + r) * out + c] += tree(sums) + tail_dot(wr, xr, n8) + b.map_or(0.0, |b| b[c]);
+        for (r, acc) in acc.iter().enumerate() {
+            let row = y.as_mut_ptr().add((j + r) * p.out);
+            for (v, a) in acc.iter().enumerate() {
+                let col = c + 8 * v;
+                let s = _mm256_add_ps(*a, _mm256_loadu_ps(p.b.as_ptr().add(col)));
+                if col + 8 <= p.out {
+                    let at = row.add(col);
+                    _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), s));
+                } else {
+                    let mut t = [0.0f32; 8];
+                    _mm256_storeu_ps(t.as_mut_ptr(), s);
+                    for (q, t) in t.iter().enumerate().take(p.out.saturating_sub(col)) {
+                        *row.add(col + q) += t;
+                    }
+                }
+            }
         }
     }
 }
@@ -333,37 +314,43 @@ mod tests {
         {
             assert!((p - w).abs() < 1e-6);
         }
-        let w: Vec<f32> = (0..3 * 37).map(|i| (i as f32 * 0.37).sin()).collect();
-        let x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
-        let bias = [0.5, -1.0, 2.0];
-        let mut out = vec![0.0; 3];
-        linear_rows(&w, Some(&bias), 37, 3, &x, 1, &mut out);
-        for c in 0..3 {
-            let row = &w[c * 37..(c + 1) * 37];
-            let want: f32 = row.iter().zip(&x).map(|(a, b)| a * b).sum::<f32>() + bias[c];
-            assert!((out[c] - want).abs() < 1e-5, "{} vs {want}", out[c]);
-            // The vector variant computes exactly the scalar one's sums.
-            assert_eq!(out[c], dot8(row, &x) + bias[c]);
-        }
-        // Rows of a batch: each output exactly the scalar dot product plus bias, added to what was there, for
-        // widths with and without a remainder, any batch size and output count (tiles and their edges).
+        // Rows of a batch: each output the chain of multiply-adds over its inputs in order, plus bias, added to what
+        // was there (the scalar variant's arithmetic, so the vector one must give exactly it), for widths of one
+        // input and up, any batch size (tiles of four rows and their remainders) and output counts around the
+        // blocks of eight and sixteen.
         for inp in [1usize, 2, 8, 36, 37, 64] {
-            for (m, out) in [(1usize, 1usize), (2, 4), (3, 5), (7, 13)] {
+            for (m, out) in [
+                (1usize, 1usize),
+                (2, 4),
+                (3, 5),
+                (7, 13),
+                (5, 16),
+                (9, 41),
+                (4, 192),
+            ] {
                 let w: Vec<f32> = (0..out * inp).map(|i| (i as f32 * 0.71).sin()).collect();
                 let x: Vec<f32> = (0..m * inp).map(|i| (i as f32 * 0.23).cos()).collect();
                 let b: Vec<f32> = (0..out).map(|i| i as f32 * 0.1).collect();
                 let mut y: Vec<f32> = (0..m * out).map(|i| i as f32).collect();
-                linear_rows(&w, Some(&b), inp, out, &x, m, &mut y);
+                Packed::new(&w, Some(&b), inp, out).add_to(&x, m, &mut y);
                 for j in 0..m {
                     for c in 0..out {
-                        let d = dot8(&w[c * inp..(c + 1) * inp], &x[j * inp..(j + 1) * inp]);
-                        assert_eq!(
-                            y[j * out + c],
-                            (j * out + c) as f32 + (d + b[c]),
-                            "{inp} {m} {out}"
-                        );
+                        let mut acc = 0.0f32;
+                        for k in 0..inp {
+                            acc = x[j * inp + k].mul_add(w[c * inp + k], acc);
+                        }
+                        let want = (j * out + c) as f32 + (acc + b[c]);
+                        assert_eq!(y[j * out + c], want, "{inp} {m} {out}");
+                        let plain: f32 = (0..inp).map(|k| x[j * inp + k] * w[c * inp + k]).sum();
+                        assert!((acc - plain).abs() < 1e-4 * (1.0 + plain.abs()));
                     }
                 }
+                // A row's outputs do not depend on the rows beside it.
+                let mut alone = vec![0.0; out];
+                Packed::new(&w, None, inp, out).add_to(&x[(m - 1) * inp..], 1, &mut alone);
+                let mut all = vec![0.0; m * out];
+                Packed::new(&w, None, inp, out).add_to(&x, m, &mut all);
+                assert_eq!(alone, all[(m - 1) * out..], "{inp} {m} {out}");
             }
         }
     }

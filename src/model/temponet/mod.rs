@@ -508,6 +508,9 @@ pub struct TempoNet {
     vs: nn::VarStore,
     net: Net,
     step_engine: StepEngine,
+    /// The dense layers packed for the native step, built at the first step after the parameters last changed:
+    /// every `&mut self` path that can change a parameter clears it ([`TempoNet::params_changed`]).
+    packed: std::cell::RefCell<Option<native::PackedNet>>,
     opt: Option<nn::Optimizer>,
     rng: rand::rngs::StdRng,
 }
@@ -572,14 +575,21 @@ impl TempoNet {
             vs,
             net,
             step_engine: StepEngine::default(),
+            packed: Default::default(),
             opt: None,
             rng: rand::rngs::StdRng::seed_from_u64(0),
         }
     }
 
     pub(crate) fn load_weights(&mut self, bytes: &[u8]) -> Result<(), ModelError> {
+        self.params_changed();
         self.vs.load_from_stream(std::io::Cursor::new(bytes))?;
         Ok(())
+    }
+
+    /// Drops what was derived from the parameters (the packed layers of the native step).
+    fn params_changed(&mut self) {
+        *self.packed.get_mut() = None;
     }
 
     /// Batches of at most 256 windows for scoring (no training), those with nothing predicted left out.
@@ -900,6 +910,7 @@ impl TempoNet {
         }
         let opt = self.opt.as_mut().expect("just built");
         opt.backward_step_clip_norm(&loss, 1.0);
+        self.params_changed();
         Ok(tch::no_grad(|| self.summarise(&l, &bt)))
     }
 
@@ -988,6 +999,10 @@ fn states(lanes: &mut Lanes) -> &mut Vec<LaneState> {
 impl TempoNet {
     /// One categorical field (head `i`, 1..=4) for the first `a` rows of context `c`: each lane draws a group, then
     /// a class in it, with its own random stream, when `applies(j)`; class 0 (no ports, no flags) otherwise.
+    ///
+    /// The head runs only for the rows that draw: a lane the field does not apply to, or whose support holds one
+    /// class (an observed pair's one service, say), takes its class without it and without a random number (the
+    /// truncated distribution is certain of it).
     #[allow(clippy::too_many_arguments)]
     fn draw_categorical<'s, S: StepNet, T: TryFrom<usize>>(
         net: &S,
@@ -1001,29 +1016,61 @@ impl TempoNet {
     ) -> Vec<T> {
         let t = &CATEGORICAL[i - 1];
         let (g, s) = (t.groups() as usize, t.size as usize);
-        let (hid, gl) = net.head(i, c);
-        let rows = gl.len() / g;
-        // Truncated to the support at both levels: groups holding a class seen, then the classes seen in the
-        // drawn group (see `support`).
-        let gp = step::softmax_rows(&gl, g, 0, g, a);
         let sets: Vec<Option<&ClassSet>> = (0..a).map(support).collect();
-        let group_seen =
-            |j: usize, x: usize| sets[j].is_none_or(|set| set.any_in(x * s, (x + 1) * s));
-        let groups = draw_classes(&gp, g, a, &applies, group_seen, rngs, rep);
-        let mut all = groups.iter().map(|&x| x as i64).collect::<Vec<_>>();
-        all.resize(rows, 0);
-        let wl = net.within(i, &hid, &all);
-        let wp = step::softmax_rows(&wl, s, 0, s, a);
-        let member_seen =
-            |j: usize, x: usize| sets[j].is_none_or(|set| set.contains(groups[j] * s + x));
-        let members = draw_classes(&wp, s, a, &applies, member_seen, rngs, rep);
-        (0..a)
-            .map(|j| {
-                let c = if applies(j) {
-                    groups[j] * s + members[j]
-                } else {
-                    0
-                };
+        let mut class = vec![0usize; a];
+        let mut draw: Vec<usize> = Vec::with_capacity(a);
+        for j in 0..a {
+            if !applies(j) {
+                continue;
+            }
+            match sets[j].and_then(ClassSet::only) {
+                Some(only) => class[j] = only,
+                None => draw.push(j),
+            }
+        }
+        if !draw.is_empty() {
+            // Rows `draw` of the context, padded to the implementation's smallest batch with copies of the first.
+            let rows: Vec<usize> = (0..draw.len().max(net.min_rows()))
+                .map(|r| draw[if r < draw.len() { r } else { 0 }])
+                .collect();
+            let cd;
+            let c = if rows.len() == a && rows.iter().enumerate().all(|(r, &j)| r == j) {
+                c
+            } else {
+                cd = net.select(c, &rows);
+                &cd
+            };
+            let d = draw.len();
+            let (hid, gl) = net.head(i, c);
+            // Truncated to the support at both levels: groups holding a class seen, then the classes seen in the
+            // drawn group (see `support`).
+            let gp = step::softmax_rows(&gl, g, 0, g, d);
+            let mut groups = vec![0usize; d];
+            for (r, &j) in draw.iter().enumerate() {
+                groups[r] = sample_masked(
+                    &gp[r * g..(r + 1) * g],
+                    |x| sets[j].is_none_or(|set| set.any_in(x * s, (x + 1) * s)),
+                    &mut rngs[j],
+                    rep,
+                );
+            }
+            let mut all = groups.iter().map(|&x| x as i64).collect::<Vec<_>>();
+            all.resize(rows.len(), all[0]);
+            let wl = net.within(i, &hid, &all);
+            let wp = step::softmax_rows(&wl, s, 0, s, d);
+            for (r, &j) in draw.iter().enumerate() {
+                let member = sample_masked(
+                    &wp[r * s..(r + 1) * s],
+                    |x| sets[j].is_none_or(|set| set.contains(groups[r] * s + x)),
+                    &mut rngs[j],
+                    rep,
+                );
+                class[j] = groups[r] * s + member;
+            }
+        }
+        class
+            .into_iter()
+            .map(|c| {
                 T::try_from(c)
                     .unwrap_or_else(|_| unreachable!("class {c} of head {i} fits its type"))
             })
@@ -1033,11 +1080,17 @@ impl TempoNet {
     /// Draws one flow for each lane of `idx` (one GRU step, all heads), leaving it in the lane's head: on the CPU
     /// with [`native::NativeStep`], elsewhere with libtorch (see [`step`]).
     fn gen_step(&self, lanes: &mut Lanes, idx: &[usize]) {
-        if self.device == Device::Cpu
-            && self.step_engine == StepEngine::Native
-            && let Some(net) = native::NativeStep::new(&self.net, self.config.hidden as usize)
-        {
-            return self.gen_step_with(&net, lanes, idx);
+        if self.device == Device::Cpu && self.step_engine == StepEngine::Native {
+            let mut packed = self.packed.borrow_mut();
+            if packed.is_none() {
+                *packed = native::PackedNet::new(&self.net);
+            }
+            if let Some(p) = packed.as_ref()
+                && let Some(net) =
+                    native::NativeStep::new(&self.net, p, self.config.hidden as usize)
+            {
+                return self.gen_step_with(&net, lanes, idx);
+            }
         }
         let net = step::TorchStep {
             net: &self.net,
@@ -1172,10 +1225,35 @@ impl TempoNet {
                 iat_in[2 * j + 1] = 1.0;
             }
         }
-        for j in a..m {
-            iat_in[2 * j] = iat_in[0];
-            iat_in[2 * j + 1] = iat_in[1];
+        // Lanes that ended here are done: the heads after the inter-arrival run for the others only.
+        let mut live = Vec::with_capacity(a);
+        for (j, &i) in idx.iter().enumerate() {
+            if ends[j] {
+                heads[i].ended = true;
+                heads[i].rng = rngs[j].clone();
+            } else {
+                live.push(j);
+            }
         }
+        if live.is_empty() {
+            return;
+        }
+        let rows_before = m;
+        let (a, m) = (live.len(), live.len().max(n.min_rows()));
+        // Row `j` of what follows is row `at[j]` of the step so far (rows `a..m` repeat the first live row).
+        let at: Vec<usize> = (0..m).map(|j| live[if j < a { j } else { 0 }]).collect();
+        let c1 = if m == rows_before && at.iter().enumerate().all(|(j, &r)| j == r) {
+            c1
+        } else {
+            n.select(&c1, &at)
+        };
+        let idx: Vec<usize> = live.iter().map(|&j| idx[j]).collect();
+        let mut rngs: Vec<LaneRng> = live.iter().map(|&j| rngs[j].clone()).collect();
+        let times: Vec<i64> = live.iter().map(|&j| times[j]).collect();
+        let iat_in: Vec<f32> = at
+            .iter()
+            .flat_map(|&r| [iat_in[2 * r], iat_in[2 * r + 1]])
+            .collect();
         let c2 = n.add_linear(&c1, Cond::Iat, &iat_in);
         // Protocol: any of the 256 values the data showed.
         let support = &self.space.support;
@@ -1312,11 +1390,6 @@ impl TempoNet {
         };
         for (j, &i) in idx.iter().enumerate() {
             let rng = &mut rngs[j];
-            if ends[j] {
-                heads[i].ended = true;
-                heads[i].rng = rng.clone();
-                continue;
-            }
             let forced = packets[j] == 1 && !self.space.single_packet_duration;
             // Zero, or not, and at most as long, as the data's flows of this kind.
             let (zero, range) = kinds[j].map_or((true, Some((0, u64::MAX))), |kd| {
@@ -1385,7 +1458,8 @@ impl TempoNet {
                 lane.hidden.clear();
             } else {
                 lane.hidden.clear();
-                lane.hidden.extend_from_slice(&h_cpu[j * hs..(j + 1) * hs]);
+                lane.hidden
+                    .extend_from_slice(&h_cpu[at[j] * hs..(at[j] + 1) * hs]);
             }
             head.rng = rng.clone();
             head.next = Some(r);
@@ -1406,6 +1480,8 @@ impl FlowModel for TempoNet {
         opts: &FitOptions,
         progress: &mut dyn FnMut(&FitProgress),
     ) -> Result<(), ModelError> {
+        // The categorical heads' biases are set from the data below, before any training step.
+        self.params_changed();
         self.arrivals = PairArrivals::new(self.config.address_context);
         self.arrivals.fit(records, self.space.silence_us);
         self.observed = observed_tails(records, self.space.silence_us);
@@ -1671,6 +1747,7 @@ impl FlowModel for TempoNet {
         flat_params(&self.vs)
     }
     fn set_params(&mut self, flat: &[f32]) -> Result<(), ModelError> {
+        self.params_changed();
         set_flat_params(&self.vs, flat)
     }
     fn base_learning_rate(&self) -> f64 {

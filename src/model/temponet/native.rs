@@ -1,10 +1,12 @@
-//! [`StepNet`] in plain Rust on the CPU, reading the parameters in place from the model's CPU tensors.
+//! [`StepNet`] in plain Rust on the CPU: the dense layers packed once per set of parameters ([`PackedNet`]), the
+//! embedding tables read in place from the model's CPU tensors.
 //!
 //! Why: on the CPU a libtorch generation step is a few hundred small operations, and for the batches generation
 //! runs (a few hundred lanes) their dispatch, allocations and copies took about half of it. Here the dense layers
-//! are dot products tiled over rows and outputs (see `kernels::linear_rows`: no weight packing, which
-//! dominated the small batches of real captures) and everything else is plain loops; nothing is allocated
-//! per operation beyond the row vectors themselves.
+//! are register-tiled products over transposed weights (see [`kernels::Packed`]; packing on every call, as a GEMM
+//! library does, dominated the small batches of real captures, so the model keeps the packed layers until its
+//! parameters change) and everything else is plain loops; nothing is allocated per operation beyond the row
+//! vectors themselves.
 //!
 //! Each row is computed from that row alone with a fixed order of operations, so a lane's numbers do not depend on
 //! its batch (no padding needed). The arithmetic is libtorch's (PyTorch's GRU gates r, z, n; the heads'
@@ -30,40 +32,87 @@ fn f32s(t: &Tensor) -> Option<&[f32]> {
     Some(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, n) })
 }
 
-/// A linear layer: weights `out x inp` (libtorch's layout), optional bias.
-struct Lin<'a> {
-    w: &'a [f32],
-    b: Option<&'a [f32]>,
-    inp: usize,
-    out: usize,
+/// A linear layer's weights (`out x inp`, libtorch's layout) and bias, packed (see [`kernels::Packed`]).
+fn packed(w: &Tensor, b: Option<&Tensor>) -> Option<kernels::Packed> {
+    let s = w.size();
+    let b = match b {
+        Some(b) => Some(f32s(b)?),
+        None => None,
+    };
+    Some(kernels::Packed::new(
+        f32s(w)?,
+        b,
+        s[1] as usize,
+        s[0] as usize,
+    ))
 }
 
-impl<'a> Lin<'a> {
-    fn of(l: &'a nn::Linear) -> Option<Lin<'a>> {
-        Self::from_parts(&l.ws, l.bs.as_ref())
-    }
-    fn from_parts(w: &'a Tensor, b: Option<&'a Tensor>) -> Option<Lin<'a>> {
-        let s = w.size();
-        let b = match b {
-            Some(b) => Some(f32s(b)?),
-            None => None,
-        };
-        Some(Lin {
-            w: f32s(w)?,
-            b,
-            out: s[0] as usize,
-            inp: s[1] as usize,
+fn packed_linear(l: &nn::Linear) -> Option<kernels::Packed> {
+    packed(&l.ws, l.bs.as_ref())
+}
+
+/// The dense layers of a [`Net`], packed for [`NativeStep`]: built once for a set of parameters and kept by the
+/// model until they change (training, new parameters, loading).
+pub(super) struct PackedNet {
+    in_proj: kernels::Packed,
+    /// GRU input and hidden layers (gates r, z, n stacked, as libtorch).
+    gru_x: kernels::Packed,
+    gru_h: kernels::Packed,
+    ctx: kernels::Packed,
+    /// The linear conditioning layers: inter-arrival, packets, bytes per packet.
+    c_iat: kernels::Packed,
+    c_pkts: kernels::Packed,
+    c_bpp: kernels::Packed,
+    heads: Vec<(kernels::Packed, kernels::Packed)>,
+    /// Each group's block of the within-group layer of the categorical heads 1 to 4 (the last group's padding
+    /// classes left out).
+    within: Vec<Vec<kernels::Packed>>,
+    silence_in: kernels::Packed,
+}
+
+impl PackedNet {
+    /// `None` when a parameter is not a contiguous CPU float tensor (a CUDA model: it steps on libtorch).
+    pub(super) fn new(net: &Net) -> Option<PackedNet> {
+        let [w_ih, w_hh, b_ih, b_hh] = &net.gru_weights;
+        Some(PackedNet {
+            in_proj: packed_linear(&net.in_proj)?,
+            gru_x: packed(w_ih, Some(b_ih))?,
+            gru_h: packed(w_hh, Some(b_hh))?,
+            ctx: packed_linear(&net.ctx)?,
+            c_iat: packed_linear(net.cond_linear(Cond::Iat))?,
+            c_pkts: packed_linear(net.cond_linear(Cond::Packets))?,
+            c_bpp: packed_linear(net.cond_linear(Cond::Bpp))?,
+            heads: net
+                .heads
+                .iter()
+                .map(|(h, o)| Some((packed_linear(h)?, packed_linear(o)?)))
+                .collect::<Option<_>>()?,
+            within: net
+                .within
+                .iter()
+                .zip(&CATEGORICAL)
+                .map(|((w, b, _), t)| {
+                    let (w, b) = (f32s(w)?, f32s(b)?);
+                    let hs = w.len() / b.len().max(1);
+                    let (size, n) = (t.size as usize, t.n as usize);
+                    Some(
+                        (0..t.groups() as usize)
+                            .map(|g| {
+                                let first = g * size;
+                                let valid = size.min(n - first);
+                                kernels::Packed::new(
+                                    &w[first * hs..(first + valid) * hs],
+                                    Some(&b[first..first + valid]),
+                                    hs,
+                                    valid,
+                                )
+                            })
+                            .collect(),
+                    )
+                })
+                .collect::<Option<_>>()?,
+            silence_in: packed_linear(&net.silence_in)?,
         })
-    }
-    /// `x W^T + b` for the `m` rows of `x`.
-    fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let mut y = vec![0.0; m * self.out];
-        self.add_to(x, m, &mut y);
-        y
-    }
-    /// Adds `x W^T + b` to the `m` rows of `y`.
-    fn add_to(&self, x: &[f32], m: usize, y: &mut [f32]) {
-        kernels::linear_rows(self.w, self.b, self.inp, self.out, x, m, y);
     }
 }
 
@@ -92,34 +141,27 @@ fn relu(v: &mut [f32]) {
     }
 }
 
-/// [`StepNet`] over a [`Net`] whose parameters are CPU float tensors.
+/// [`StepNet`] over a [`Net`] whose parameters are CPU float tensors: its dense layers packed ([`PackedNet`]),
+/// its embedding tables read in place.
 pub(super) struct NativeStep<'a> {
     hidden: usize,
     e_proto: Emb<'a>,
     e_dport: Emb<'a>,
     e_sport: Emb<'a>,
     e_flags: Emb<'a>,
-    in_proj: Lin<'a>,
-    /// GRU input and hidden layers (gates r, z, n stacked, as libtorch).
-    gru_x: Lin<'a>,
-    gru_h: Lin<'a>,
     pair: Vec<Emb<'a>>,
-    ctx: Lin<'a>,
-    /// The conditioning layers are looked up through it (`Net::cond_linear`, `Net::cond_embedding`).
+    /// The conditioning embeddings are looked up through it (`Net::cond_embedding`).
     net: &'a Net,
-    heads: Vec<(Lin<'a>, Lin<'a>)>,
-    /// Within-group weights (`groups * size x hidden`) and biases of the categorical heads 1 to 4.
-    within: Vec<(&'a [f32], &'a [f32])>,
-    silence_in: Lin<'a>,
+    packed: &'a PackedNet,
 }
 
 impl<'a> NativeStep<'a> {
     /// `None` when a parameter is not a contiguous CPU float tensor (a CUDA model: it steps on libtorch).
-    pub(super) fn new(net: &'a Net, hidden: usize) -> Option<NativeStep<'a>> {
-        let [w_ih, w_hh, b_ih, b_hh] = &net.gru_weights;
-        for l in [Cond::Iat, Cond::Packets, Cond::Bpp] {
-            Lin::of(net.cond_linear(l))?;
-        }
+    pub(super) fn new(
+        net: &'a Net,
+        packed: &'a PackedNet,
+        hidden: usize,
+    ) -> Option<NativeStep<'a>> {
         for e in [Cond::Proto, Cond::DstPort, Cond::SrcPort, Cond::Flags] {
             Emb::of(net.cond_embedding(e))?;
         }
@@ -129,23 +171,9 @@ impl<'a> NativeStep<'a> {
             e_dport: Emb::of(&net.e_dport)?,
             e_sport: Emb::of(&net.e_sport)?,
             e_flags: Emb::of(&net.e_flags)?,
-            in_proj: Lin::of(&net.in_proj)?,
-            gru_x: Lin::from_parts(w_ih, Some(b_ih))?,
-            gru_h: Lin::from_parts(w_hh, Some(b_hh))?,
             pair: net.pair.iter().map(Emb::of).collect::<Option<_>>()?,
-            ctx: Lin::of(&net.ctx)?,
             net,
-            heads: net
-                .heads
-                .iter()
-                .map(|(h, o)| Some((Lin::of(h)?, Lin::of(o)?)))
-                .collect::<Option<_>>()?,
-            within: net
-                .within
-                .iter()
-                .map(|(w, b, _)| Some((f32s(w)?, f32s(b)?)))
-                .collect::<Option<_>>()?,
-            silence_in: Lin::of(&net.silence_in)?,
+            packed,
         })
     }
 
@@ -153,8 +181,13 @@ impl<'a> NativeStep<'a> {
         c.len() / self.hidden
     }
 
-    fn linear(&self, l: Cond) -> Lin<'a> {
-        Lin::of(self.net.cond_linear(l)).expect("checked readable in `new`")
+    fn linear(&self, l: Cond) -> &'a kernels::Packed {
+        match l {
+            Cond::Iat => &self.packed.c_iat,
+            Cond::Packets => &self.packed.c_pkts,
+            Cond::Bpp => &self.packed.c_bpp,
+            _ => panic!("{l:?} is an embedding"),
+        }
     }
 
     fn embedding(&self, e: Cond) -> Emb<'a> {
@@ -172,7 +205,8 @@ impl StepNet for NativeStep<'_> {
     fn encode(&self, x: &StepInputs) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (m, hs) = (x.m, self.hidden);
         // Event embedding: continuous inputs and the four field embeddings, projected, relu.
-        let mut inp = Vec::with_capacity(m * self.in_proj.inp);
+        let p = self.packed;
+        let mut inp = Vec::with_capacity(m * p.in_proj.inp);
         for j in 0..m {
             inp.extend_from_slice(&x.cont[j * N_CONT_INPUTS..(j + 1) * N_CONT_INPUTS]);
             inp.extend_from_slice(self.e_proto.row(x.proto[j]));
@@ -180,11 +214,11 @@ impl StepNet for NativeStep<'_> {
             inp.extend_from_slice(self.e_sport.row(x.sport[j]));
             inp.extend_from_slice(self.e_flags.row(x.flags[j]));
         }
-        let mut e = self.in_proj.forward(&inp, m);
+        let mut e = p.in_proj.forward(&inp, m);
         relu(&mut e);
         // One GRU step: r = s(x_r + h_r), z = s(x_z + h_z), n = tanh(x_n + r h_n), h' = (1 - z) n + z h.
-        let gx = self.gru_x.forward(&e, m);
-        let gh = self.gru_h.forward(&x.h0, m);
+        let gx = p.gru_x.forward(&e, m);
+        let gh = p.gru_h.forward(&x.h0, m);
         let mut rz = Vec::with_capacity(m * 2 * hs);
         for (gx, gh) in gx.chunks(3 * hs).zip(gh.chunks(3 * hs)) {
             rz.extend(gx[..2 * hs].iter().zip(&gh[..2 * hs]).map(|(a, b)| a + b));
@@ -223,7 +257,7 @@ impl StepNet for NativeStep<'_> {
             hp.extend_from_slice(&h[j * hs..(j + 1) * hs]);
             hp.extend_from_slice(&pe[j * pd..(j + 1) * pd]);
         }
-        let c1 = self.ctx.forward(&hp, m);
+        let c1 = p.ctx.forward(&hp, m);
         (h, c1, pe)
     }
 
@@ -236,13 +270,13 @@ impl StepNet for NativeStep<'_> {
             inp.extend_from_slice(&pe[j * pd..(j + 1) * pd]);
             inp.extend_from_slice(&x[j * w..(j + 1) * w]);
         }
-        let s = self.silence_in.forward(&inp, m);
+        let s = self.packed.silence_in.forward(&inp, m);
         self.head(SILENCE_HEAD, &s).1
     }
 
     fn head(&self, i: usize, c: &Vec<f32>) -> (Vec<f32>, Vec<f32>) {
         let m = self.rows(c);
-        let (l1, l2) = &self.heads[i];
+        let (l1, l2) = &self.packed.heads[i];
         let mut r = c.clone();
         relu(&mut r);
         let mut hid = l1.forward(&r, m);
@@ -252,26 +286,15 @@ impl StepNet for NativeStep<'_> {
     }
 
     fn within(&self, i: usize, hid: &Vec<f32>, group: &[i64]) -> Vec<f32> {
-        let t = &CATEGORICAL[i - 1];
-        let (size, n) = (t.size as usize, t.n as usize);
-        let (w, b) = self.within[i - 1];
+        let size = CATEGORICAL[i - 1].size as usize;
+        let blocks = &self.packed.within[i - 1];
         let hs = hid.len() / group.len().max(1);
         let mut out = vec![0.0; group.len() * size];
         for ((j, &g), o) in group.iter().enumerate().zip(out.chunks_mut(size)) {
-            let first = g as usize * size;
-            let valid = size.min(n - first);
-            // One row of the group's weight block.
-            kernels::linear_rows(
-                &w[first * hs..(first + valid) * hs],
-                Some(&b[first..first + valid]),
-                hs,
-                valid,
-                &hid[j * hs..(j + 1) * hs],
-                1,
-                &mut o[..valid],
-            );
+            let block = &blocks[g as usize];
+            block.add_to(&hid[j * hs..(j + 1) * hs], 1, &mut o[..block.out]);
             // The last group's padding classes get no probability.
-            o[valid..].fill(f32::NEG_INFINITY);
+            o[block.out..].fill(f32::NEG_INFINITY);
         }
         out
     }
@@ -280,6 +303,15 @@ impl StepNet for NativeStep<'_> {
         let mut y = c.clone();
         self.linear(l).add_to(x, self.rows(c), &mut y);
         y
+    }
+
+    fn select(&self, c: &Vec<f32>, rows: &[usize]) -> Vec<f32> {
+        let hs = self.hidden;
+        let mut out = Vec::with_capacity(rows.len() * hs);
+        for &r in rows {
+            out.extend_from_slice(&c[r * hs..(r + 1) * hs]);
+        }
+        out
     }
 
     fn add_embedding(&self, c: &Vec<f32>, e: Cond, classes: &[i64]) -> Vec<f32> {
@@ -337,7 +369,8 @@ mod tests {
         let cfg = TempoNetConfig::default();
         let t = TempoNet::new(cfg.clone(), &records, Device::Cpu).unwrap();
         let hs = cfg.hidden as usize;
-        let native = NativeStep::new(&t.net, hs).expect("a CPU model's parameters are readable");
+        let packed = PackedNet::new(&t.net).expect("a CPU model's parameters are readable");
+        let native = NativeStep::new(&t.net, &packed, hs).expect("and its embeddings too");
         let torch = TorchStep {
             net: &t.net,
             device: Device::Cpu,

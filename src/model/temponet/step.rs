@@ -66,6 +66,8 @@ pub(super) trait StepNet {
     fn add_linear(&self, c: &Self::Rows, l: Cond, x: &[f32]) -> Self::Rows;
     /// `c` plus the rows of a conditioning embedding for `classes`.
     fn add_embedding(&self, c: &Self::Rows, e: Cond, classes: &[i64]) -> Self::Rows;
+    /// Rows `rows` of `c`, in that order (a head computed for the lanes that draw from it only).
+    fn select(&self, c: &Self::Rows, rows: &[usize]) -> Self::Rows;
 }
 
 impl Net {
@@ -149,6 +151,10 @@ impl StepNet for TorchStep<'_> {
             .net
             .cond_embedding(e)
             .forward(&Tensor::from_slice(classes).to_device(self.device))
+    }
+    fn select(&self, c: &Tensor, rows: &[usize]) -> Tensor {
+        let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        c.index_select(0, &Tensor::from_slice(&rows).to_device(self.device))
     }
 }
 
