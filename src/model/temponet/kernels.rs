@@ -195,26 +195,36 @@ unsafe fn packed_avx2(p: &Packed, x: &[f32], m: usize, y: &mut [f32]) {
     unsafe {
         let mut j = 0;
         while j + 4 <= m {
-            packed_cols::<4>(p, x, j, y);
+            packed_cols::<4, 2>(p, x, j, y);
             j += 4;
         }
         match m - j {
-            3 => packed_cols::<3>(p, x, j, y),
-            2 => packed_cols::<2>(p, x, j, y),
-            1 => packed_cols::<1>(p, x, j, y),
+            3 => packed_cols::<3, 3>(p, x, j, y),
+            2 => packed_cols::<2, 4>(p, x, j, y),
+            1 => packed_cols::<1, 6>(p, x, j, y),
             _ => {}
         }
     }
 }
 
-/// Every output of rows `j..j + R`, sixteen at a time (eight sums in flight with four rows: the multiply-add
-/// latency times its two ports).
+/// Every output of rows `j..j + R`, `8 V` at a time, then sixteen and eight: `R V` sums in flight, eight or more
+/// (the multiply-add latency times its two ports) where the layer is that wide. One row (a lane's within-group
+/// logits, 41 of them) takes 48 outputs a tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn packed_cols<const R: usize>(p: &Packed, x: &[f32], j: usize, y: &mut [f32]) {
+unsafe fn packed_cols<const R: usize, const V: usize>(
+    p: &Packed,
+    x: &[f32],
+    j: usize,
+    y: &mut [f32],
+) {
     // SAFETY: as the caller's.
     unsafe {
         let mut c = 0;
+        while c + 8 * V <= p.pad {
+            packed_tile::<R, V>(p, x, j, c, y);
+            c += 8 * V;
+        }
         while c + 16 <= p.pad {
             packed_tile::<R, 2>(p, x, j, c, y);
             c += 16;
