@@ -109,5 +109,36 @@ fn generate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, train, generate);
+/// TempoNet generation on a real capture (IoT-23 34-1, fitted for two epochs): what a user's observed pairs cost,
+/// with their habits and the network's own support, where the synthetic pairs above each use one service.
+fn generate_real(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/iot23/CTU-Malware-Capture-34-1-labeled.csv");
+    let data = temponet::metrics::time_sorted(
+        &temponet::format::reader::read_all(&[path]).expect("shared IoT-23 data"),
+    );
+    let cfg = ModelConfig::default();
+    let opts = temponet::model::FitOptions {
+        epochs: 2,
+        ..Default::default()
+    };
+    let m = Model::fit_new(ModelKind::TempoNet, &cfg, &data, &opts, &mut |_| {}).unwrap();
+    let n = 20_000u64;
+    let req = GenerateRequest::new(
+        m.space().last_us,
+        GenLimit::Count(n),
+        1,
+        PairSource::Observed,
+    );
+    let mut g = c.benchmark_group("generate");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n));
+    g.bench_function("temponet_iot23_34_1", |b| {
+        b.iter(|| m.generate(&req, &mut |_| {}).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, train, generate, generate_real);
 criterion_main!(benches);

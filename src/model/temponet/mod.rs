@@ -1085,10 +1085,8 @@ impl TempoNet {
             if packed.is_none() {
                 *packed = native::PackedNet::new(&self.net);
             }
-            if let Some(p) = packed.as_ref()
-                && let Some(net) =
-                    native::NativeStep::new(&self.net, p, self.config.hidden as usize)
-            {
+            if let Some(p) = packed.as_ref() {
+                let net = native::NativeStep::new(p, self.config.hidden as usize);
                 return self.gen_step_with(&net, lanes, idx);
             }
         }

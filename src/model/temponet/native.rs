@@ -68,6 +68,17 @@ pub(super) struct PackedNet {
     /// classes left out).
     within: Vec<Vec<kernels::Packed>>,
     silence_in: kernels::Packed,
+    e_proto: Emb,
+    e_dport: Emb,
+    e_sport: Emb,
+    e_flags: Emb,
+    /// The four pair bucket tables.
+    pair: Vec<Emb>,
+    /// The conditioning embeddings: protocol, destination and source port class, flags.
+    c_proto: Emb,
+    c_dport: Emb,
+    c_sport: Emb,
+    c_flags: Emb,
 }
 
 impl PackedNet {
@@ -112,24 +123,34 @@ impl PackedNet {
                 })
                 .collect::<Option<_>>()?,
             silence_in: packed_linear(&net.silence_in)?,
+            e_proto: Emb::of(&net.e_proto)?,
+            e_dport: Emb::of(&net.e_dport)?,
+            e_sport: Emb::of(&net.e_sport)?,
+            e_flags: Emb::of(&net.e_flags)?,
+            pair: net.pair.iter().map(Emb::of).collect::<Option<_>>()?,
+            c_proto: Emb::of(net.cond_embedding(Cond::Proto))?,
+            c_dport: Emb::of(net.cond_embedding(Cond::DstPort))?,
+            c_sport: Emb::of(net.cond_embedding(Cond::SrcPort))?,
+            c_flags: Emb::of(net.cond_embedding(Cond::Flags))?,
         })
     }
 }
 
-/// An embedding table, `dim` wide.
-struct Emb<'a> {
-    w: &'a [f32],
+/// An embedding table, `dim` wide (a copy: a step then makes no call into libtorch, which cost a tenth of a step
+/// of the one or two lanes a busy pair's steps hold).
+struct Emb {
+    w: Vec<f32>,
     dim: usize,
 }
 
-impl<'a> Emb<'a> {
-    fn of(e: &'a nn::Embedding) -> Option<Emb<'a>> {
+impl Emb {
+    fn of(e: &nn::Embedding) -> Option<Emb> {
         Some(Emb {
-            w: f32s(&e.ws)?,
+            w: f32s(&e.ws)?.to_vec(),
             dim: e.ws.size()[1] as usize,
         })
     }
-    fn row(&self, c: i64) -> &'a [f32] {
+    fn row(&self, c: i64) -> &[f32] {
         let c = c as usize;
         &self.w[c * self.dim..(c + 1) * self.dim]
     }
@@ -141,40 +162,15 @@ fn relu(v: &mut [f32]) {
     }
 }
 
-/// [`StepNet`] over a [`Net`] whose parameters are CPU float tensors: its dense layers packed ([`PackedNet`]),
-/// its embedding tables read in place.
+/// [`StepNet`] over a [`PackedNet`]: a [`Net`] whose parameters are CPU float tensors, packed.
 pub(super) struct NativeStep<'a> {
     hidden: usize,
-    e_proto: Emb<'a>,
-    e_dport: Emb<'a>,
-    e_sport: Emb<'a>,
-    e_flags: Emb<'a>,
-    pair: Vec<Emb<'a>>,
-    /// The conditioning embeddings are looked up through it (`Net::cond_embedding`).
-    net: &'a Net,
     packed: &'a PackedNet,
 }
 
 impl<'a> NativeStep<'a> {
-    /// `None` when a parameter is not a contiguous CPU float tensor (a CUDA model: it steps on libtorch).
-    pub(super) fn new(
-        net: &'a Net,
-        packed: &'a PackedNet,
-        hidden: usize,
-    ) -> Option<NativeStep<'a>> {
-        for e in [Cond::Proto, Cond::DstPort, Cond::SrcPort, Cond::Flags] {
-            Emb::of(net.cond_embedding(e))?;
-        }
-        Some(NativeStep {
-            hidden,
-            e_proto: Emb::of(&net.e_proto)?,
-            e_dport: Emb::of(&net.e_dport)?,
-            e_sport: Emb::of(&net.e_sport)?,
-            e_flags: Emb::of(&net.e_flags)?,
-            pair: net.pair.iter().map(Emb::of).collect::<Option<_>>()?,
-            net,
-            packed,
-        })
+    pub(super) fn new(packed: &'a PackedNet, hidden: usize) -> NativeStep<'a> {
+        NativeStep { hidden, packed }
     }
 
     fn rows(&self, c: &[f32]) -> usize {
@@ -190,8 +186,14 @@ impl<'a> NativeStep<'a> {
         }
     }
 
-    fn embedding(&self, e: Cond) -> Emb<'a> {
-        Emb::of(self.net.cond_embedding(e)).expect("checked readable in `new`")
+    fn embedding(&self, e: Cond) -> &'a Emb {
+        match e {
+            Cond::Proto => &self.packed.c_proto,
+            Cond::DstPort => &self.packed.c_dport,
+            Cond::SrcPort => &self.packed.c_sport,
+            Cond::Flags => &self.packed.c_flags,
+            _ => panic!("{e:?} is linear"),
+        }
     }
 }
 
@@ -209,10 +211,10 @@ impl StepNet for NativeStep<'_> {
         let mut inp = Vec::with_capacity(m * p.in_proj.inp);
         for j in 0..m {
             inp.extend_from_slice(&x.cont[j * N_CONT_INPUTS..(j + 1) * N_CONT_INPUTS]);
-            inp.extend_from_slice(self.e_proto.row(x.proto[j]));
-            inp.extend_from_slice(self.e_dport.row(x.dport[j]));
-            inp.extend_from_slice(self.e_sport.row(x.sport[j]));
-            inp.extend_from_slice(self.e_flags.row(x.flags[j]));
+            inp.extend_from_slice(p.e_proto.row(x.proto[j]));
+            inp.extend_from_slice(p.e_dport.row(x.dport[j]));
+            inp.extend_from_slice(p.e_sport.row(x.sport[j]));
+            inp.extend_from_slice(p.e_flags.row(x.flags[j]));
         }
         let mut e = p.in_proj.forward(&inp, m);
         relu(&mut e);
@@ -243,10 +245,10 @@ impl StepNet for NativeStep<'_> {
             }
         }
         // Pair embedding: the sum of its four bucket rows.
-        let pd = self.pair[0].dim;
+        let pd = p.pair[0].dim;
         let mut pe = vec![0.0f32; m * pd];
         for (j, out) in pe.chunks_mut(pd).enumerate() {
-            for (t, table) in self.pair.iter().enumerate() {
+            for (t, table) in p.pair.iter().enumerate() {
                 for (o, v) in out.iter_mut().zip(table.row(x.buckets[j * 4 + t])) {
                     *o += v;
                 }
@@ -262,7 +264,7 @@ impl StepNet for NativeStep<'_> {
     }
 
     fn silence(&self, pe: &Vec<f32>, x: &[f32]) -> Vec<f32> {
-        let pd = self.pair[0].dim;
+        let pd = self.packed.pair[0].dim;
         let m = pe.len() / pd;
         let w = x.len() / m.max(1);
         let mut inp = Vec::with_capacity(m * (pd + w));
@@ -370,7 +372,7 @@ mod tests {
         let t = TempoNet::new(cfg.clone(), &records, Device::Cpu).unwrap();
         let hs = cfg.hidden as usize;
         let packed = PackedNet::new(&t.net).expect("a CPU model's parameters are readable");
-        let native = NativeStep::new(&t.net, &packed, hs).expect("and its embeddings too");
+        let native = NativeStep::new(&packed, hs);
         let torch = TorchStep {
             net: &t.net,
             device: Device::Cpu,
