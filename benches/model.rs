@@ -3,7 +3,8 @@
 //! flows/s per thread on CPU. Run with `OMP_NUM_THREADS=1 cargo bench --bench model`. TempoNet generation runs
 //! twice, with its native CPU step (the default) and with its libtorch step, side by side.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use std::net::{IpAddr, Ipv4Addr};
 use temponet::model::{
@@ -88,25 +89,28 @@ fn generate(c: &mut Criterion) {
             ..Default::default()
         };
         let mut m = Model::fit_new(kind, &cfg, &data, &opts, &mut |_| {}).unwrap();
-        let n = 20_000u64;
-        let req = GenerateRequest::new(
-            m.space().last_us,
-            GenLimit::Count(n),
-            1,
-            PairSource::Observed,
-        );
-        g.throughput(Throughput::Elements(n));
-        g.bench_function(format!("{kind}_1024_pairs"), |b| {
-            b.iter(|| m.generate(&req, &mut |_| {}).unwrap())
-        });
+        bench_observed(&mut g, &format!("{kind}_1024_pairs"), &m);
         if kind == ModelKind::TempoNet {
             m.set_step_engine(StepEngine::Libtorch);
-            g.bench_function(format!("{kind}_libtorch_step_1024_pairs"), |b| {
-                b.iter(|| m.generate(&req, &mut |_| {}).unwrap())
-            });
+            bench_observed(&mut g, &format!("{kind}_libtorch_step_1024_pairs"), &m);
         }
     }
     g.finish();
+}
+
+/// Flows drawn per iteration of a generation bench.
+const GEN_FLOWS: u64 = 20_000;
+
+/// Benches `m` drawing [`GEN_FLOWS`] flows of its observed pairs from the end of its training data.
+fn bench_observed(g: &mut BenchmarkGroup<WallTime>, name: &str, m: &Model) {
+    let req = GenerateRequest::new(
+        m.space().last_us,
+        GenLimit::Count(GEN_FLOWS),
+        1,
+        PairSource::Observed,
+    );
+    g.throughput(Throughput::Elements(GEN_FLOWS));
+    g.bench_function(name, |b| b.iter(|| m.generate(&req, &mut |_| {}).unwrap()));
 }
 
 /// TempoNet generation on a real capture (IoT-23 34-1, fitted for two epochs): what a user's observed pairs cost,
@@ -124,19 +128,9 @@ fn generate_real(c: &mut Criterion) {
         ..Default::default()
     };
     let m = Model::fit_new(ModelKind::TempoNet, &cfg, &data, &opts, &mut |_| {}).unwrap();
-    let n = 20_000u64;
-    let req = GenerateRequest::new(
-        m.space().last_us,
-        GenLimit::Count(n),
-        1,
-        PairSource::Observed,
-    );
     let mut g = c.benchmark_group("generate");
     g.sample_size(10);
-    g.throughput(Throughput::Elements(n));
-    g.bench_function("temponet_iot23_34_1", |b| {
-        b.iter(|| m.generate(&req, &mut |_| {}).unwrap())
-    });
+    bench_observed(&mut g, "temponet_iot23_34_1", &m);
     g.finish();
 }
 

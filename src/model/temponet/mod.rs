@@ -1029,43 +1029,27 @@ impl TempoNet {
             }
         }
         if !draw.is_empty() {
-            // Rows `draw` of the context, padded to the implementation's smallest batch with copies of the first.
-            let rows: Vec<usize> = (0..draw.len().max(net.min_rows()))
-                .map(|r| draw[if r < draw.len() { r } else { 0 }])
-                .collect();
-            let cd;
-            let c = if rows.len() == a && rows.iter().enumerate().all(|(r, &j)| r == j) {
-                c
-            } else {
-                cd = net.select(c, &rows);
-                &cd
-            };
+            // `c` has the rows of the caller's batch: `a`, padded to the implementation's smallest.
+            let (rows, picked) = pick_rows(net, c, a.max(net.min_rows()), &draw);
+            let c = picked.as_ref().unwrap_or(c);
             let d = draw.len();
             let (hid, gl) = net.head(i, c);
             // Truncated to the support at both levels: groups holding a class seen, then the classes seen in the
             // drawn group (see `support`).
             let gp = step::softmax_rows(&gl, g, 0, g, d);
-            let mut groups = vec![0usize; d];
-            for (r, &j) in draw.iter().enumerate() {
-                groups[r] = sample_masked(
-                    &gp[r * g..(r + 1) * g],
-                    |x| sets[j].is_none_or(|set| set.any_in(x * s, (x + 1) * s)),
-                    &mut rngs[j],
-                    rep,
-                );
-            }
+            let group_seen =
+                |r: usize, x: usize| sets[draw[r]].is_none_or(|set| set.any_in(x * s, (x + 1) * s));
+            let groups = draw_classes(&gp, g, &draw, group_seen, rngs, rep);
             let mut all = groups.iter().map(|&x| x as i64).collect::<Vec<_>>();
             all.resize(rows.len(), all[0]);
             let wl = net.within(i, &hid, &all);
             let wp = step::softmax_rows(&wl, s, 0, s, d);
+            let member_seen = |r: usize, x: usize| {
+                sets[draw[r]].is_none_or(|set| set.contains(groups[r] * s + x))
+            };
+            let members = draw_classes(&wp, s, &draw, member_seen, rngs, rep);
             for (r, &j) in draw.iter().enumerate() {
-                let member = sample_masked(
-                    &wp[r * s..(r + 1) * s],
-                    |x| sets[j].is_none_or(|set| set.contains(groups[r] * s + x)),
-                    &mut rngs[j],
-                    rep,
-                );
-                class[j] = groups[r] * s + member;
+                class[j] = groups[r] * s + members[r];
             }
         }
         class
@@ -1236,15 +1220,10 @@ impl TempoNet {
         if live.is_empty() {
             return;
         }
-        let rows_before = m;
-        let (a, m) = (live.len(), live.len().max(n.min_rows()));
         // Row `j` of what follows is row `at[j]` of the step so far (rows `a..m` repeat the first live row).
-        let at: Vec<usize> = (0..m).map(|j| live[if j < a { j } else { 0 }]).collect();
-        let c1 = if m == rows_before && at.iter().enumerate().all(|(j, &r)| j == r) {
-            c1
-        } else {
-            n.select(&c1, &at)
-        };
+        let (at, picked) = pick_rows(n, &c1, m, &live);
+        let c1 = picked.unwrap_or(c1);
+        let (a, m) = (live.len(), at.len());
         let idx: Vec<usize> = live.iter().map(|&j| idx[j]).collect();
         let mut rngs: Vec<LaneRng> = live.iter().map(|&j| rngs[j].clone()).collect();
         let times: Vec<i64> = live.iter().map(|&j| times[j]).collect();
@@ -1320,7 +1299,8 @@ impl TempoNet {
                 }
             })
         };
-        let pk_cls = draw_classes(&pk_probs, PK_CLASSES, a, |_| true, pk_seen, &mut rngs, rep);
+        let every: Vec<usize> = (0..a).collect();
+        let pk_cls = draw_classes(&pk_probs, PK_CLASSES, &every, pk_seen, &mut rngs, rep);
         let (w, mu, sg) = step::mixture_rows(&oq, pk_w, PK_CLASSES, k, a);
         let zl = |i: usize, v: f64| (v - norm.mean[i]) / norm.std[i];
         let mut packets = vec![0u64; a];
@@ -1844,31 +1824,44 @@ fn cpu(t: Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(t.to_device(Device::Cpu).contiguous().view([-1])).unwrap_or_default()
 }
 
-/// One categorical field for the first `a` lanes: lane `j` draws from its row of `probs` (`classes` wide) with its
-/// own random stream when `applies(j)`, and gets class 0 (no ports, no flags) otherwise.
+/// One categorical field: row `r` of `probs` (`classes` wide) is drawn for lane `lanes[r]`, with that lane's random
+/// stream, among the classes `allowed(r, class)`.
 fn draw_classes(
     probs: &[f32],
     classes: usize,
-    a: usize,
-    applies: impl Fn(usize) -> bool,
+    lanes: &[usize],
     allowed: impl Fn(usize, usize) -> bool,
     rngs: &mut [LaneRng],
     rep: &mut RepairCounts,
 ) -> Vec<usize> {
-    (0..a)
-        .map(|j| {
-            if applies(j) {
-                sample_masked(
-                    &probs[j * classes..(j + 1) * classes],
-                    |c| allowed(j, c),
-                    &mut rngs[j],
-                    rep,
-                )
-            } else {
-                0
-            }
+    lanes
+        .iter()
+        .enumerate()
+        .map(|(r, &j)| {
+            sample_masked(
+                &probs[r * classes..(r + 1) * classes],
+                |c| allowed(r, c),
+                &mut rngs[j],
+                rep,
+            )
         })
         .collect()
+}
+
+/// Rows `keep` of `c` (a batch of `rows` rows), padded with copies of the first to the implementation's smallest
+/// batch (a head then runs for those lanes only): the rows taken, and the new batch unless it is `c` itself.
+fn pick_rows<S: StepNet>(
+    net: &S,
+    c: &S::Rows,
+    rows: usize,
+    keep: &[usize],
+) -> (Vec<usize>, Option<S::Rows>) {
+    let at: Vec<usize> = (0..keep.len().max(net.min_rows()))
+        .map(|r| keep[if r < keep.len() { r } else { 0 }])
+        .collect();
+    let same = at.len() == rows && at.iter().enumerate().all(|(r, &j)| r == j);
+    let picked = (!same).then(|| net.select(c, &at));
+    (at, picked)
 }
 
 /// The probability of a logit (what libtorch's `sigmoid` gives).

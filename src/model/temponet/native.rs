@@ -1,5 +1,5 @@
-//! [`StepNet`] in plain Rust on the CPU: the dense layers packed once per set of parameters ([`PackedNet`]), the
-//! embedding tables read in place from the model's CPU tensors.
+//! [`StepNet`] in plain Rust on the CPU, over a copy of the model's CPU parameters made once per set of parameters
+//! ([`PackedNet`]: the dense layers packed, the embedding tables as they are).
 //!
 //! Why: on the CPU a libtorch generation step is a few hundred small operations, and for the batches generation
 //! runs (a few hundred lanes) their dispatch, allocations and copies took about half of it. Here the dense layers
