@@ -34,7 +34,7 @@ use rand::{Rng, SeedableRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use tch::nn::{self, Module, OptimizerConfig};
+use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 const C: usize = 15;
@@ -311,7 +311,7 @@ pub struct Stan {
     device: Device,
     vs: nn::VarStore,
     net: Net,
-    opt: Option<nn::Optimizer>,
+    opt: Option<super::adam::Adam>,
     rng: rand::rngs::StdRng,
 }
 
@@ -675,7 +675,8 @@ impl Stan {
             loss += l.sum(Kind::Float) / cnt;
         }
         if self.opt.is_none() {
-            self.opt = Some(nn::Adam::default().build(&self.vs, self.config.lr)?);
+            // No tables: the convolution and the heads are dense.
+            self.opt = Some(super::adam::Adam::new(&self.vs, self.config.lr, |_| false));
         }
         self.opt
             .as_mut()
@@ -1327,7 +1328,7 @@ impl FlowModel for Stan {
         self.config.lr
     }
     fn set_learning_rate(&mut self, lr: f64) -> Result<(), ModelError> {
-        super::set_adam_lr(&mut self.opt, &self.vs, lr)
+        super::set_adam_lr(&mut self.opt, &self.vs, |_| false, lr)
     }
     fn version(&self) -> u64 {
         self.version

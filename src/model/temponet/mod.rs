@@ -33,7 +33,7 @@ use super::{
 use crate::record::{FlowRecord, HostPair, TcpFlags, proto};
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module, OptimizerConfig, RNN};
+use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
 mod kernels;
@@ -341,13 +341,26 @@ impl Net {
         let sorted = hid.index_select(0, &Tensor::from_slice(&order).to_device(d));
         let sizes: Vec<i64> = present.iter().map(|p| p.1).collect();
         let parts = sorted.split_with_sizes(&sizes, 0);
-        // Only the present groups' blocks (unbinding all of them cost a tenth of a generation step).
         let ws = w.view([t.groups(), t.size, -1]);
         let bs = (b + pad).view([t.groups(), t.size]);
+        let block: Box<dyn Fn(usize) -> (Tensor, Tensor)> = if hid.requires_grad() {
+            // Training: every block from one unbind. A `select` per group gave each group's weight gradient the
+            // full table's size (zeros but for its block), and the backward pass filled and summed one such
+            // 430 KB tensor per group present in a port head (17 on a batch of random client ports).
+            let (wb, bb) = (ws.unbind(0), bs.unbind(0));
+            Box::new(move |g| (wb[g].shallow_clone(), bb[g].shallow_clone()))
+        } else {
+            // Scoring and generation: only the present groups' blocks (unbinding all of them cost a tenth of a
+            // generation step).
+            Box::new(move |g| (ws.select(0, g as i64), bs.select(0, g as i64)))
+        };
         let outs: Vec<Tensor> = present
             .iter()
             .zip(&parts)
-            .map(|(&(g, _), x)| x.linear(&ws.select(0, g as i64), Some(&bs.select(0, g as i64))))
+            .map(|(&(g, _), x)| {
+                let (w, b) = block(g);
+                x.linear(&w, Some(&b))
+            })
             .collect();
         Tensor::cat(&outs, 0).index_select(0, &Tensor::from_slice(&place).to_device(d))
     }
@@ -409,6 +422,17 @@ impl Net {
         }
         e
     }
+}
+
+/// Whether parameter `name` is a table of rows that a batch uses a few of (updated by rows, see `adam`): the
+/// embeddings (input events' fields, pair buckets, the heads' conditioning on earlier fields) and the within-group
+/// class blocks of the categorical heads (a batch uses the blocks of its targets' groups).
+fn is_table(name: &str) -> bool {
+    let layer = name.split('.').next().unwrap_or_default();
+    let embedding = layer.starts_with("e_")
+        || layer.starts_with("pair")
+        || ["c_proto", "c_dport", "c_sport", "c_flags"].contains(&layer);
+    (embedding && name.ends_with(".weight")) || name.ends_with("_within_w")
 }
 
 /// Encoded inputs and targets of a batch of windows.
@@ -511,7 +535,7 @@ pub struct TempoNet {
     /// The dense layers packed for the native step, built at the first step after the parameters last changed:
     /// every `&mut self` path that can change a parameter clears it ([`TempoNet::params_changed`]).
     packed: std::cell::RefCell<Option<native::PackedNet>>,
-    opt: Option<nn::Optimizer>,
+    opt: Option<super::adam::Adam>,
     rng: rand::rngs::StdRng,
 }
 
@@ -891,22 +915,29 @@ impl TempoNet {
             return Ok(TaskNll::default());
         }
         let l = self.losses(&bt);
-        let mut loss = Tensor::zeros([], (Kind::Float, self.device));
-        for i in 0..l.per_task.len() {
-            // The inter-arrival density is its shape times the silence Bernoulli: the head trains on the shape, the
-            // silence task (every known mark) on the Bernoulli, each with its own weight. Their sum is the joint NLL.
-            let (nll, mask) = if i == 0 {
-                (l.iat_shape.shallow_clone(), l.masks[0].shallow_clone())
-            } else {
-                (l.per_task[i].shallow_clone(), l.masks[i].shallow_clone())
-            };
-            let cnt = mask.sum(Kind::Float).clamp_min(1.0);
-            let mean = nll.sum(Kind::Float) / cnt;
-            let s = self.net.log_vars.get(i as i64);
-            loss = loss + (-&s).exp() * mean + s;
-        }
+        // The inter-arrival density is its shape times the silence Bernoulli: the head trains on the shape, the
+        // silence task (every known mark) on the Bernoulli, each with its own weight. Their sum is the joint NLL.
+        // Each task's mean NLL is weighted by its learned log-variance `s` as `exp(-s) mean + s`, all nine in one
+        // vector (a loop of scalar operations per task was 90 autograd nodes).
+        let nll = |i: usize| if i == 0 { &l.iat_shape } else { &l.per_task[i] };
+        let sums = Tensor::stack(
+            &(0..l.per_task.len())
+                .map(|i| nll(i).sum(Kind::Float))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let counts = Tensor::stack(
+            &l.masks
+                .iter()
+                .map(|m| m.sum(Kind::Float))
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .clamp_min(1.0);
+        let s = &self.net.log_vars;
+        let loss = ((-s).exp() * sums / counts + s).sum(Kind::Float);
         if self.opt.is_none() {
-            self.opt = Some(nn::Adam::default().build(&self.vs, self.config.lr)?);
+            self.opt = Some(super::adam::Adam::new(&self.vs, self.config.lr, is_table));
         }
         let opt = self.opt.as_mut().expect("just built");
         opt.backward_step_clip_norm(&loss, 1.0);
@@ -1732,7 +1763,7 @@ impl FlowModel for TempoNet {
         self.config.lr
     }
     fn set_learning_rate(&mut self, lr: f64) -> Result<(), ModelError> {
-        super::set_adam_lr(&mut self.opt, &self.vs, lr)
+        super::set_adam_lr(&mut self.opt, &self.vs, is_table, lr)
     }
     fn set_step_engine(&mut self, engine: StepEngine) {
         self.step_engine = engine;
