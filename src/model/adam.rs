@@ -18,7 +18,8 @@
 //! gradient is a contiguous `f32` CPU tensor (the default), and tensor operations otherwise (CUDA). A test holds
 //! them together, and holds the fused loop to libtorch's Adam where no table is marked.
 
-use tch::{Device, Kind, Tensor, nn};
+use super::cpu_tensor::{f32s, f32s_mut};
+use tch::{Kind, Tensor, nn};
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
@@ -83,15 +84,19 @@ impl Adam {
     pub(crate) fn backward_step_clip_norm(&mut self, loss: &Tensor, max_norm: f64) {
         loss.backward();
         self.steps += 1;
+        let grads: Vec<Tensor> = self.slots.iter().map(|s| s.var.grad()).collect();
+        // SAFETY (the probes' borrows end at once): nothing writes these tensors between backward and the step.
+        let cpu = |t: &Tensor| unsafe { f32s(t) }.is_some();
         let fused = !self.force_tensor_ops
-            && self.slots.iter().all(|s| {
-                let g = s.var.grad();
-                cpu_f32(&s.var) && (!g.defined() || cpu_f32(&g))
-            });
+            && self
+                .slots
+                .iter()
+                .zip(&grads)
+                .all(|(s, g)| cpu(&s.var) && (!g.defined() || cpu(g)));
         if fused {
-            self.step_fused(max_norm);
+            self.step_fused(&grads, max_norm);
         } else {
-            tch::no_grad(|| self.step_tensor_ops(max_norm));
+            tch::no_grad(|| self.step_tensor_ops(&grads, max_norm));
         }
     }
 
@@ -106,18 +111,19 @@ impl Adam {
         (1.0 - BETA1.powi(self.steps), 1.0 - BETA2.powi(self.steps))
     }
 
-    fn step_fused(&mut self, max_norm: f64) {
-        // Pass 1: the squared norm, and each table's rows that have a gradient.
+    /// The step over the tensors' memory: every parameter and every defined gradient is a contiguous f32 CPU
+    /// tensor (checked by the caller).
+    fn step_fused(&mut self, grads: &[Tensor], max_norm: f64) {
+        // Pass 1: the squared norm, and each table's rows that have a gradient (`None`: a dense parameter).
         let mut sumsq = 0f64;
         let mut rows: Vec<Option<Vec<usize>>> = Vec::with_capacity(self.slots.len());
-        for s in &self.slots {
-            let g = s.var.grad();
+        for (s, g) in self.slots.iter().zip(grads) {
             if !g.defined() {
-                rows.push(Some(Vec::new()));
+                rows.push(None);
                 continue;
             }
-            // SAFETY: `g` is a contiguous f32 CPU tensor (checked by the caller) that lives through this loop.
-            let gs = unsafe { slice(&g) };
+            // SAFETY: nothing writes the gradient during this pass.
+            let gs = unsafe { f32s(g) }.expect("checked by the caller");
             match s.row {
                 None => {
                     sumsq += gs.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
@@ -143,19 +149,18 @@ impl Adam {
             sqrt_bc2: bc2.sqrt() as f32,
         };
         // Pass 2: the update, zeroing the gradient behind it.
-        for (s, used) in self.slots.iter().zip(&rows) {
-            let g = s.var.grad();
+        for ((s, g), used) in self.slots.iter().zip(grads).zip(&rows) {
             if !g.defined() {
                 continue;
             }
-            // SAFETY: the parameter, its gradient and its moments are distinct contiguous f32 CPU tensors of one
-            // size; nothing else reads or writes them during the step (tensors are not shared across threads).
+            // SAFETY: the parameter, its gradient and its moments are distinct tensors of one size; nothing else
+            // reads or writes them during the step (tensors are not shared across threads).
             let (p, gs, m, v) = unsafe {
                 (
-                    slice_mut(&s.var),
-                    slice_mut(&g),
-                    slice_mut(&s.m),
-                    slice_mut(&s.v),
+                    f32s_mut(&s.var).expect("checked by the caller"),
+                    f32s_mut(g).expect("checked by the caller"),
+                    f32s_mut(&s.m).expect("zeros like the parameter"),
+                    f32s_mut(&s.v).expect("zeros like the parameter"),
                 )
             };
             match (s.row, used) {
@@ -175,8 +180,7 @@ impl Adam {
         }
     }
 
-    fn step_tensor_ops(&mut self, max_norm: f64) {
-        let grads: Vec<Tensor> = self.slots.iter().map(|s| s.var.grad()).collect();
+    fn step_tensor_ops(&mut self, grads: &[Tensor], max_norm: f64) {
         let mut sumsq = 0f64;
         for g in grads.iter().filter(|g| g.defined()) {
             sumsq += g
@@ -187,7 +191,7 @@ impl Adam {
         }
         let coef = Self::clip_coef(sumsq, max_norm);
         let (bc1, bc2) = self.bias_corrections();
-        for (s, g) in self.slots.iter_mut().zip(&grads) {
+        for (s, g) in self.slots.iter_mut().zip(grads) {
             if !g.defined() {
                 continue;
             }
@@ -241,30 +245,10 @@ impl Update {
     }
 }
 
-fn cpu_f32(t: &Tensor) -> bool {
-    t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous()
-}
-
-/// The elements of a contiguous f32 CPU tensor.
-///
-/// # Safety
-/// `t` must be a contiguous f32 CPU tensor, alive and not written elsewhere while the slice is used.
-unsafe fn slice(t: &Tensor) -> &[f32] {
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
-}
-
-/// The elements of a contiguous f32 CPU tensor, to write.
-///
-/// # Safety
-/// As [`slice`], and no other slice of the same memory may be alive.
-#[allow(clippy::mut_from_ref)]
-unsafe fn slice_mut(t: &Tensor) -> &mut [f32] {
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
     use tch::nn::{Module, OptimizerConfig};
 
     /// A small network with a table (an embedding) and dense layers, and a loss on a fixed batch that uses a few of

@@ -15,6 +15,7 @@
 mod adam;
 pub mod anonymise;
 pub mod compliance;
+mod cpu_tensor;
 pub mod features;
 pub mod file;
 pub mod independent;
@@ -827,18 +828,26 @@ impl Model {
     }
 }
 
-/// Sets an Adam optimiser's learning rate, building the optimiser first if no step has run yet (shared by the
-/// networks' [`FlowModel::set_learning_rate`]; `table` marks the parameters updated by rows, see [`adam`]).
+/// A network's Adam optimiser, built at its first use with learning rate `lr` (shared by the networks' training
+/// steps and [`set_adam_lr`]; `table` marks the parameters updated by rows, see [`adam`]).
+pub(crate) fn adam_of<'o>(
+    opt: &'o mut Option<adam::Adam>,
+    vs: &tch::nn::VarStore,
+    table: fn(&str) -> bool,
+    lr: f64,
+) -> &'o mut adam::Adam {
+    opt.get_or_insert_with(|| adam::Adam::new(vs, lr, table))
+}
+
+/// Sets a network's Adam learning rate, building the optimiser first if no step has run yet (the networks'
+/// [`FlowModel::set_learning_rate`]).
 pub(crate) fn set_adam_lr(
     opt: &mut Option<adam::Adam>,
     vs: &tch::nn::VarStore,
     table: fn(&str) -> bool,
     lr: f64,
 ) -> Result<(), ModelError> {
-    match opt {
-        Some(o) => o.set_lr(lr),
-        None => *opt = Some(adam::Adam::new(vs, lr, table)),
-    }
+    adam_of(opt, vs, table, lr).set_lr(lr);
     Ok(())
 }
 

@@ -37,6 +37,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+/// STAN's parameters that are tables of rows updated by rows (see `adam`): none, the convolution and the heads are
+/// dense.
+fn is_table(_name: &str) -> bool {
+    false
+}
+
 const C: usize = 15;
 /// The session position's column (input only: no head is trained or sampled for it).
 const POS_COL: usize = 13;
@@ -674,13 +680,7 @@ impl Stan {
             };
             loss += l.sum(Kind::Float) / cnt;
         }
-        if self.opt.is_none() {
-            // No tables: the convolution and the heads are dense.
-            self.opt = Some(super::adam::Adam::new(&self.vs, self.config.lr, |_| false));
-        }
-        self.opt
-            .as_mut()
-            .expect("built")
+        super::adam_of(&mut self.opt, &self.vs, is_table, self.config.lr)
             .backward_step_clip_norm(&loss, 1.0);
         Ok(tch::no_grad(|| Self::summarise(&ls, &has)))
     }
@@ -1328,7 +1328,7 @@ impl FlowModel for Stan {
         self.config.lr
     }
     fn set_learning_rate(&mut self, lr: f64) -> Result<(), ModelError> {
-        super::set_adam_lr(&mut self.opt, &self.vs, |_| false, lr)
+        super::set_adam_lr(&mut self.opt, &self.vs, is_table, lr)
     }
     fn version(&self) -> u64 {
         self.version

@@ -343,23 +343,17 @@ impl Net {
         let parts = sorted.split_with_sizes(&sizes, 0);
         let ws = w.view([t.groups(), t.size, -1]);
         let bs = (b + pad).view([t.groups(), t.size]);
-        let block: Box<dyn Fn(usize) -> (Tensor, Tensor)> = if hid.requires_grad() {
-            // Training: every block from one unbind. A `select` per group gave each group's weight gradient the
-            // full table's size (zeros but for its block), and the backward pass filled and summed one such
-            // 430 KB tensor per group present in a port head (17 on a batch of random client ports).
-            let (wb, bb) = (ws.unbind(0), bs.unbind(0));
-            Box::new(move |g| (wb[g].shallow_clone(), bb[g].shallow_clone()))
-        } else {
-            // Scoring and generation: only the present groups' blocks (unbinding all of them cost a tenth of a
-            // generation step).
-            Box::new(move |g| (ws.select(0, g as i64), bs.select(0, g as i64)))
-        };
+        // Training: every block from one unbind. A `select` per group gave each group's weight gradient the full
+        // table's size (zeros but for its block), and the backward pass filled and summed one such 430 KB tensor
+        // per group present in a port head (17 on a batch of random client ports). Scoring and generation: only
+        // the present groups' blocks (unbinding all of them cost a tenth of a generation step).
+        let unbound = hid.requires_grad().then(|| (ws.unbind(0), bs.unbind(0)));
         let outs: Vec<Tensor> = present
             .iter()
             .zip(&parts)
-            .map(|(&(g, _), x)| {
-                let (w, b) = block(g);
-                x.linear(&w, Some(&b))
+            .map(|(&(g, _), x)| match &unbound {
+                Some((wb, bb)) => x.linear(&wb[g], Some(&bb[g])),
+                None => x.linear(&ws.select(0, g as i64), Some(&bs.select(0, g as i64))),
             })
             .collect();
         Tensor::cat(&outs, 0).index_select(0, &Tensor::from_slice(&place).to_device(d))
@@ -936,11 +930,8 @@ impl TempoNet {
         .clamp_min(1.0);
         let s = &self.net.log_vars;
         let loss = ((-s).exp() * sums / counts + s).sum(Kind::Float);
-        if self.opt.is_none() {
-            self.opt = Some(super::adam::Adam::new(&self.vs, self.config.lr, is_table));
-        }
-        let opt = self.opt.as_mut().expect("just built");
-        opt.backward_step_clip_norm(&loss, 1.0);
+        super::adam_of(&mut self.opt, &self.vs, is_table, self.config.lr)
+            .backward_step_clip_norm(&loss, 1.0);
         self.params_changed();
         Ok(tch::no_grad(|| self.summarise(&l, &bt)))
     }

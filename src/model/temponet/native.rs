@@ -15,21 +15,14 @@
 use super::kernels;
 use super::step::{Cond, StepInputs, StepNet};
 use super::{CATEGORICAL, N_CONT_INPUTS, Net, SILENCE_HEAD};
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Tensor, nn};
 
 /// The memory of a contiguous CPU float tensor; `None` for any other tensor.
 fn f32s(t: &Tensor) -> Option<&[f32]> {
-    if t.device() != Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
-        return None;
-    }
-    let n = t.numel();
-    if n == 0 {
-        return Some(&[]);
-    }
-    // SAFETY: the tensor is a contiguous CPU float tensor of `n` elements, kept alive by the borrow. A step only
-    // reads parameters: nothing writes them while the `NativeStep` borrowing the `Net` lives (training and
-    // `set_params` need the model mutably, and tensors are not shared across threads: `Tensor` is not `Sync`).
-    Some(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, n) })
+    // SAFETY: a step only reads parameters: nothing writes them while the `NativeStep` borrowing the `Net` lives
+    // (training and `set_params` need the model mutably, and tensors are not shared across threads: `Tensor` is
+    // not `Sync`).
+    unsafe { crate::model::cpu_tensor::f32s(t) }
 }
 
 /// A linear layer's weights (`out x inp`, libtorch's layout) and bias, packed (see [`kernels::Packed`]).
@@ -336,6 +329,7 @@ mod tests {
     use crate::record::{FlowRecord, TcpFlags};
     use rand::{Rng, SeedableRng};
     use std::net::{IpAddr, Ipv4Addr};
+    use tch::Device;
 
     fn close(what: &str, a: &[f32], b: &[f32]) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
